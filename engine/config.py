@@ -1,0 +1,301 @@
+"""A shop's rules (contract §2) as typed values, and the compliance checks that refuse bad ones.
+
+:func:`parse_config` takes the decoded YAML mapping and returns a :class:`Config`, or raises
+:class:`ConfigError` listing *every* problem, each with the dotted key path that caused it
+(the YAML loader turns paths into line numbers). Pure: no file access here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+MAX_LEVELS = 3  # 禁止传销条例: never more than three levels of commission
+BINDING_MODES = ("first", "override", "new_customer_only")
+ATTRIBUTIONS = ("binding", "last_click")
+TAX_METHODS = ("per_payment", "cumulative_platform")
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # dotted key path, e.g. "commission.rules[1].levels"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(ValueError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A commission rule: first match wins and replaces the level rates for its items."""
+
+    id: str
+    category: str | None = None
+    sku: str | None = None
+    levels: tuple[Decimal, ...] | None = None  # rates per level
+    fixed: tuple[Decimal, ...] | None = None  # fixed amount per unit, per level
+
+    def matches(self, sku: str, category: str) -> bool:
+        return (self.sku is None or self.sku == sku) and (self.category is None or self.category == category)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: str
+    from_ms: int
+    to_ms: int  # exclusive: an order at exactly `to` is outside
+    multiplier: Decimal
+
+    def active(self, ts_ms: int) -> bool:
+        return self.from_ms <= ts_ms < self.to_ms
+
+
+@dataclass(frozen=True)
+class Tier:
+    min_gmv: Decimal
+    bonus: Decimal
+
+
+@dataclass(frozen=True)
+class Config:
+    currency: str = "CNY"
+    timezone: str = "Asia/Shanghai"
+    binding_mode: str = "first"
+    valid_days: int = 365
+    attribution: str = "binding"
+    click_window_days: int = 7
+    levels: tuple[Decimal, ...] = (Decimal("0.10"), Decimal("0.05"), Decimal("0.02"))
+    max_levels: int = MAX_LEVELS
+    payout_cap: Decimal = Decimal("0.30")
+    rules: tuple[Rule, ...] = ()
+    campaigns: tuple[Campaign, ...] = ()
+    tiers: tuple[Tier, ...] = ()
+    hold_days: int = 7
+    tax_method: str = "per_payment"
+    fraud_hold_score: Decimal = Decimal("0.8")
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def rule_for(self, sku: str, category: str) -> Rule | None:
+        for rule in self.rules:
+            if rule.matches(sku, category):
+                return rule
+        return None
+
+    def multiplier_at(self, ts_ms: int) -> tuple[Decimal, str | None]:
+        """The largest multiplier of the campaigns active at ``ts_ms`` (overlaps do not stack)."""
+        best, best_id = Decimal(1), None
+        for c in self.campaigns:
+            if c.active(ts_ms) and c.multiplier > best:
+                best, best_id = c.multiplier, c.id
+        return best, best_id
+
+
+DEFAULT = Config()
+
+
+class _Reader:
+    """Reads typed values out of the raw mapping, collecting problems instead of stopping."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def decimal(self, value: Any, path: str, *, lo: Decimal | None = Decimal(0), hi: Decimal | None = None) -> Decimal | None:
+        if isinstance(value, float):
+            self.fail(path, f'write money and rates as quoted decimal strings ("{value}"), not floats')
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            self.fail(path, f"expected a decimal string, got {value!r}")
+            return None
+        try:
+            d = Decimal(str(value))
+        except InvalidOperation:
+            self.fail(path, f"not a decimal number: {value!r}")
+            return None
+        if not d.is_finite() or (lo is not None and d < lo) or (hi is not None and d > hi):
+            self.fail(path, f"{value!r} is out of range" + (f" [{lo}, {hi}]" if hi is not None else f" (must be ≥ {lo})"))
+            return None
+        return d
+
+    def integer(self, value: Any, path: str, lo: int = 0) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            self.fail(path, f"expected a whole number ≥ {lo}, got {value!r}")
+            return None
+        return value
+
+    def choice(self, value: Any, path: str, choices: tuple[str, ...]) -> str | None:
+        if value not in choices:
+            self.fail(path, f"{value!r} is not one of {', '.join(choices)}")
+            return None
+        return value
+
+    def mapping(self, value: Any, path: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, f"expected a mapping, got {type(value).__name__}")
+            return {}
+        return value
+
+    def rates(self, value: Any, path: str) -> tuple[Decimal, ...] | None:
+        if not isinstance(value, list) or not value:
+            self.fail(path, f"expected a list of per-level values, got {value!r}")
+            return None
+        if len(value) > MAX_LEVELS:
+            self.fail(path, f"{len(value)} levels configured; at most {MAX_LEVELS} levels of commission are allowed (禁止传销条例)")
+            return None
+        out = [self.decimal(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return None if any(v is None for v in out) else tuple(out)  # type: ignore[misc]
+
+    def timestamp(self, value: Any, path: str) -> int | None:
+        if isinstance(value, datetime):  # YAML may decode an unquoted timestamp itself
+            parsed = value
+        else:
+            try:
+                parsed = datetime.fromisoformat(str(value))
+            except ValueError:
+                self.fail(path, f"not an RFC 3339 timestamp: {value!r}")
+                return None
+        if parsed.tzinfo is None:
+            self.fail(path, f"timestamp needs a UTC offset: {value!r}")
+            return None
+        return int(parsed.timestamp() * 1000)
+
+
+_TEAM_WORDS = ("team", "downline", "group", "network", "recruit")
+
+
+def parse_config(raw: dict | None) -> Config:
+    """Validate a decoded ``tuike.yaml`` and return its :class:`Config`, or raise :class:`ConfigError`."""
+    raw = raw or {}
+    r = _Reader()
+    if not isinstance(raw, dict):
+        raise ConfigError([Problem("(top)", "the configuration must be a YAML mapping")])
+    kw: dict[str, Any] = {"raw": raw}
+
+    if "currency" in raw:
+        if not (isinstance(raw["currency"], str) and len(raw["currency"]) == 3 and raw["currency"].isupper()):
+            r.fail("currency", f"expected an ISO 4217 code such as CNY, got {raw['currency']!r}")
+        else:
+            kw["currency"] = raw["currency"]
+    if "timezone" in raw:
+        try:
+            ZoneInfo(str(raw["timezone"]))
+            kw["timezone"] = str(raw["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            r.fail("timezone", f"unknown time zone {raw['timezone']!r}")
+
+    binding = r.mapping(raw.get("binding"), "binding")
+    if "mode" in binding:
+        kw["binding_mode"] = r.choice(binding["mode"], "binding.mode", BINDING_MODES)
+    if "valid_days" in binding:
+        kw["valid_days"] = r.integer(binding["valid_days"], "binding.valid_days")
+    if "attribution" in raw:
+        kw["attribution"] = r.choice(raw["attribution"], "attribution", ATTRIBUTIONS)
+    if "click_window_days" in raw:
+        kw["click_window_days"] = r.integer(raw["click_window_days"], "click_window_days", lo=1)
+    if "hold_days" in raw:
+        kw["hold_days"] = r.integer(raw["hold_days"], "hold_days")
+
+    com = r.mapping(raw.get("commission"), "commission")
+    for key in com:
+        if any(w in str(key).lower() for w in _TEAM_WORDS):
+            r.fail(f"commission.{key}", "team compensation (团队计酬) is not allowed: commission comes from a promoter's own sales only")
+    if "max_levels" in com:
+        ml = r.integer(com["max_levels"], "commission.max_levels", lo=1)
+        if ml is not None and ml > MAX_LEVELS:
+            r.fail("commission.max_levels", f"{ml} is above the compliance ceiling of {MAX_LEVELS} levels (禁止传销条例)")
+        elif ml is not None:
+            kw["max_levels"] = ml
+    if "levels" in com:
+        kw["levels"] = r.rates(com["levels"], "commission.levels")
+    if "payout_cap" in com:
+        kw["payout_cap"] = r.decimal(com["payout_cap"], "commission.payout_cap", hi=Decimal(1))
+
+    rules = []
+    for i, rr in enumerate(com.get("rules") or []):
+        path = f"commission.rules[{i}]"
+        rr = r.mapping(rr, path)
+        when = r.mapping(rr.get("when"), f"{path}.when")
+        for k in when:
+            if k not in ("category", "sku"):
+                r.fail(f"{path}.when.{k}", f"rules match on category or sku only, not {k!r}" + (
+                    " (team volume may not drive commission: 团队计酬)" if any(w in str(k).lower() for w in _TEAM_WORDS) else ""))
+        if "id" not in rr:
+            r.fail(f"{path}.id", "every rule needs an id (it is written on each ledger row it pays)")
+        if ("levels" in rr) == ("fixed" in rr):
+            r.fail(path, "a rule gives either levels (rates) or fixed (amounts per unit), exactly one")
+            continue
+        levels = r.rates(rr["levels"], f"{path}.levels") if "levels" in rr else None
+        fixed = r.rates(rr["fixed"], f"{path}.fixed") if "fixed" in rr else None
+        rules.append(Rule(id=str(rr.get("id")), category=when.get("category"), sku=when.get("sku"), levels=levels, fixed=fixed))
+    kw["rules"] = tuple(rules)
+
+    campaigns = []
+    for i, cc in enumerate(com.get("campaigns") or []):
+        path = f"commission.campaigns[{i}]"
+        cc = r.mapping(cc, path)
+        f_ms = r.timestamp(cc.get("from"), f"{path}.from")
+        t_ms = r.timestamp(cc.get("to"), f"{path}.to")
+        mult = r.decimal(cc.get("multiplier"), f"{path}.multiplier", lo=Decimal(0))
+        if f_ms is not None and t_ms is not None and t_ms <= f_ms:
+            r.fail(f"{path}.to", "the campaign ends before it starts")
+        if None not in (f_ms, t_ms, mult):
+            campaigns.append(Campaign(str(cc.get("id", f"campaign-{i}")), f_ms, t_ms, mult))  # type: ignore[arg-type]
+    kw["campaigns"] = tuple(campaigns)
+
+    tiers = []
+    for i, tt in enumerate(com.get("tiers") or raw.get("tiers") or []):
+        path = f"commission.tiers[{i}]"
+        tt = r.mapping(tt, path)
+        for k in tt:
+            if k not in ("min_gmv", "bonus"):
+                r.fail(f"{path}.{k}", f"tiers are based on the promoter's own sales only; {k!r} is not allowed"
+                       + (" (团队计酬)" if any(w in str(k).lower() for w in _TEAM_WORDS) else ""))
+        g = r.decimal(tt.get("min_gmv"), f"{path}.min_gmv")
+        b = r.decimal(tt.get("bonus"), f"{path}.bonus", hi=Decimal(1))
+        if g is not None and b is not None:
+            tiers.append(Tier(g, b))
+    kw["tiers"] = tuple(sorted(tiers, key=lambda t: t.min_gmv))
+
+    tax = r.mapping(raw.get("tax"), "tax")
+    if "method" in tax:
+        kw["tax_method"] = r.choice(tax["method"], "tax.method", TAX_METHODS)
+    fraud = r.mapping(raw.get("fraud"), "fraud")
+    if "hold_score" in fraud:
+        kw["fraud_hold_score"] = r.decimal(fraud["hold_score"], "fraud.hold_score", hi=Decimal(1))
+
+    if r.problems:
+        raise ConfigError(r.problems)
+    config = Config(**kw)
+    cap_problems = _cap_problems(config)
+    if cap_problems:
+        raise ConfigError(cap_problems)
+    return config
+
+
+def _cap_problems(config: Config) -> list[Problem]:
+    """Refuse rates that, with the largest campaign multiplier and tier bonus, could pass the cap."""
+    mult = max([c.multiplier for c in config.campaigns] + [Decimal(1)])
+    bonus = max([t.bonus for t in config.tiers] + [Decimal(0)])
+    out = []
+    candidates = [("commission.levels", config.levels)] + [
+        (f"commission.rules[{i}].levels", rule.levels) for i, rule in enumerate(config.rules) if rule.levels
+    ]
+    for path, rates in candidates:
+        worst = sum(rates[: config.max_levels], Decimal(0)) * mult + bonus
+        if worst > config.payout_cap:
+            out.append(Problem(path, (
+                f"rates {'+'.join(str(x) for x in rates[:config.max_levels])} × largest campaign multiplier {mult}"
+                f" + largest tier bonus {bonus} = {worst.normalize()} exceeds payout_cap {config.payout_cap}")))
+    return out
