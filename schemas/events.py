@@ -18,10 +18,17 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
-_MONEY = re.compile(r"^\d{1,15}(\.\d{1,2})?$")
+# [0-9], not \d: \d also matches other scripts' digits, which Decimal() would accept.
+MONEY_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,2})?$"
+# RFC 3339 date-time (not the wider ISO 8601 that datetime.fromisoformat takes, such as week
+# dates or 20261111T100000); the offset group is optional here only to give a clearer message.
+TS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+_MONEY = re.compile(MONEY_PATTERN)
+_TS = re.compile(TS_PATTERN.removesuffix("$") + "?$")
 
 
 def _parse_money(value: object) -> Decimal:
@@ -30,7 +37,7 @@ def _parse_money(value: object) -> Decimal:
         raise ValueError(
             f'money must be a decimal string such as "199.00", got {type(value).__name__} {value!r}'
         )
-    if not _MONEY.match(value):
+    if not _MONEY.fullmatch(value):
         raise ValueError(
             f'money must be a non-negative decimal string with at most 2 decimals, got {value!r}'
         )
@@ -41,12 +48,15 @@ def _parse_ts(value: object) -> datetime:
     """RFC 3339 with an explicit offset: event time must not depend on a server's zone."""
     if not isinstance(value, str):
         raise ValueError(f"timestamp must be an RFC 3339 string, got {type(value).__name__} {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"timestamp is not RFC 3339: {value!r}") from None
-    if parsed.tzinfo is None:
+    shape = _TS.fullmatch(value)
+    if shape is not None and shape.group(2) is None:
         raise ValueError(f"timestamp has no UTC offset: {value!r} (write e.g. 2026-11-11T10:00:00+08:00)")
+    try:
+        parsed = datetime.fromisoformat(value.upper()) if shape else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ValueError(f"timestamp is not RFC 3339: {value!r} (write e.g. 2026-11-11T10:00:00+08:00)")
     return parsed.astimezone(timezone.utc)
 
 
@@ -58,10 +68,30 @@ def _parse_id(value: object) -> str:
     return value
 
 
-Money = Annotated[Decimal, BeforeValidator(_parse_money)]
-Timestamp = Annotated[datetime, BeforeValidator(_parse_ts)]
-Id = Annotated[str, BeforeValidator(_parse_id)]
-OptId = Annotated[Union[str, None], BeforeValidator(lambda v: v if v is None else _parse_id(v))]
+# The JSON Schema hints say what a producer must send (strings); validation is unchanged.
+_MONEY_SCHEMA = {
+    "type": "string",
+    "pattern": MONEY_PATTERN,
+    "description": 'money: a decimal string in major units with at most 2 decimals, never a float',
+    "examples": ["199.00"],
+}
+_TS_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": TS_PATTERN,
+    "description": "RFC 3339 timestamp with a UTC offset (event time)",
+    "examples": ["2026-11-11T10:00:00+08:00"],
+}
+_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 200}
+
+Money = Annotated[Decimal, BeforeValidator(_parse_money), WithJsonSchema(_MONEY_SCHEMA)]
+Timestamp = Annotated[datetime, BeforeValidator(_parse_ts), WithJsonSchema(_TS_SCHEMA)]
+Id = Annotated[str, BeforeValidator(_parse_id), WithJsonSchema(_ID_SCHEMA)]
+OptId = Annotated[
+    Union[str, None],
+    BeforeValidator(lambda v: v if v is None else _parse_id(v)),
+    WithJsonSchema({"anyOf": [_ID_SCHEMA, {"type": "null"}]}),
+]
 OptText = Union[str, None]
 
 
@@ -165,6 +195,12 @@ class RefundItem(_Model):
 
 
 class OrderRefunded(Event):
+    # JSON Schema form of _items_or_amount: exactly one of items / amount is given (non-null).
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["items"], "properties": {"items": {"type": "array"}, "amount": {"type": "null"}}},
+        {"required": ["amount"], "properties": {"amount": {"type": "string"}, "items": {"type": "null"}}},
+    ]})
+
     type: Literal["order.refunded"]
     order_id: Id
     refund_id: Id
