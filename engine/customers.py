@@ -1,0 +1,82 @@
+"""Attribution, keyed by customer: who earns on each of a customer's orders.
+
+The customer's state holds their bind requests, their clicks (for ``last_click``) and their
+paid orders. After any change it recomputes every order's beneficiaries and sends an
+``attributed`` message for each order whose answer changed; the order processor turns that
+into ledger corrections. Promoters it read are registered with the ``watchers`` processor so
+that a late join or a ban comes back here as a recheck.
+"""
+from __future__ import annotations
+
+from schemas.events import Click, CustomerBound, OrderPaid
+
+from .binding import bind_refusal, binding_at, last_click_at
+from .chain import beneficiaries, walk_up
+from .dataflow import ORDERS, WATCHERS, Context, Message, Output
+
+EMPTY = {"binds": [], "clicks": [], "orders": {}, "sent": {}, "watching": {}}
+
+
+def _insert(rows: list[list], row: list) -> bool:
+    """Insert ``row`` keeping (ts, event_id) order; False when that event is already there."""
+    if any(r[1] == row[1] for r in rows):
+        return False
+    rows.append(row)
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return True
+
+
+def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output) -> dict:
+    state = state or {k: (v.copy() if hasattr(v, "copy") else v) for k, v in EMPTY.items()}
+    event = msg.body
+    if isinstance(event, CustomerBound):
+        if not _insert(state["binds"], [event.ts_ms, event.event_id, event.promoter_id]):
+            out.duplicates += 1
+            return state
+        decision = bind_refusal(event.customer_id, event.promoter_id, event.ts_ms, ctx.promoter)
+        if not decision.ok and not decision.reason.startswith("parked"):
+            out.reject(msg, f"customer.bound refused: {decision.reason}")
+    elif isinstance(event, Click):
+        if not _insert(state["clicks"], [event.ts_ms, event.event_id, event.promoter_id]):
+            out.duplicates += 1
+            return state
+    elif isinstance(event, OrderPaid):
+        if event.order_id in state["orders"]:
+            return state  # the order processor counts the duplicate
+        state["orders"][event.order_id] = [event.ts_ms, event.promoter_id]
+    _attribute(msg.key, state, msg.cause, ctx, out)
+    return state
+
+
+def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Output) -> None:
+    """Recompute every order of the customer; message the orders whose beneficiaries changed."""
+    config = ctx.config
+    consulted: dict[str, int] = {}
+    orders = state["orders"]
+    first_order = min((o[0] for o in orders.values()), default=None)
+    for order_id in sorted(orders):
+        ts_ms, explicit = orders[order_id]
+        if explicit is not None:
+            level1: str | None = explicit
+        elif config.attribution == "last_click":
+            level1 = last_click_at(customer_id, state["clicks"], ts_ms, config, ctx.promoter, consulted)
+        else:
+            level1 = binding_at(customer_id, state["binds"], first_order, ts_ms, config, ctx.promoter, consulted)
+        levels: list[str | None] = [None] * config.max_levels
+        if level1 is not None:
+            walk = walk_up(level1, ts_ms, ctx.promoter)
+            consulted.update(walk.consulted)
+            levels = beneficiaries(walk, ts_ms, ctx.promoter, config.max_levels)
+        sent = state["sent"].get(order_id)
+        if sent is None or sent[1] != levels:
+            version = (sent[0] + 1) if sent else 1
+            state["sent"][order_id] = [version, levels]
+            out.messages.append(Message(ORDERS, order_id, "attributed", {"v": version, "levels": levels}, cause))
+    # Binds the customer has not ordered with yet still read promoters: watch those too.
+    for bind in state["binds"]:
+        consulted.update(bind_refusal(customer_id, bind[2], bind[0], ctx.promoter).consulted)
+    for promoter_id, seen in consulted.items():
+        if promoter_id not in state["watching"]:
+            state["watching"][promoter_id] = seen
+            out.messages.append(Message(WATCHERS, promoter_id, "watch", {"customer": customer_id, "v": seen}, cause))
+

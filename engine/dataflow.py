@@ -1,0 +1,54 @@
+"""The one dataflow both runners execute: keyed processors exchanging messages.
+
+Each processor is a pure function ``(state for one key, message, context) -> state`` that
+appends what it produces to an :class:`Output`: ledger rows, dead letters, and messages for
+other keys. The embedded runner routes messages through a local queue; the streaming runner
+routes them through Kafka topics keyed the same way. Equivalence holds by construction.
+
+| processor | key | state | in |
+|---|---|---|---|
+| promoters | promoter_id | joins, bans (global: every worker reads them) | promoter.* |
+| watchers | promoter_id | customers whose attribution read this promoter | watch, changed |
+| customers | customer_id | binds, clicks, paid orders, what was sent per order | customer.bound, click, order.paid, recheck |
+| orders | order_id | order facts, frozen terms, what the ledger holds per step | order.*, review.decided, attributed |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .chain import Lookup
+from .config import Config
+from .dead_letter import DeadLetter
+from .ledger_entry import LedgerEntry
+
+PROMOTERS, WATCHERS, CUSTOMERS, ORDERS = "promoters", "watchers", "customers", "orders"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    processor: str  # which processor handles it; also the state table
+    key: str  # the key it is partitioned by
+    kind: str  # "event" (an input event) or an internal kind: watch, changed, recheck, attributed
+    body: Any  # the typed event, or a small JSON-able dict for internal kinds
+    cause: str  # the input event_id that started this chain of messages
+
+
+@dataclass
+class Output:
+    entries: list[LedgerEntry] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    duplicates: int = 0  # input events that changed nothing because they were seen before
+    parked: int = 0  # change in the number of events waiting for a prerequisite
+
+    def reject(self, msg: Message, reason: str) -> None:
+        """An event the engine refuses after validation (a loop, a self-bind, a second payment…)."""
+        event = msg.body
+        self.dead_letters.append(DeadLetter.of("engine", event.event_id, event.model_dump_json(), reason, msg.key))
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Config
+    promoter: Lookup  # read-only view of every promoter's facts (a GlobalTable in streaming)

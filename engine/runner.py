@@ -1,0 +1,70 @@
+"""The local runner of the dataflow: one input event in, everything it causes out.
+
+Routes the event to the processor that owns its key, then drains the messages that follow
+through a FIFO queue, reading and writing state through a :class:`~engine.store.Store`.
+Deterministic: the same events in the same order give the same rows with the same ids.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from schemas.events import Click, CustomerBound, Event, OrderPaid, PromoterBanned, PromoterJoined
+
+from .config import Config
+from .customers import handle_customer
+from .dataflow import CUSTOMERS, ORDERS, PROMOTERS, WATCHERS, Context, Message, Output
+from .orders import handle_order
+from .promoters import handle_promoter, handle_watchers
+from .store import Store
+
+Handler = Callable[[dict | None, Message, Context, Output], dict | None]
+
+HANDLERS: dict[str, Handler] = {
+    PROMOTERS: handle_promoter,
+    WATCHERS: handle_watchers,
+    CUSTOMERS: handle_customer,
+    ORDERS: handle_order,
+}
+
+
+def route(event: Event, config: Config) -> list[Message]:
+    """Which processors an input event goes to, keyed as the Kafka topics of contract §1.3."""
+    cause = event.event_id
+    if isinstance(event, (PromoterJoined, PromoterBanned)):
+        return [Message(PROMOTERS, event.promoter_id, "event", event, cause)]
+    if isinstance(event, CustomerBound):
+        return [Message(CUSTOMERS, event.customer_id, "event", event, cause)]
+    if isinstance(event, Click):
+        who = event.customer_id or event.visitor_id
+        if config.attribution == "last_click" and who:
+            return [Message(CUSTOMERS, who, "event", event, cause)]
+        return []  # a click is a fact (and a fraud signal), not money, under binding attribution
+    if isinstance(event, OrderPaid):
+        # the order's own key, and its customer's key for attribution (a repartition in Kafka)
+        return [Message(ORDERS, event.order_id, "event", event, cause),
+                Message(CUSTOMERS, event.customer_id, "event", event, cause)]
+    return [Message(ORDERS, event.order_id, "event", event, cause)]  # type: ignore[attr-defined]
+
+
+class Engine:
+    """Feeds events through the processors against a store."""
+
+    def __init__(self, config: Config, store: Store):
+        self.config = config
+        self.store = store
+        self.ctx = Context(config, lambda pid: store.get(PROMOTERS, pid))
+
+    def feed(self, event: Event, out: Output | None = None) -> Output:
+        out = out if out is not None else Output()
+        queue = deque(route(event, self.config))
+        while queue:
+            msg = queue.popleft()
+            state = self.store.get(msg.processor, msg.key)
+            first = len(out.messages)
+            new_state = HANDLERS[msg.processor](state, msg, self.ctx, out)
+            if new_state is not None:
+                self.store.put(msg.processor, msg.key, new_state)
+            queue.extend(out.messages[first:])
+            del out.messages[first:]
+        return out
