@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# A local ClickHouse server for tuike's ledger (contract §5: make clickhouse-up / clickhouse-down).
+#
+#   deploy/clickhouse.sh up       install Debian's clickhouse-server if missing, start it, wait until it answers
+#   deploy/clickhouse.sh down     stop the server this script started (SIGTERM, wait, then SIGKILL)
+#   deploy/clickhouse.sh status   say whether it runs; exit 0 if it answers, 3 if not
+#
+# The server runs as the current user (root on the project's machines) from copies of
+# /etc/clickhouse-server/{config.xml,users.xml} kept in .deploy/clickhouse/ (repo-relative), with
+# every data, tmp, user_files, format_schema and log path inside that folder, listening on
+# 127.0.0.1 only: native port 9000, HTTP port 8123 (override with CLICKHOUSE_TCP_PORT /
+# CLICKHOUSE_HTTP_PORT). Debian 12 ships ClickHouse 18.16.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="$REPO/.deploy/clickhouse"
+PIDFILE="$STATE/clickhouse-server.pid"
+TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
+HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
+WAIT_SECONDS="${CLICKHOUSE_WAIT_SECONDS:-60}"
+ETC=/etc/clickhouse-server
+
+say() { echo "clickhouse: $*"; }
+die() { echo "clickhouse: error: $*" >&2; exit 1; }
+
+server_bin() {
+    local b
+    for b in /usr/bin/clickhouse-server /usr/sbin/clickhouse-server; do
+        [ -x "$b" ] && { echo "$b"; return 0; }
+    done
+    command -v clickhouse-server 2>/dev/null || return 1
+}
+
+client_bin() {
+    [ -x /usr/bin/clickhouse-client ] && { echo /usr/bin/clickhouse-client; return 0; }
+    command -v clickhouse-client 2>/dev/null || return 1
+}
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else die "installing ClickHouse needs root: run 'sudo apt-get install clickhouse-server clickhouse-client', then this again"
+    fi
+}
+
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q clickhouse-server clickhouse-client
+}
+
+install_if_missing() {
+    if server_bin >/dev/null && client_bin >/dev/null; then return 0; fi
+    command -v apt-get >/dev/null \
+        || die "clickhouse-server is not installed and there is no apt-get: install ClickHouse (18.16 or newer) so that clickhouse-server and clickhouse-client are on PATH"
+    say "installing clickhouse-server and clickhouse-client with apt-get"
+    # Keep the package from starting its own system service on our ports while it installs
+    # (policy-rc.d is honoured by invoke-rc.d and deb-systemd-invoke); ours runs from .deploy/.
+    local policy=/usr/sbin/policy-rc.d made_policy=""
+    if [ ! -e "$policy" ] && [ "$(id -u)" = 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+    fi
+    local rc=0
+    apt_install || {
+        say "install failed; running apt-get update and trying again"
+        as_root apt-get update -q && apt_install
+    } || rc=$?
+    [ -n "$made_policy" ] && rm -f "$policy"
+    [ "$rc" = 0 ] || die "apt-get could not install clickhouse-server/clickhouse-client (exit $rc); check the network and the apt sources (Debian 12 'main' has them), then run this again"
+    server_bin >/dev/null || die "apt-get finished but clickhouse-server is not found in /usr/bin or /usr/sbin"
+}
+
+# The pid from the pid file, if that process is alive and is a clickhouse server.
+our_pid() {
+    [ -f "$PIDFILE" ] || return 1
+    local pid
+    pid="$(cat "$PIDFILE" 2>/dev/null)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q clickhouse || return 1
+    echo "$pid"
+}
+
+answers() {
+    local client
+    client="$(client_bin)" || return 1
+    "$client" --host 127.0.0.1 --port "$TCP_PORT" -q 'SELECT 1' >/dev/null 2>&1
+}
+
+write_config() {
+    mkdir -p "$STATE"/{data,tmp,user_files,format_schemas,log}
+    [ -f "$ETC/config.xml" ] || die "$ETC/config.xml is missing: reinstall with 'apt-get install --reinstall clickhouse-server'"
+    [ -f "$ETC/users.xml" ] || die "$ETC/users.xml is missing: reinstall with 'apt-get install --reinstall clickhouse-server'"
+    # Only the top-level <path> holds /var/lib/clickhouse (distributed_ddl has a <path> of its own).
+    sed -e "s#<path>/var/lib/clickhouse/*</path>#<path>$STATE/data/</path>#" \
+        -e "s#<tmp_path>[^<]*</tmp_path>#<tmp_path>$STATE/tmp/</tmp_path>#" \
+        -e "s#<user_files_path>[^<]*</user_files_path>#<user_files_path>$STATE/user_files/</user_files_path>#" \
+        -e "s#<format_schema_path>[^<]*</format_schema_path>#<format_schema_path>$STATE/format_schemas/</format_schema_path>#" \
+        -e "s#<log>[^<]*</log>#<log>$STATE/log/clickhouse-server.log</log>#" \
+        -e "s#<errorlog>[^<]*</errorlog>#<errorlog>$STATE/log/clickhouse-server.err.log</errorlog>#" \
+        -e "s#<http_port>[^<]*</http_port>#<http_port>$HTTP_PORT</http_port>#" \
+        -e "s#<tcp_port>[^<]*</tcp_port>#<tcp_port>$TCP_PORT</tcp_port>\n    <listen_host>127.0.0.1</listen_host>#" \
+        -e "s#<interserver_http_port>[^<]*</interserver_http_port>##" \
+        -e "s#/var/lib/clickhouse/#$STATE/data/#g" \
+        "$ETC/config.xml" >"$STATE/config.xml"
+    cp "$ETC/users.xml" "$STATE/users.xml"
+    if grep -qE '/var/(lib|log)/clickhouse' "$STATE/config.xml"; then
+        die "could not point every path of $STATE/config.xml into $STATE (the packaged config.xml has an unexpected layout)"
+    fi
+}
+
+cmd_up() {
+    install_if_missing
+    mkdir -p "$STATE"
+    exec 9>"$STATE/.lock"
+    flock -w 120 9 || die "another 'deploy/clickhouse.sh' is holding $STATE/.lock; wait for it or remove the lock"
+
+    local pid
+    if pid="$(our_pid)"; then
+        if answers; then say "already running (pid $pid) on 127.0.0.1:$TCP_PORT"; return 0; fi
+        say "pid $pid is alive but does not answer yet; waiting"
+    else
+        rm -f "$PIDFILE"
+        if answers; then
+            say "a ClickHouse server not started by this script already answers on 127.0.0.1:$TCP_PORT; using it ('down' will leave it alone)"
+            return 0
+        fi
+        write_config
+        local bin
+        bin="$(server_bin)"
+        say "starting $bin (data in $STATE)"
+        : >"$STATE/log/stdout.log"
+        (cd "$STATE" && exec setsid "$bin" --config-file="$STATE/config.xml" \
+            >>"$STATE/log/stdout.log" 2>&1 </dev/null 9>&-) &
+        pid=$!
+        echo "$pid" >"$PIDFILE"
+    fi
+
+    local waited=0
+    until answers; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rm -f "$PIDFILE"
+            echo "--- last lines of $STATE/log/clickhouse-server.err.log and stdout.log:" >&2
+            tail -n 15 "$STATE/log/clickhouse-server.err.log" "$STATE/log/stdout.log" 2>/dev/null >&2 || true
+            if grep -qs 'Address already in use' "$STATE/log/clickhouse-server.err.log" "$STATE/log/stdout.log"; then
+                die "port $TCP_PORT or $HTTP_PORT on 127.0.0.1 is taken by another program: stop it (see 'ss -ltnp'), or set CLICKHOUSE_TCP_PORT/CLICKHOUSE_HTTP_PORT"
+            fi
+            die "the server exited during start-up; see the log lines above"
+        fi
+        if [ "$waited" -ge "$WAIT_SECONDS" ]; then
+            die "the server (pid $pid) did not answer on 127.0.0.1:$TCP_PORT within ${WAIT_SECONDS}s; see $STATE/log/, then run 'deploy/clickhouse.sh down' and 'up' again"
+        fi
+        if [ $((waited % 5)) = 0 ]; then say "waiting for 127.0.0.1:$TCP_PORT to answer (${waited}s)"; fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    say "up: pid $pid, native 127.0.0.1:$TCP_PORT, http 127.0.0.1:$HTTP_PORT ($("$(client_bin)" --host 127.0.0.1 --port "$TCP_PORT" -q 'SELECT version()' 2>/dev/null))"
+}
+
+cmd_down() {
+    mkdir -p "$STATE"
+    exec 9>"$STATE/.lock"
+    flock -w 120 9 || die "another 'deploy/clickhouse.sh' is holding $STATE/.lock; wait for it"
+    local pid
+    if ! pid="$(our_pid)"; then
+        rm -f "$PIDFILE"
+        if answers; then say "not started by this script (no pid file); leaving the server on 127.0.0.1:$TCP_PORT alone"
+        else say "not running"; fi
+        return 0
+    fi
+    say "stopping pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ "$waited" -ge 30 ]; then
+            say "still running after 30s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 1
+            break
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    rm -f "$PIDFILE"
+    say "stopped"
+}
+
+cmd_status() {
+    local pid
+    if pid="$(our_pid)"; then
+        if answers; then say "running (pid $pid) on 127.0.0.1:$TCP_PORT"; return 0; fi
+        say "pid $pid is alive but does not answer on 127.0.0.1:$TCP_PORT"; return 3
+    fi
+    if answers; then say "a server not started by this script answers on 127.0.0.1:$TCP_PORT"; return 0; fi
+    say "not running (start it with 'make clickhouse-up')"
+    return 3
+}
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

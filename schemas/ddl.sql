@@ -1,0 +1,175 @@
+-- tuike ledger schema (contract §4). `{db}` is replaced by the ledger's database; statements
+-- are separated by ";\n". Runs unchanged on ClickHouse 18.16 and on chDB 4.4 (engine 26.9), so
+-- it keeps to their common subset: no LowCardinality, DateTime64, TTL, CODEC, Map, Bool,
+-- Nullable or JSON functions. Every statement is idempotent (IF NOT EXISTS).
+--
+-- How writing the same rows twice counts once, on both engines:
+-- every table is a ReplacingMergeTree base table whose ORDER BY key is a deterministic id
+-- (entry_id, event_id, dead_letter_id; (order_id, sku) for order items), and the name analysts
+-- query is a VIEW that reads the base table with FINAL. FINAL collapses rows with the same key
+-- at read time, before background merges have run, so count() and sum() through the view are
+-- the same after one write or many. ReplacingMergeTree only collapses rows inside one
+-- partition: a table is partitioned by toYYYYMM(ts) only where the key determines ts (the same
+-- entry or event always has the same ts); order_items is not partitioned, since its key
+-- (order_id, sku) does not carry the event.
+-- Queries that care about exactness read the views, never the *_raw / ledger_entries tables.
+
+CREATE DATABASE IF NOT EXISTS {db};
+
+CREATE TABLE IF NOT EXISTS {db}.ledger_entries (
+    entry_id String,
+    event_id String,
+    ts DateTime('UTC'),
+    order_id String,
+    item_sku String,
+    customer_id String,
+    beneficiary_id String,
+    level UInt8,
+    kind String,
+    amount Decimal(18, 2),
+    rate Decimal(18, 6),
+    rule_id String,
+    currency String,
+    status_after String
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(ts)
+ORDER BY entry_id;
+
+CREATE VIEW IF NOT EXISTS {db}.commission_ledger AS
+SELECT entry_id, event_id, ts, order_id, item_sku, customer_id, beneficiary_id, level, kind,
+       amount, rate, rule_id, currency, status_after
+FROM {db}.ledger_entries FINAL;
+
+-- A dead letter written again (a re-run of the same file) keeps the time it was first received:
+-- the version column is larger for an earlier received_at, and ReplacingMergeTree(ver) keeps
+-- the row with the largest version.
+CREATE TABLE IF NOT EXISTS {db}.dead_letters_raw (
+    dead_letter_id String,
+    source String,
+    position String,
+    key String,
+    raw String,
+    reason String,
+    received_at DateTime('UTC'),
+    first_received_ver UInt32 MATERIALIZED 4294967295 - toUInt32(received_at)
+) ENGINE = ReplacingMergeTree(first_received_ver)
+PARTITION BY tuple()
+ORDER BY dead_letter_id;
+
+CREATE VIEW IF NOT EXISTS {db}.dead_letters AS
+SELECT dead_letter_id, source, position, key, raw, reason, received_at
+FROM {db}.dead_letters_raw FINAL;
+
+-- Facts: what the events said, one row per event (order items: one per order and sku), for
+-- reconciliation and analysis next to the ledger. Optional fields are '' when absent.
+
+CREATE TABLE IF NOT EXISTS {db}.orders_raw (
+    event_id String,
+    order_id String,
+    ts DateTime('UTC'),
+    customer_id String,
+    currency String,
+    shop_id String,
+    promoter_id String,
+    click_id String,
+    device_id String,
+    ip String,
+    item_count UInt32,
+    paid_amount Decimal(18, 2)
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(ts)
+ORDER BY event_id;
+
+CREATE VIEW IF NOT EXISTS {db}.orders AS
+SELECT event_id, order_id, ts, customer_id, currency, shop_id, promoter_id, click_id, device_id,
+       ip, item_count, paid_amount
+FROM {db}.orders_raw FINAL;
+
+CREATE TABLE IF NOT EXISTS {db}.order_items_raw (
+    order_id String,
+    sku String,
+    category String,
+    price Decimal(18, 2),
+    qty UInt32,
+    paid_amount Decimal(18, 2),
+    ts DateTime('UTC')
+) ENGINE = ReplacingMergeTree()
+PARTITION BY tuple()
+ORDER BY (order_id, sku);
+
+CREATE VIEW IF NOT EXISTS {db}.order_items AS
+SELECT order_id, sku, category, price, qty, paid_amount, ts
+FROM {db}.order_items_raw FINAL;
+
+-- order.completed / order.refunded / order.cancelled / review.decided. amount is the refund
+-- total (0 for the others); detail is the decision (review), the reason (cancel) or the
+-- per-item refund amounts "sku=amount;…" (refund by items).
+CREATE TABLE IF NOT EXISTS {db}.order_events_raw (
+    event_id String,
+    type String,
+    order_id String,
+    ts DateTime('UTC'),
+    refund_id String,
+    amount Decimal(18, 2),
+    detail String
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(ts)
+ORDER BY event_id;
+
+CREATE VIEW IF NOT EXISTS {db}.order_events AS
+SELECT event_id, type, order_id, ts, refund_id, amount, detail
+FROM {db}.order_events_raw FINAL;
+
+CREATE TABLE IF NOT EXISTS {db}.clicks_raw (
+    event_id String,
+    click_id String,
+    ts DateTime('UTC'),
+    promoter_id String,
+    visitor_id String,
+    customer_id String,
+    device_id String,
+    ip String,
+    user_agent String,
+    sku String,
+    campaign String,
+    parent_click_id String
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(ts)
+ORDER BY event_id;
+
+CREATE VIEW IF NOT EXISTS {db}.clicks AS
+SELECT event_id, click_id, ts, promoter_id, visitor_id, customer_id, device_id, ip, user_agent,
+       sku, campaign, parent_click_id
+FROM {db}.clicks_raw FINAL;
+
+CREATE TABLE IF NOT EXISTS {db}.bindings_raw (
+    event_id String,
+    ts DateTime('UTC'),
+    customer_id String,
+    promoter_id String,
+    via String,
+    click_id String
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(ts)
+ORDER BY event_id;
+
+CREATE VIEW IF NOT EXISTS {db}.bindings AS
+SELECT event_id, ts, customer_id, promoter_id, via, click_id
+FROM {db}.bindings_raw FINAL;
+
+CREATE TABLE IF NOT EXISTS {db}.promoters_raw (
+    event_id String,
+    type String,
+    ts DateTime('UTC'),
+    promoter_id String,
+    parent_id String,
+    device_id String,
+    ip String,
+    reason String
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(ts)
+ORDER BY event_id;
+
+CREATE VIEW IF NOT EXISTS {db}.promoters AS
+SELECT event_id, type, ts, promoter_id, parent_id, device_id, ip, reason
+FROM {db}.promoters_raw FINAL;
