@@ -147,6 +147,15 @@ class _Reader:
             return {}
         return value
 
+    def sequence(self, value: Any, path: str) -> list:
+        """A YAML list; anything else would be iterated character by character or key by key."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(path, f"expected a list, got {type(value).__name__}")
+            return []
+        return value
+
     def rates(self, value: Any, path: str) -> tuple[Decimal, ...] | None:
         if not isinstance(value, list) or not value:
             self.fail(path, f"expected a list of per-level values, got {value!r}")
@@ -158,6 +167,9 @@ class _Reader:
         return None if any(v is None for v in out) else tuple(out)  # type: ignore[misc]
 
     def timestamp(self, value: Any, path: str) -> int | None:
+        if value is None:
+            self.fail(path, "required: an RFC 3339 timestamp such as \"2026-11-10T00:00:00+08:00\"")
+            return None
         if isinstance(value, datetime):  # YAML may decode an unquoted timestamp itself
             parsed = value
         else:
@@ -207,6 +219,9 @@ def parse_config(raw: dict | None) -> Config:
     if "hold_days" in raw:
         kw["hold_days"] = r.integer(raw["hold_days"], "hold_days")
 
+    for key in raw:  # unknown top-level keys are ignored (later features add some), except these
+        if any(w in str(key).lower() for w in _TEAM_WORDS):
+            r.fail(str(key), "team compensation (团队计酬) is not allowed: commission comes from a promoter's own sales only")
     com = r.mapping(raw.get("commission"), "commission")
     for key in com:
         if any(w in str(key).lower() for w in _TEAM_WORDS):
@@ -222,8 +237,8 @@ def parse_config(raw: dict | None) -> Config:
     if "payout_cap" in com:
         kw["payout_cap"] = r.decimal(com["payout_cap"], "commission.payout_cap", hi=Decimal(1))
 
-    rules = []
-    for i, rr in enumerate(com.get("rules") or []):
+    rules, rule_paths = [], []
+    for i, rr in enumerate(r.sequence(com.get("rules"), "commission.rules")):
         path = f"commission.rules[{i}]"
         rr = r.mapping(rr, path)
         when = r.mapping(rr.get("when"), f"{path}.when")
@@ -239,10 +254,11 @@ def parse_config(raw: dict | None) -> Config:
         levels = r.rates(rr["levels"], f"{path}.levels") if "levels" in rr else None
         fixed = r.rates(rr["fixed"], f"{path}.fixed") if "fixed" in rr else None
         rules.append(Rule(id=str(rr.get("id")), category=when.get("category"), sku=when.get("sku"), levels=levels, fixed=fixed))
+        rule_paths.append(path)
     kw["rules"] = tuple(rules)
 
     campaigns = []
-    for i, cc in enumerate(com.get("campaigns") or []):
+    for i, cc in enumerate(r.sequence(com.get("campaigns"), "commission.campaigns")):
         path = f"commission.campaigns[{i}]"
         cc = r.mapping(cc, path)
         f_ms = r.timestamp(cc.get("from"), f"{path}.from")
@@ -255,8 +271,11 @@ def parse_config(raw: dict | None) -> Config:
     kw["campaigns"] = tuple(campaigns)
 
     tiers = []
-    for i, tt in enumerate(com.get("tiers") or raw.get("tiers") or []):
-        path = f"commission.tiers[{i}]"
+    tiers_at = "tiers" if "tiers" in raw and "tiers" not in com else "commission.tiers"
+    if "tiers" in raw and "tiers" in com:
+        r.fail("tiers", "tiers are given twice, here and under commission; keep one list")
+    for i, tt in enumerate(r.sequence(raw.get("tiers") if tiers_at == "tiers" else com.get("tiers"), tiers_at)):
+        path = f"{tiers_at}[{i}]"
         tt = r.mapping(tt, path)
         for k in tt:
             if k not in ("min_gmv", "bonus"):
@@ -275,22 +294,28 @@ def parse_config(raw: dict | None) -> Config:
     if "hold_score" in fraud:
         kw["fraud_hold_score"] = r.decimal(fraud["hold_score"], "fraud.hold_score", hi=Decimal(1))
 
-    if r.problems:
-        raise ConfigError(r.problems)
-    config = Config(**kw)
-    cap_problems = _cap_problems(config)
-    if cap_problems:
-        raise ConfigError(cap_problems)
+    # The cap check runs on whatever parsed, so a file with other problems still lists a cap
+    # breach too ("every problem listed"); it is skipped only where its inputs did not parse.
+    config = Config(**{k: v for k, v in kw.items() if v is not None})
+    failed = [p.path for p in r.problems]
+    cap_problems = [] if {"commission.payout_cap", "commission.max_levels"} & set(failed) else [
+        p for p in _cap_problems(config, rule_paths)
+        if not any(f == p.path or f.startswith((p.path + "[", p.path + ".")) for f in failed)
+    ]
+    if r.problems or cap_problems:
+        raise ConfigError(r.problems + cap_problems)
     return config
 
 
-def _cap_problems(config: Config) -> list[Problem]:
-    """Refuse rates that, with the largest campaign multiplier and tier bonus, could pass the cap."""
+def _cap_problems(config: Config, rule_paths: list[str] | None = None) -> list[Problem]:
+    """Refuse rates that, with the largest campaign multiplier and tier bonus, could pass the cap.
+    ``rule_paths`` are the key paths of ``config.rules`` (a rule that did not parse shifts them)."""
     mult = max([c.multiplier for c in config.campaigns] + [Decimal(1)])
     bonus = max([t.bonus for t in config.tiers] + [Decimal(0)])
     out = []
+    paths = rule_paths or [f"commission.rules[{i}]" for i in range(len(config.rules))]
     candidates = [("commission.levels", config.levels)] + [
-        (f"commission.rules[{i}].levels", rule.levels) for i, rule in enumerate(config.rules) if rule.levels
+        (f"{path}.levels", rule.levels) for path, rule in zip(paths, config.rules) if rule.levels
     ]
     for path, rates in candidates:
         worst = sum(rates[: config.max_levels], Decimal(0)) * mult + bonus
