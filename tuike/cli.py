@@ -1,0 +1,430 @@
+"""The ``tuike`` command line (contract §5).
+
+    tuike demo [--seed N]
+    tuike run --events FILE
+    tuike query SQL [--format table|csv|json]
+    tuike config check FILE
+    tuike generate --seed N [--events N] --out FILE [--bad-lines N]
+
+Every command takes ``--config FILE`` (default ``./tuike.yaml``, else built-in defaults),
+``--data-dir DIR`` (default ``./tuike-data``) and ``--clickhouse URL`` (environment
+``TUIKE_CLICKHOUSE``; where set, ``run`` and ``query`` use that server's ledger), before or
+after the command name.
+
+Exit codes: 0 success; 2 bad input, with a message naming the problem (a bad configuration, a
+missing or unreadable event file, rejected event lines, an SQL error); 1 anything else. Expected
+errors print one message and no traceback; a traceback means a bug.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as ``tuike: message``, exit 2."""
+
+
+class OperationalError(Exception):
+    """Not the user's input, not a bug (a lock held, a server down): message, exit 1."""
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def _common(sub: bool) -> argparse.ArgumentParser:
+    """The options every command takes. On subcommands they default to SUPPRESS, so a value
+    given before the command name is not overwritten by the subcommand's default."""
+    p = argparse.ArgumentParser(add_help=False)
+    d = (lambda v: argparse.SUPPRESS) if sub else (lambda v: v)
+    p.add_argument("--config", metavar="FILE", default=d(None),
+                   help="shop configuration (default ./tuike.yaml if present, else built-in defaults)")
+    p.add_argument("--data-dir", metavar="DIR", default=d("tuike-data"),
+                   help="state and embedded ledger (default ./tuike-data)")
+    p.add_argument("--clickhouse", metavar="URL", default=d(os.environ.get("TUIKE_CLICKHOUSE") or None),
+                   help="ClickHouse server ledger, e.g. clickhouse://127.0.0.1:9000/tuike (env TUIKE_CLICKHOUSE)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuike", parents=[_common(False)],
+        description="Real-time commission engine for promoter referral distribution (推客分销).")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = [_common(True)]
+
+    p = subs.add_parser("demo", parents=common, help="generate a shop, run it, show what an owner sees first")
+    p.add_argument("--seed", type=int, default=7, help="which shop (default 7)")
+    p.add_argument("--promoters", type=_count, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--customers", type=_count, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--orders", type=_count, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_demo)
+
+    p = subs.add_parser("run", parents=common, help="process an event file through the embedded pipeline")
+    p.add_argument("--events", metavar="FILE", required=True, help=".jsonl, .jsonl.gz, .parquet, or - for stdin")
+    p.set_defaults(func=cmd_run)
+
+    p = subs.add_parser("query", parents=common, help="run SQL on the ledger")
+    p.add_argument("sql", metavar="SQL")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.set_defaults(func=cmd_query)
+
+    p = subs.add_parser("config", parents=common, help="configuration tools")
+    csubs = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    c = csubs.add_parser("check", parents=common, help="validate a configuration: exit 0, or 2 with every problem")
+    c.add_argument("file", metavar="FILE")
+    c.set_defaults(func=cmd_config_check)
+
+    p = subs.add_parser("generate", parents=common, help="write a realistic generated shop as an event file")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", metavar="FILE", required=True, help=".jsonl or .jsonl.gz")
+    p.add_argument("--events", type=_count, default=None, metavar="N",
+                   help="scale the shop to exactly N good events (default: 300 promoters, 5000 customers, 8000 orders)")
+    p.add_argument("--bad-lines", type=_count, default=0, metavar="N", help="mix in N malformed lines")
+    p.add_argument("--promoters", type=_count, default=300)
+    p.add_argument("--customers", type=_count, default=5000)
+    p.add_argument("--orders", type=_count, default=8000)
+    p.add_argument("--start", default="2026-10-01", help="first day, YYYY-MM-DD (default 2026-10-01)")
+    p.add_argument("--days", type=_count, default=61)
+    p.set_defaults(func=cmd_generate)
+    return parser
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return n
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _load_config(path: str | None):
+    from .configfile import ConfigFileError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigFileError as exc:
+        raise UsageError("bad configuration:\n" + "\n".join(f"  {line}" for line in exc.message_lines)) from None
+
+
+def _open_ledger(clickhouse: str | None, data_dir: Path):
+    from sinks import open_ledger
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return open_ledger(clickhouse, data_dir)
+    except (UsageError, OperationalError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified below, re-raised if it is a bug
+        raise _classify_ledger_error(exc, clickhouse, data_dir) from None
+
+
+def _classify_ledger_error(exc: Exception, clickhouse: str | None, data_dir: Path) -> Exception:
+    """A ledger that cannot be opened: a bad URL is the user's input, an unreachable server or a
+    locked directory is operational; anything else stays a bug (re-raised with its traceback)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = text.lower()
+    if isinstance(exc, ValueError) and clickhouse:
+        return UsageError(f"--clickhouse {clickhouse}: {text}")
+    if "lock" in low or "in use" in low:
+        return OperationalError(f"the ledger in {data_dir} is in use by another tuike process ({text}); "
+                                "stop it or use another --data-dir")
+    if isinstance(exc, (ConnectionError, OSError, TimeoutError)) or type(exc).__name__ in ("NetworkError", "SocketTimeoutError"):
+        return OperationalError(f"cannot reach the ledger {'at ' + clickhouse if clickhouse else 'in ' + str(data_dir)}: {text}")
+    return exc
+
+
+def _sql_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes that mean 'the database refused this SQL' (user input, exit 2)."""
+    found: list[type[BaseException]] = []
+    try:
+        from chdb._exceptions import ChdbError
+        found.append(ChdbError)
+    except ImportError:
+        pass
+    try:
+        from clickhouse_driver.errors import ServerException
+        found.append(ServerException)
+    except ImportError:
+        pass
+    try:
+        import sinks
+        for name in ("QueryError", "SQLError"):
+            cls = getattr(sinks, name, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                found.append(cls)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _stderr(msg: str) -> None:
+    sys.stderr.write(msg + ("" if msg.endswith("\n") else "\n"))
+    sys.stderr.flush()
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from .configfile import check_config_file
+
+    ok, lines = check_config_file(args.file)
+    out = sys.stdout if ok else sys.stderr
+    for line in lines:
+        out.write(line + "\n")
+    return EXIT_OK if ok else EXIT_BAD_INPUT
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate_shop, write_events
+    from .progress import Progress
+
+    out = Path(args.out)
+    if not (out.name.endswith(".jsonl") or out.name.endswith(".jsonl.gz")):
+        raise UsageError(f"--out {out}: the file name must end in .jsonl or .jsonl.gz")
+    try:
+        start = date.fromisoformat(args.start)
+    except ValueError:
+        raise UsageError(f"--start {args.start!r}: expected a date such as 2026-10-01") from None
+    if args.days < 1:
+        raise UsageError("--days must be at least 1")
+    t0 = time.perf_counter()
+    events = generate_shop(args.seed, promoters=args.promoters, customers=args.customers, orders=args.orders,
+                           start=start, days=args.days, bad_lines=args.bad_lines, events=args.events)
+    try:
+        n = write_events(events, out, progress=Progress("wrote", "events"))
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    secs = time.perf_counter() - t0
+    bad = f" ({args.bad_lines:,} of them malformed on purpose)" if args.bad_lines else ""
+    print(f"wrote {n:,} events{bad} to {out} in {secs:.1f} s ({n / max(secs, 1e-9):,.0f} events/s)")
+    return EXIT_OK
+
+
+def _run_file(events: str, config: Any, data_dir: Path, ledger: Any, verb: str = "processed") -> Any:
+    from .inputs import EventFileError, read_records
+    from .pipeline import run_events
+    from .progress import Progress
+
+    progress = Progress(verb, "events")
+    try:
+        records = read_records(events)
+        stats = run_events(records, config=config, data_dir=data_dir, ledger=ledger, progress=progress)
+    except EventFileError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001
+        if type(exc).__name__ == "StateInUse":
+            raise OperationalError(str(exc)) from None
+        raise
+    progress.done(stats.read, stats.rejected)
+    return stats
+
+
+def print_run_summary(stats: Any, source: str, out=None) -> None:
+    out = out or sys.stdout
+    w = out.write
+    refused = getattr(stats, "refused", 0)
+    rate = stats.read / stats.seconds if stats.seconds else 0.0
+    w(f"read        {stats.read:>12,}  lines from {source}\n")
+    w(f"accepted    {stats.accepted:>12,}\n")
+    w(f"rejected    {stats.rejected:>12,}  invalid lines, kept in dead_letters with the reason\n")
+    if refused:
+        w(f"refused     {refused:>12,}  valid events the rules refuse (self-binds, loops, …), in dead_letters\n")
+    w(f"duplicates  {stats.duplicates:>12,}  redelivered events that changed nothing\n")
+    w(f"ledger rows {stats.ledger_rows:>12,}  written\n")
+    w(f"parked      {stats.parked:>12,}  waiting for a prerequisite (e.g. their order.paid)\n")
+    w(f"time        {stats.seconds:>12.1f}s ({rate:,.0f} events/s)\n")
+    reasons = getattr(stats, "rejected_reasons", None) or {}
+    if reasons:
+        w("dead letters by reason:\n")
+        for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+            w(f"  {n:>8,}  {reason}\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    if args.events != "-" and not Path(args.events).is_file():
+        raise UsageError(f"--events {args.events}: no such file")
+    data_dir = Path(args.data_dir)
+    ledger = _open_ledger(args.clickhouse, data_dir)
+    try:
+        stats = _run_file(args.events, config, data_dir, ledger)
+    finally:
+        ledger.close()
+    print_run_summary(stats, args.events)
+    if stats.rejected:
+        _stderr(f"tuike: {stats.rejected:,} of {stats.read:,} lines were rejected (see the reasons above and "
+                f"the dead_letters table: tuike query \"SELECT position, reason FROM dead_letters\")")
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    ledger = _open_ledger(args.clickhouse, data_dir)
+    try:
+        try:
+            result = ledger.query(args.sql)
+        except _sql_errors() as exc:
+            raise UsageError(f"SQL error: {_first_lines(str(exc))}") from None
+    finally:
+        ledger.close()
+    write = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
+    write(list(result.columns), list(result.types or []), result.rows, sys.stdout)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+    from .generate import DEFAULTS, generate_shop, write_events
+    from .progress import Progress
+
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    demo_dir = demo.fresh_demo_dir(data_dir)
+    if args.config is not None:
+        config_path = Path(args.config)
+        config = _load_config(args.config)
+    else:
+        config_path = demo.write_demo_config(demo_dir)
+        config = _load_config(str(config_path))
+    sizes = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in DEFAULTS.items()}
+    events_path = data_dir / "demo-events.jsonl"
+
+    print(f"tuike demo: a generated shop (seed {args.seed}: {sizes['promoters']:,} promoters, "
+          f"{sizes['customers']:,} customers, {sizes['orders']:,} orders, 2026-10-01 to 2026-11-30, with double 11)")
+    t0 = time.perf_counter()
+    n = write_events(generate_shop(args.seed, bad_lines=demo.DEMO_BAD_LINES, **sizes), events_path,
+                     progress=Progress("generated", "events"))
+    print(f"  {n:,} events written to {events_path} in {time.perf_counter() - t0:.1f} s")
+    print(f"  rules: {config_path}")
+
+    ledger = _open_ledger(None, demo_dir)  # the demo always runs embedded, in its own directory
+    try:
+        stats = _run_file(str(events_path), config, demo_dir, ledger)
+        print(f"  processed {stats.read:,} events in {stats.seconds:.1f} s "
+              f"({stats.read / stats.seconds if stats.seconds else 0:,.0f} events/s): "
+              f"{stats.ledger_rows:,} ledger rows, {stats.duplicates:,} duplicates ignored, "
+              f"{stats.rejected + getattr(stats, 'refused', 0):,} dead letters")
+        demo.report(ledger, stats, currency=config.currency)
+    finally:
+        ledger.close()
+    demo.next_steps(demo_dir, events_path)
+    return EXIT_OK
+
+
+# --- output formats ------------------------------------------------------------------------
+
+
+def _first_lines(text: str, n: int = 3) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return "\n".join(lines[:n]) if lines else text
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, datetime):
+        return v.isoformat(sep=" ")
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_cell(x) for x in v) + "]"
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    return str(v)
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, (int, float, Decimal)) and not isinstance(v, bool)
+
+
+def _write_table(columns: list[str], types: list[str], rows: Sequence[Sequence[Any]], out) -> None:
+    cells = [[_cell(v) for v in row] for row in rows]
+    right = [bool(rows) and all(_numeric(row[i]) or row[i] is None for row in rows) for i in range(len(columns))]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(widths[i]) if right[i] else v.ljust(widths[i]) for i, v in enumerate(values)).rstrip()
+
+    out.write(line(list(columns)) + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for r in cells:
+        out.write(line(r) + "\n")
+    out.write(f"({len(rows):,} row{'s' if len(rows) != 1 else ''})\n")
+
+
+def _write_csv(columns: list[str], types: list[str], rows: Sequence[Sequence[Any]], out) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else (v.isoformat() if isinstance(v, (datetime, date)) else _cell(v)) for v in row])
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return str(v)  # money stays a decimal string, as in the events
+    if isinstance(v, (datetime, date)):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, (set, frozenset, tuple)):
+        return list(v)
+    raise TypeError(f"cannot encode {type(v).__name__} as JSON")
+
+
+def _write_json(columns: list[str], types: list[str], rows: Sequence[Sequence[Any]], out) -> None:
+    """A JSON array of objects, one per line; Decimal as string, time as RFC 3339."""
+    import orjson
+
+    opt = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+    out.write("[")
+    for i, row in enumerate(rows):
+        obj = dict(zip(columns, row))
+        out.write(("\n" if i == 0 else ",\n") + orjson.dumps(obj, default=_json_default, option=opt).decode())
+    out.write("\n]\n" if rows else "]\n")
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_BAD_INPUT)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        _stderr(f"tuike: {exc}")
+        return EXIT_BAD_INPUT
+    except OperationalError as exc:
+        _stderr(f"tuike: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _stderr("tuike: interrupted")
+        return 130
+    except BrokenPipeError:  # `tuike query … | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
