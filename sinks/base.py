@@ -1,0 +1,338 @@
+"""The ledger writer interface, shared by the embedded chDB ledger and the ClickHouse server one.
+
+A :class:`Ledger` takes a :class:`Batch` (ledger rows, fact rows, dead letters) and writes one
+batched insert per table. Writing the same batch again changes nothing an analyst can see: the
+tables are ReplacingMergeTree tables keyed by deterministic ids and read through FINAL views
+(``schemas/ddl.sql``), so the sink itself can be at-least-once.
+
+This module also holds what both sinks need: the DDL statements, the column layout of each
+table, turning a batch into typed columns (exact money, epoch-second timestamps), and turning
+query results back into Python values (Decimal, aware UTC datetimes).
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from importlib import resources
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from engine.dead_letter import DeadLetter
+from engine.ledger_entry import LedgerEntry
+
+
+@dataclass
+class Batch:
+    entries: list[LedgerEntry] = field(default_factory=list)
+    facts: dict[str, list[dict]] = field(default_factory=dict)  # table -> rows as produced by facts_of
+    dead_letters: list[DeadLetter] = field(default_factory=list)  # received_at = when the sink writes them
+
+    def __len__(self) -> int:
+        return len(self.entries) + sum(len(r) for r in self.facts.values()) + len(self.dead_letters)
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    types: list[str]  # ClickHouse type names, e.g. "Decimal(38, 2)", "DateTime('UTC')"
+    rows: list[tuple]
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    def write(self, batch: Batch) -> None:
+        """One batched insert per table; empty tables are skipped. Safe to repeat."""
+
+    def query(self, sql: str) -> QueryResult:
+        """Run SQL with the ledger's database as the default one. Decimal columns come back as
+        Decimal, DateTime as timezone-aware UTC datetime, Date as date."""
+
+    def close(self) -> None: ...
+
+
+class LedgerError(RuntimeError):
+    """A ledger problem with a message meant for the person running tuike."""
+
+
+class LedgerInUse(LedgerError):
+    """The embedded ledger's directory is locked by another process."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The ClickHouse server cannot be reached."""
+
+
+class QueryError(LedgerError):
+    """The database refused a query (syntax, unknown table, …); the message is the database's."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema: table layouts (kept equal to schemas/ddl.sql; tests/test_sinks.py checks it)
+
+# Column kinds: "s" String, "dt" DateTime('UTC'), "u8" UInt8, "u32" UInt32,
+# "d2" Decimal(18, 2), "d6" Decimal(18, 6).
+LEDGER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("entry_id", "s"), ("event_id", "s"), ("ts", "dt"), ("order_id", "s"), ("item_sku", "s"),
+    ("customer_id", "s"), ("beneficiary_id", "s"), ("level", "u8"), ("kind", "s"),
+    ("amount", "d2"), ("rate", "d6"), ("rule_id", "s"), ("currency", "s"), ("status_after", "s"),
+)
+DEAD_LETTER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("dead_letter_id", "s"), ("source", "s"), ("position", "s"), ("key", "s"), ("raw", "s"),
+    ("reason", "s"), ("received_at", "dt"),
+)
+FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "orders": (
+        ("event_id", "s"), ("order_id", "s"), ("ts", "dt"), ("customer_id", "s"), ("currency", "s"),
+        ("shop_id", "s"), ("promoter_id", "s"), ("click_id", "s"), ("device_id", "s"), ("ip", "s"),
+        ("item_count", "u32"), ("paid_amount", "d2"),
+    ),
+    "order_items": (
+        ("order_id", "s"), ("sku", "s"), ("category", "s"), ("price", "d2"), ("qty", "u32"),
+        ("paid_amount", "d2"), ("ts", "dt"),
+    ),
+    "order_events": (
+        ("event_id", "s"), ("type", "s"), ("order_id", "s"), ("ts", "dt"), ("refund_id", "s"),
+        ("amount", "d2"), ("detail", "s"),
+    ),
+    "clicks": (
+        ("event_id", "s"), ("click_id", "s"), ("ts", "dt"), ("promoter_id", "s"), ("visitor_id", "s"),
+        ("customer_id", "s"), ("device_id", "s"), ("ip", "s"), ("user_agent", "s"), ("sku", "s"),
+        ("campaign", "s"), ("parent_click_id", "s"),
+    ),
+    "bindings": (
+        ("event_id", "s"), ("ts", "dt"), ("customer_id", "s"), ("promoter_id", "s"), ("via", "s"),
+        ("click_id", "s"),
+    ),
+    "promoters": (
+        ("event_id", "s"), ("type", "s"), ("ts", "dt"), ("promoter_id", "s"), ("parent_id", "s"),
+        ("device_id", "s"), ("ip", "s"), ("reason", "s"),
+    ),
+}
+# The table each kind of row is inserted into (the analysts' names are FINAL views over these).
+BASE_TABLE: dict[str, str] = {
+    "commission_ledger": "ledger_entries",
+    "dead_letters": "dead_letters_raw",
+    **{t: f"{t}_raw" for t in FACT_TABLES},
+}
+KIND_TYPE = {"s": "String", "dt": "DateTime('UTC')", "u8": "UInt8", "u32": "UInt32",
+             "d2": "Decimal(18, 2)", "d6": "Decimal(18, 6)"}
+
+_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def check_database_name(name: str) -> str:
+    if not _DB_NAME.match(name or ""):
+        raise LedgerError(
+            f"database name {name!r} is not valid: use letters, digits and _ (e.g. tuike)"
+        )
+    return name
+
+
+def ddl_statements(database: str) -> list[str]:
+    """The statements of schemas/ddl.sql for one database, comments removed, in order."""
+    text = resources.files("schemas").joinpath("ddl.sql").read_text(encoding="utf-8")
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    text = text.replace("{db}", check_database_name(database))
+    return [s.strip().rstrip(";").strip() for s in text.split(";\n") if s.strip().rstrip(";").strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch -> typed columns
+
+CENT = Decimal("0.01")
+MICRO = Decimal("0.000001")
+_LIMIT = {"d2": Decimal(10) ** 16, "d6": Decimal(10) ** 12}  # Decimal(18, S) holds < 10^(18-S)
+
+
+def _decimal(v: Any, column: str) -> Decimal:
+    if isinstance(v, Decimal):
+        return v
+    if isinstance(v, (int, str)) and not isinstance(v, bool):
+        try:
+            return Decimal(v)
+        except InvalidOperation:
+            pass
+    raise LedgerError(f"{column}: {v!r} is not a decimal amount (money is Decimal, never float)")
+
+
+def _money(values: list, column: str) -> list[Decimal]:
+    """Money must already be exact to the cent: a sink never rounds money."""
+    out = []
+    limit = _LIMIT["d2"]
+    for v in values:
+        d = _decimal(v, column)
+        try:
+            q = d.quantize(CENT)
+        except InvalidOperation:
+            q = None
+        if q is None or q != d or abs(q) >= limit:
+            raise LedgerError(f"{column}: {v!r} does not fit Decimal(18, 2) exactly")
+        out.append(q)
+    return out
+
+
+def _rates(values: list, column: str) -> list[Decimal]:
+    """Rates are stored to 6 decimals (Decimal(18, 6)), rounded half-up like all money rules."""
+    limit = _LIMIT["d6"]
+    out = []
+    for v in values:
+        try:
+            q = _decimal(v, column).quantize(MICRO, rounding=ROUND_HALF_UP)
+        except InvalidOperation:
+            q = None
+        if q is None or abs(q) >= limit:
+            raise LedgerError(f"{column}: {v!r} does not fit Decimal(18, 6)")
+        out.append(q)
+    return out
+
+
+def _epoch_seconds(values: list, column: str) -> list[int]:
+    out = []
+    for v in values:
+        if isinstance(v, datetime):
+            if v.tzinfo is None:
+                raise LedgerError(f"{column}: naive datetime {v!r}; facts carry aware UTC datetimes")
+            out.append(int(v.timestamp()))
+        elif isinstance(v, int):
+            out.append(v)
+        else:
+            raise LedgerError(f"{column}: {v!r} is not a datetime")
+    return out
+
+
+def _typed(kind: str, values: list, column: str) -> list:
+    if kind == "s":
+        return ["" if v is None else v for v in values]
+    if kind == "dt":
+        return _epoch_seconds(values, column)
+    if kind == "d2":
+        return _money(values, column)
+    if kind == "d6":
+        return _rates(values, column)
+    return values  # u8 / u32: ints
+
+
+@dataclass
+class TableColumns:
+    """One insert: the base table, its column names and kinds, and the typed column values.
+
+    DateTime columns hold epoch seconds (int), Decimal columns exact Decimals at their scale."""
+
+    table: str
+    names: list[str]
+    kinds: list[str]
+    columns: list[list]
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+
+def ledger_columns(entries: list[LedgerEntry]) -> TableColumns:
+    cols: list[list] = []
+    for name, kind in LEDGER_COLUMNS:
+        if name == "ts":
+            cols.append([e.ts_ms // 1000 for e in entries])
+        else:
+            cols.append(_typed(kind, [getattr(e, name) for e in entries], name))
+    return TableColumns("ledger_entries", [n for n, _ in LEDGER_COLUMNS], [k for _, k in LEDGER_COLUMNS], cols)
+
+
+def dead_letter_columns(dead: list[DeadLetter], received_at: int | None = None) -> TableColumns:
+    now = int(time.time()) if received_at is None else received_at
+    cols: list[list] = []
+    for name, kind in DEAD_LETTER_COLUMNS:
+        if name == "received_at":
+            cols.append([now] * len(dead))
+        else:
+            cols.append(_typed(kind, [getattr(d, name) for d in dead], name))
+    return TableColumns("dead_letters_raw", [n for n, _ in DEAD_LETTER_COLUMNS],
+                        [k for _, k in DEAD_LETTER_COLUMNS], cols)
+
+
+def fact_columns(table: str, rows: list[dict]) -> TableColumns:
+    layout = FACT_TABLES.get(table)
+    if layout is None:
+        raise LedgerError(f"unknown fact table {table!r} (known: {', '.join(FACT_TABLES)})")
+    cols: list[list] = []
+    for name, kind in layout:
+        try:
+            values = [r[name] for r in rows]
+        except KeyError:
+            raise LedgerError(f"{table}: a row has no column {name!r}") from None
+        cols.append(_typed(kind, values, f"{table}.{name}"))
+    return TableColumns(BASE_TABLE[table], [n for n, _ in layout], [k for _, k in layout], cols)
+
+
+def batch_columns(batch: Batch) -> list[TableColumns]:
+    """Every non-empty insert of a batch, ledger first, dead letters last."""
+    out = []
+    if batch.entries:
+        out.append(ledger_columns(batch.entries))
+    for table, rows in batch.facts.items():
+        if rows:
+            out.append(fact_columns(table, rows))
+    if batch.dead_letters:
+        out.append(dead_letter_columns(batch.dead_letters))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Query values -> Python
+
+_DECIMAL_SCALE = re.compile(r"^Decimal(?:\(\s*\d+\s*,\s*(\d+)\s*\)|(?:32|64|128|256)\(\s*(\d+)\s*\))$")
+
+
+def unwrap_type(type_name: str) -> str:
+    """Nullable(X) / LowCardinality(X) -> X."""
+    t = type_name.strip()
+    while True:
+        for wrapper in ("Nullable(", "LowCardinality("):
+            if t.startswith(wrapper) and t.endswith(")"):
+                t = t[len(wrapper):-1].strip()
+                break
+        else:
+            return t
+
+
+def decimal_scale(type_name: str) -> int | None:
+    m = _DECIMAL_SCALE.match(unwrap_type(type_name))
+    if not m:
+        return None
+    return int(m.group(1) or m.group(2))
+
+
+def to_utc(value: datetime, naive_zone: Any = timezone.utc) -> datetime:
+    """Aware UTC datetime; a naive one is read in ``naive_zone`` (the server's time zone)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=naive_zone)
+    return value.astimezone(timezone.utc)
+
+
+def decimal_converter(scale: int) -> Callable[[Any], Any]:
+    quantum = Decimal(1).scaleb(-scale)
+
+    def conv(v: Any) -> Any:
+        if v is None:
+            return None
+        return Decimal(v if isinstance(v, (str, Decimal, int)) else str(v)).quantize(quantum)
+
+    return conv
+
+
+def epoch_to_utc(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = Decimal(v) if "." in v else int(v)
+    if isinstance(v, Decimal):
+        whole = int(v)
+        micros = int(((v - whole) * 1_000_000).to_integral_value())
+        return datetime.fromtimestamp(whole, timezone.utc) + timedelta(microseconds=micros)
+    return datetime.fromtimestamp(v, timezone.utc)
+
+
+def iso_date(v: Any) -> Any:
+    return None if v is None else (v if isinstance(v, date) else date.fromisoformat(v))
