@@ -41,6 +41,7 @@ from __future__ import annotations
 import bisect
 import gzip
 import heapq
+import math
 import os
 import random
 from collections import deque
@@ -69,16 +70,16 @@ _EVENTS_PER_DEFAULT_SHOP = 33_400
 # --- the catalogue ------------------------------------------------------------------------
 
 _CATEGORIES = (
-    # name, share of SKUs, price range in cents, qty weights
-    ("apparel", 30, (5_900, 59_900)),
-    ("beauty", 28, (3_900, 89_900)),
-    ("digital", 22, (990, 29_900)),
-    ("food", 26, (990, 19_900)),
-    ("home", 24, (2_900, 129_900)),
-    ("baby", 18, (1_900, 49_900)),
-    ("electronics", 20, (9_900, 399_900)),
-    ("books", 16, (1_900, 12_900)),
-    ("sports", 16, (4_900, 99_900)),
+    # name, number of SKUs, list price range in cents (prices are log-uniform inside it)
+    ("apparel", 30, (3_900, 39_900)),
+    ("beauty", 28, (2_900, 59_900)),
+    ("digital", 22, (990, 19_900)),
+    ("food", 26, (990, 12_900)),
+    ("home", 24, (1_900, 69_900)),
+    ("baby", 18, (1_900, 29_900)),
+    ("electronics", 20, (5_900, 199_900)),
+    ("books", 16, (1_500, 9_900)),
+    ("sports", 16, (3_900, 59_900)),
 )
 
 
@@ -91,7 +92,7 @@ def _build_catalogue() -> list[tuple[str, str, int]]:
     rng.shuffle(cats)
     out = [("SKU-0001", "beauty", 19_900)]  # the flagship face cream of the example config's rule
     for i, (cat, (lo, hi)) in enumerate(cats[: 199], start=2):
-        cents = rng.randrange(lo, hi)
+        cents = int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
         r = rng.random()
         if r < 0.4:
             cents = max(cents // 1000 * 1000 - 100, 900) + rng.choice((0, 90))  # 59.00, 199.90 style
@@ -401,7 +402,7 @@ class _Shop:
             sku, cat, cents = CATALOGUE[s]
             if rng.random() < (0.6 if festive else 0.25):
                 cents = max(1, int(cents * (0.7 + rng.random() * 0.25)))  # discount: odd cents
-            qty = 1 if cat == "digital" or big else bisect.bisect_left(_QTY_CUM, rng.random() * _QTY_CUM[-1]) + 1
+            qty = 1 if cat == "digital" or big or cents > 50_000 else bisect.bisect_left(_QTY_CUM, rng.random() * _QTY_CUM[-1]) + 1
             items.append({"sku": sku, "category": cat, "price": _money(cents), "qty": qty})
             paid.append(cents * qty)
         ev: dict[str, Any] = {"type": "order.paid", "event_id": None, "ts": self.ts(t), "order_id": order_id,
@@ -687,7 +688,7 @@ class _Shop:
         yield from self.drain(float("inf"))
 
 
-_ITEMS_CUM = _cum([50, 25, 13, 8, 4])
+_ITEMS_CUM = _cum([55, 25, 12, 6, 2])
 _QTY_CUM = _cum([75, 18, 7])
 _ELECTRONICS = [i for i, (_, cat, _) in enumerate(CATALOGUE) if cat == "electronics"]
 
