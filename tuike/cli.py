@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import os
 import sys
 import time
@@ -122,54 +123,18 @@ def _load_config(path: str | None):
 
 
 def _open_ledger(clickhouse: str | None, data_dir: Path):
-    from sinks import open_ledger
+    """The ledger, or a message: a bad --clickhouse URL is bad input (2); a locked directory, an
+    unreachable server or a ledger that cannot be opened is operational (1)."""
+    from sinks import LedgerError, open_ledger
 
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
         return open_ledger(clickhouse, data_dir)
-    except (UsageError, OperationalError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - classified below, re-raised if it is a bug
-        raise _classify_ledger_error(exc, clickhouse, data_dir) from None
-
-
-def _classify_ledger_error(exc: Exception, clickhouse: str | None, data_dir: Path) -> Exception:
-    """A ledger that cannot be opened: a bad URL is the user's input, an unreachable server or a
-    locked directory is operational; anything else stays a bug (re-raised with its traceback)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    low = text.lower()
-    if isinstance(exc, ValueError) and clickhouse:
-        return UsageError(f"--clickhouse {clickhouse}: {text}")
-    if "lock" in low or "in use" in low:
-        return OperationalError(f"the ledger in {data_dir} is in use by another tuike process ({text}); "
-                                "stop it or use another --data-dir")
-    if isinstance(exc, (ConnectionError, OSError, TimeoutError)) or type(exc).__name__ in ("NetworkError", "SocketTimeoutError"):
-        return OperationalError(f"cannot reach the ledger {'at ' + clickhouse if clickhouse else 'in ' + str(data_dir)}: {text}")
-    return exc
-
-
-def _sql_errors() -> tuple[type[BaseException], ...]:
-    """Exception classes that mean 'the database refused this SQL' (user input, exit 2)."""
-    found: list[type[BaseException]] = []
-    try:
-        from chdb._exceptions import ChdbError
-        found.append(ChdbError)
-    except ImportError:
-        pass
-    try:
-        from clickhouse_driver.errors import ServerException
-        found.append(ServerException)
-    except ImportError:
-        pass
-    try:
-        import sinks
-        for name in ("QueryError", "SQLError"):
-            cls = getattr(sinks, name, None)
-            if isinstance(cls, type) and issubclass(cls, BaseException):
-                found.append(cls)
-    except ImportError:
-        pass
-    return tuple(found)
+    except LedgerError as exc:
+        text = str(exc).strip()
+        if clickhouse and text.startswith("--clickhouse"):
+            raise UsageError(text) from None
+        raise OperationalError(text) from None
 
 
 def _stderr(msg: str) -> None:
@@ -221,16 +186,17 @@ def _run_file(events: str, config: Any, data_dir: Path, ledger: Any, verb: str =
     from .pipeline import run_events
     from .progress import Progress
 
+    from sinks import LedgerError
+    from .state import StateInUse
+
     progress = Progress(verb, "events")
     try:
         records = read_records(events)
         stats = run_events(records, config=config, data_dir=data_dir, ledger=ledger, progress=progress)
     except EventFileError as exc:
         raise UsageError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001
-        if type(exc).__name__ == "StateInUse":
-            raise OperationalError(str(exc)) from None
-        raise
+    except (StateInUse, LedgerError) as exc:  # a held lock, a server gone away: not the input's fault
+        raise OperationalError(str(exc).strip()) from None
     progress.done(stats.read, stats.rejected)
     return stats
 
@@ -275,13 +241,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    from sinks import LedgerError, QueryError
+
     data_dir = Path(args.data_dir)
     ledger = _open_ledger(args.clickhouse, data_dir)
     try:
-        try:
-            result = ledger.query(args.sql)
-        except _sql_errors() as exc:
-            raise UsageError(f"SQL error: {_first_lines(str(exc))}") from None
+        result = ledger.query(args.sql)
+    except QueryError as exc:  # the SQL is the user's input: the database's own message
+        raise UsageError(f"SQL error: {_first_lines(str(exc))}") from None
+    except LedgerError as exc:
+        raise OperationalError(str(exc).strip()) from None
     finally:
         ledger.close()
     write = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
@@ -402,6 +371,9 @@ def _write_json(columns: list[str], types: list[str], rows: Sequence[Sequence[An
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # clickhouse-driver logs every failed connection attempt with a traceback; the ledger turns
+    # the final failure into one message, which is what the user should read
+    logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,0 +1,223 @@
+"""The command line as a shop engineer uses it: exit codes, messages, idempotent re-runs.
+
+Every call is a subprocess: chDB allows one data path per process, and the exit code and the
+absence of tracebacks are part of what is tested.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tuike.generate import generate_shop, write_events
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(promoters=20, customers=150, orders=200)
+
+
+def tuike(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if k not in ("TUIKE_CLICKHOUSE", "TUIKE_PROGRESS")}
+    e["TUIKE_PROGRESS"] = "0"
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "tuike.cli", *args], cwd=cwd, env=e, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def ok(p: subprocess.CompletedProcess, code: int = 0) -> subprocess.CompletedProcess:
+    assert p.returncode == code, f"exit {p.returncode}, wanted {code}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    assert "Traceback" not in p.stderr, p.stderr
+    return p
+
+
+@pytest.fixture
+def shop_file(tmp_path) -> Path:
+    path = tmp_path / "shop.jsonl"
+    write_events(generate_shop(21, **SMALL), path)
+    return path
+
+
+def ledger_totals(cwd: Path, data_dir: Path, *extra: str) -> list[str]:
+    p = ok(tuike("query", "SELECT count(), sum(amount) FROM commission_ledger", "--format", "csv",
+                 "--data-dir", str(data_dir), *extra, cwd=cwd))
+    return list(csv.reader(io.StringIO(p.stdout)))[1]
+
+
+# --- config check ----------------------------------------------------------------------------
+
+
+def test_config_check_good_file(tmp_path):
+    good = tmp_path / "tuike.yaml"
+    from tuike.demo import DEMO_CONFIG_YAML
+
+    good.write_text(DEMO_CONFIG_YAML, encoding="utf-8")
+    p = ok(tuike("config", "check", str(good), cwd=tmp_path))
+    assert "OK" in p.stdout
+
+
+def test_config_check_bad_file_lists_every_problem_with_its_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('currency: CNY\ncommission:\n  levels: ["0.2", "0.1", "0.05", "0.01"]\n  payout_cap: 0.3\n')
+    p = ok(tuike("config", "check", str(bad), cwd=tmp_path), 2)
+    assert "bad.yaml:3" in p.stderr and "bad.yaml:4" in p.stderr
+
+
+def test_config_check_missing_file(tmp_path):
+    p = ok(tuike("config", "check", str(tmp_path / "nope.yaml"), cwd=tmp_path), 2)
+    assert "nope.yaml" in p.stderr
+
+
+def test_embedded_demo_config_is_the_example(tmp_path):
+    example = REPO / "tuike.example.yaml"
+    if not example.exists():
+        pytest.skip("tuike.example.yaml not in this checkout")
+    from tuike.configfile import load_config
+    from tuike.demo import DEMO_CONFIG_YAML
+
+    mine = tmp_path / "demo.yaml"
+    mine.write_text(DEMO_CONFIG_YAML, encoding="utf-8")
+    assert load_config(mine) == load_config(example)
+
+
+# --- generate ----------------------------------------------------------------------------------
+
+
+def test_generate_is_deterministic(tmp_path):
+    a, b = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
+    for out in (a, b):
+        p = ok(tuike("generate", "--seed", "4", "--events", "3000", "--bad-lines", "2", "--out", str(out), cwd=tmp_path))
+        assert "3,002 events" in p.stdout
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_generate_refuses_an_unknown_file_type(tmp_path):
+    p = ok(tuike("generate", "--seed", "4", "--out", str(tmp_path / "x.csv"), cwd=tmp_path), 2)
+    assert ".jsonl" in p.stderr
+
+
+# --- run and query -------------------------------------------------------------------------------
+
+
+def test_run_twice_changes_nothing(tmp_path, shop_file):
+    data = tmp_path / "data"
+    p = ok(tuike("run", "--events", str(shop_file), "--data-dir", str(data), cwd=tmp_path))
+    for word in ("read", "accepted", "rejected", "duplicates", "ledger rows", "parked", "events/s"):
+        assert word in p.stdout
+    first = ledger_totals(tmp_path, data)
+    assert int(first[0]) > 0 and Decimal(first[1]) > 0
+    ok(tuike("run", "--events", str(shop_file), "--data-dir", str(data), cwd=tmp_path))
+    assert ledger_totals(tmp_path, data) == first
+
+
+def test_common_options_before_the_command(tmp_path, shop_file):
+    data = tmp_path / "data"
+    ok(tuike("--data-dir", str(data), "run", "--events", str(shop_file), cwd=tmp_path))
+    p = ok(tuike("--data-dir", str(data), "query", "SELECT count() AS n FROM orders", cwd=tmp_path))
+    assert re.search(r"^\s*[1-9]\d*\s*$", p.stdout, re.M)
+
+
+def test_bad_lines_exit_2_and_land_in_dead_letters(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    write_events(generate_shop(22, bad_lines=6, **SMALL), path)
+    data = tmp_path / "data"
+    p = ok(tuike("run", "--events", str(path), "--data-dir", str(data), cwd=tmp_path), 2)
+    assert "rejected" in p.stdout and "dead_letters" in p.stderr
+    q = ok(tuike("query", "SELECT position, reason, raw FROM dead_letters ORDER BY position", "--format", "json",
+                 "--data-dir", str(data), cwd=tmp_path))
+    rows = json.loads(q.stdout)
+    lines = path.read_text().splitlines()
+    bad_positions = {i for i, line in enumerate(lines, 1) if "bad0" in line}
+    assert len(bad_positions) == 6
+    # every malformed line is there by its line number (refused binds are there too, by event id)
+    dead = {int(r["position"]): r for r in rows if r["position"].isdigit()}
+    assert bad_positions == set(dead)
+    for pos in bad_positions:
+        assert dead[pos]["reason"] and dead[pos]["raw"] == lines[pos - 1]
+
+
+def test_missing_events_file_is_bad_input(tmp_path):
+    p = ok(tuike("run", "--events", str(tmp_path / "none.jsonl"), "--data-dir", str(tmp_path / "d"), cwd=tmp_path), 2)
+    assert "none.jsonl" in p.stderr
+
+
+def test_bad_config_refuses_to_run(tmp_path, shop_file):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('commission:\n  levels: ["0.2", "0.2", "0.2"]\n')
+    p = ok(tuike("run", "--events", str(shop_file), "--config", str(bad), "--data-dir", str(tmp_path / "d"),
+                 cwd=tmp_path), 2)
+    assert "bad.yaml:2" in p.stderr
+
+
+def test_query_formats(tmp_path, shop_file):
+    data = tmp_path / "data"
+    ok(tuike("run", "--events", str(shop_file), "--data-dir", str(data), cwd=tmp_path))
+    sql = ("SELECT level, count() AS n, sum(amount) AS net FROM commission_ledger "
+           "WHERE level BETWEEN 1 AND 3 GROUP BY level ORDER BY level")
+    c = ok(tuike("query", sql, "--format", "csv", "--data-dir", str(data), cwd=tmp_path))
+    rows = list(csv.reader(io.StringIO(c.stdout)))
+    assert rows[0] == ["level", "n", "net"] and [r[0] for r in rows[1:]] == ["1", "2", "3"]
+    j = ok(tuike("query", sql, "--format", "json", "--data-dir", str(data), cwd=tmp_path))
+    objs = json.loads(j.stdout)
+    assert [o["level"] for o in objs] == [1, 2, 3]
+    assert all(isinstance(o["net"], str) and Decimal(o["net"]) == Decimal(r[2]) for o, r in zip(objs, rows[1:]))
+    t = ok(tuike("query", sql, "--data-dir", str(data), cwd=tmp_path))
+    assert t.stdout.splitlines()[0].split() == ["level", "n", "net"] and "(3 rows)" in t.stdout
+
+
+def test_sql_error_is_bad_input_with_the_database_message(tmp_path):
+    p = ok(tuike("query", "SELECT nosuch_column FROM commission_ledger", "--data-dir", str(tmp_path / "d"),
+                 cwd=tmp_path), 2)
+    assert "nosuch_column" in p.stderr
+
+
+# --- demo ------------------------------------------------------------------------------------------
+
+
+def _without_timings(text: str) -> str:
+    return "\n".join(ln for ln in text.splitlines() if not re.search(r"\d+(\.\d+)? s\b|events/s", ln))
+
+
+def test_demo_prints_a_summary_and_is_repeatable(tmp_path):
+    args = ("demo", "--seed", "3", "--promoters", "20", "--customers", "150", "--orders", "200",
+            "--data-dir", str(tmp_path / "data"))
+    first = ok(tuike(*args, cwd=tmp_path))
+    for heading in ("Sales through promoters", "Commission by level", "Commission by status", "Top 10 promoters",
+                    "clawed back", "Dead letters", "tuike query", "tuike run --events"):
+        assert heading in first.stdout, heading
+    top = first.stdout.split("Top 10 promoters")[1].splitlines()[2:12]
+    assert len([ln for ln in top if re.match(r"\s+P\d+", ln)]) == 10
+    assert (tmp_path / "data" / "demo-events.jsonl").exists()
+    second = ok(tuike(*args, cwd=tmp_path))
+    assert _without_timings(second.stdout) == _without_timings(first.stdout)
+
+
+# --- the ClickHouse server ledger (make test starts one) -----------------------------------------
+
+
+@pytest.mark.server
+def test_run_and_query_on_the_server(tmp_path, shop_file):
+    url = os.environ.get("TUIKE_TEST_CLICKHOUSE")
+    if not url:
+        pytest.skip("TUIKE_TEST_CLICKHOUSE not set (make test starts a server)")
+    mine = "SELECT count(), sum(amount) FROM commission_ledger WHERE event_id LIKE 'e21-%'"  # this shop's rows
+
+    def totals(data: Path, *extra: str) -> list[str]:
+        p = ok(tuike("query", mine, "--format", "csv", "--data-dir", str(data), *extra, cwd=tmp_path))
+        return list(csv.reader(io.StringIO(p.stdout)))[1]
+
+    data = tmp_path / "data"
+    ok(tuike("run", "--events", str(shop_file), "--data-dir", str(data), cwd=tmp_path, env={"TUIKE_CLICKHOUSE": url}))
+    first = totals(data, "--clickhouse", url)
+    assert int(first[0]) > 0
+    ok(tuike("run", "--events", str(shop_file), "--data-dir", str(data), "--clickhouse", url, cwd=tmp_path))
+    assert totals(data, "--clickhouse", url) == first
+    embedded = tmp_path / "embedded"
+    ok(tuike("run", "--events", str(shop_file), "--data-dir", str(embedded), cwd=tmp_path))
+    assert totals(embedded) == first  # the same money on both ledgers
