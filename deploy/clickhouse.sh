@@ -82,7 +82,8 @@ our_pid() {
 answers() {
     local client
     client="$(client_bin)" || return 1
-    "$client" --host 127.0.0.1 --port "$TCP_PORT" -q 'SELECT 1' >/dev/null 2>&1
+    # bounded: something else listening on the port may accept and never answer
+    timeout 10 "$client" --host 127.0.0.1 --port "$TCP_PORT" -q 'SELECT 1' >/dev/null 2>&1
 }
 
 write_config() {
@@ -128,19 +129,23 @@ cmd_up() {
         bin="$(server_bin)"
         say "starting $bin (data in $STATE)"
         : >"$STATE/log/stdout.log"
+        ERRLOG_MARK="$(wc -c <"$STATE/log/clickhouse-server.err.log" 2>/dev/null || echo 0)"
         (cd "$STATE" && exec setsid "$bin" --config-file="$STATE/config.xml" \
             >>"$STATE/log/stdout.log" 2>&1 </dev/null 9>&-) &
         pid=$!
         echo "$pid" >"$PIDFILE"
     fi
 
-    local waited=0
+    local started=$SECONDS waited=0 reported=-5
     until answers; do
+        waited=$((SECONDS - started))
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$PIDFILE"
-            echo "--- last lines of $STATE/log/clickhouse-server.err.log and stdout.log:" >&2
-            tail -n 15 "$STATE/log/clickhouse-server.err.log" "$STATE/log/stdout.log" 2>/dev/null >&2 || true
-            if grep -qs 'Address already in use' "$STATE/log/clickhouse-server.err.log" "$STATE/log/stdout.log"; then
+            local news
+            news="$( { tail -c +$((${ERRLOG_MARK:-0} + 1)) "$STATE/log/clickhouse-server.err.log"; cat "$STATE/log/stdout.log"; } 2>/dev/null | tail -n 20)"
+            echo "--- what the server said (from $STATE/log/):" >&2
+            echo "$news" >&2
+            if grep -q 'Address already in use' <<<"$news"; then
                 die "port $TCP_PORT or $HTTP_PORT on 127.0.0.1 is taken by another program: stop it (see 'ss -ltnp'), or set CLICKHOUSE_TCP_PORT/CLICKHOUSE_HTTP_PORT"
             fi
             die "the server exited during start-up; see the log lines above"
@@ -148,9 +153,11 @@ cmd_up() {
         if [ "$waited" -ge "$WAIT_SECONDS" ]; then
             die "the server (pid $pid) did not answer on 127.0.0.1:$TCP_PORT within ${WAIT_SECONDS}s; see $STATE/log/, then run 'deploy/clickhouse.sh down' and 'up' again"
         fi
-        if [ $((waited % 5)) = 0 ]; then say "waiting for 127.0.0.1:$TCP_PORT to answer (${waited}s)"; fi
+        if [ $((waited - reported)) -ge 5 ]; then
+            say "waiting for 127.0.0.1:$TCP_PORT to answer (${waited}s)"
+            reported=$waited
+        fi
         sleep 1
-        waited=$((waited + 1))
     done
     say "up: pid $pid, native 127.0.0.1:$TCP_PORT, http 127.0.0.1:$HTTP_PORT ($("$(client_bin)" --host 127.0.0.1 --port "$TCP_PORT" -q 'SELECT version()' 2>/dev/null))"
 }

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from importlib import resources
+from operator import attrgetter, itemgetter
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from engine.dead_letter import DeadLetter
@@ -158,9 +159,17 @@ def _decimal(v: Any, column: str) -> Decimal:
 
 
 def _money(values: list, column: str) -> list[Decimal]:
-    """Money must already be exact to the cent: a sink never rounds money."""
-    out = []
+    """Money must already be exact to the cent: a sink never rounds money. The result is
+    quantized to 2 decimals (one exponent for all, which pyarrow converts fastest)."""
     limit = _LIMIT["d2"]
+    try:
+        out = [v.quantize(CENT) for v in values]
+        ok = all(q == v and -limit < q < limit for q, v in zip(out, values))
+    except (AttributeError, TypeError, InvalidOperation):
+        ok = False
+    if ok and all(type(v) is Decimal for v in values):
+        return out
+    out = []  # the slow path, to name the bad value
     for v in values:
         d = _decimal(v, column)
         try:
@@ -234,9 +243,9 @@ def ledger_columns(entries: list[LedgerEntry]) -> TableColumns:
     cols: list[list] = []
     for name, kind in LEDGER_COLUMNS:
         if name == "ts":
-            cols.append([e.ts_ms // 1000 for e in entries])
+            cols.append([t // 1000 for t in map(attrgetter("ts_ms"), entries)])
         else:
-            cols.append(_typed(kind, [getattr(e, name) for e in entries], name))
+            cols.append(_typed(kind, list(map(attrgetter(name), entries)), name))
     return TableColumns("ledger_entries", [n for n, _ in LEDGER_COLUMNS], [k for _, k in LEDGER_COLUMNS], cols)
 
 
@@ -247,7 +256,7 @@ def dead_letter_columns(dead: list[DeadLetter], received_at: int | None = None) 
         if name == "received_at":
             cols.append([now] * len(dead))
         else:
-            cols.append(_typed(kind, [getattr(d, name) for d in dead], name))
+            cols.append(_typed(kind, list(map(attrgetter(name), dead)), name))
     return TableColumns("dead_letters_raw", [n for n, _ in DEAD_LETTER_COLUMNS],
                         [k for _, k in DEAD_LETTER_COLUMNS], cols)
 
@@ -259,7 +268,7 @@ def fact_columns(table: str, rows: list[dict]) -> TableColumns:
     cols: list[list] = []
     for name, kind in layout:
         try:
-            values = [r[name] for r in rows]
+            values = list(map(itemgetter(name), rows))
         except KeyError:
             raise LedgerError(f"{table}: a row has no column {name!r}") from None
         cols.append(_typed(kind, values, f"{table}.{name}"))

@@ -1,0 +1,69 @@
+"""Shared fixtures.
+
+ClickHouse server: `make test` starts it and sets TUIKE_TEST_CLICKHOUSE; a bare `pytest` starts
+it with deploy/clickhouse.sh (and stops it at the end only if it started it). Tests that use
+`clickhouse_url` are marked `server` automatically, so `pytest -m "not server"` skips them.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLICKHOUSE_SCRIPT = REPO / "deploy" / "clickhouse.sh"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "clickhouse_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server() -> str:
+    """Base URL of a running ClickHouse server (its database part is ignored)."""
+    url = os.environ.get("TUIKE_TEST_CLICKHOUSE")
+    if url:
+        yield url
+        return
+    running = subprocess.run([str(CLICKHOUSE_SCRIPT), "status"], capture_output=True).returncode == 0
+    if not running:
+        up = subprocess.run([str(CLICKHOUSE_SCRIPT), "up"], capture_output=True, text=True, timeout=900)
+        if up.returncode != 0:
+            pytest.fail(f"deploy/clickhouse.sh up failed (run `make clickhouse-up` to see why):\n"
+                        f"{up.stdout}{up.stderr}", pytrace=False)
+    yield "clickhouse://127.0.0.1:9000/tuike_test"
+    if not running:
+        subprocess.run([str(CLICKHOUSE_SCRIPT), "down"], capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def clickhouse_url(clickhouse_server: str) -> str:
+    """A URL with a fresh database of its own (tuike_test_<random>), dropped after the test."""
+    from clickhouse_driver import Client
+
+    from sinks.server_sink import parse_url
+
+    base = parse_url(clickhouse_server)
+    database = f"tuike_test_{uuid.uuid4().hex[:12]}"
+    auth = f"{base.user}:{base.password}@" if base.password else f"{base.user}@"
+    yield f"clickhouse://{auth}{base.host}:{base.port}/{database}"
+    client = Client(host=base.host, port=base.port, user=base.user, password=base.password)
+    try:
+        client.execute(f"DROP DATABASE IF EXISTS {database}")
+    finally:
+        client.disconnect()
+
+
+@pytest.fixture
+def chdb_ledger(tmp_path: Path):
+    """An embedded chDB ledger in tmp_path (chDB allows one open data path per process)."""
+    from sinks.chdb_sink import ChdbLedger
+
+    ledger = ChdbLedger(tmp_path)
+    yield ledger
+    ledger.close()
