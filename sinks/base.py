@@ -185,14 +185,19 @@ def _money(values: list, column: str) -> list[Decimal]:
 def _rates(values: list, column: str) -> list[Decimal]:
     """Rates are stored to 6 decimals (Decimal(18, 6)), rounded half-up like all money rules."""
     limit = _LIMIT["d6"]
+    seen: dict[Decimal, Decimal] = {}  # a batch has few distinct rates
     out = []
     for v in values:
-        try:
-            q = _decimal(v, column).quantize(MICRO, rounding=ROUND_HALF_UP)
-        except InvalidOperation:
-            q = None
-        if q is None or abs(q) >= limit:
-            raise LedgerError(f"{column}: {v!r} does not fit Decimal(18, 6)")
+        q = seen.get(v) if type(v) is Decimal else None
+        if q is None:
+            try:
+                q = _decimal(v, column).quantize(MICRO, rounding=ROUND_HALF_UP)
+            except InvalidOperation:
+                q = None
+            if q is None or abs(q) >= limit:
+                raise LedgerError(f"{column}: {v!r} does not fit Decimal(18, 6)")
+            if type(v) is Decimal:
+                seen[v] = q
         out.append(q)
     return out
 
