@@ -44,7 +44,7 @@ as_root() {
 }
 
 apt_install() {
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q clickhouse-server clickhouse-client
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clickhouse-server clickhouse-client
 }
 
 install_if_missing() {
@@ -57,13 +57,14 @@ install_if_missing() {
     local policy=/usr/sbin/policy-rc.d made_policy=""
     if [ ! -e "$policy" ] && [ "$(id -u)" = 0 ]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     local rc=0
     apt_install || {
         say "install failed; running apt-get update and trying again"
         as_root apt-get update -q && apt_install
     } || rc=$?
-    [ -n "$made_policy" ] && rm -f "$policy"
+    if [ -n "$made_policy" ]; then rm -f "$policy"; trap - EXIT; fi
     [ "$rc" = 0 ] || die "apt-get could not install clickhouse-server/clickhouse-client (exit $rc); check the network and the apt sources (Debian 12 'main' has them), then run this again"
     server_bin >/dev/null || die "apt-get finished but clickhouse-server is not found in /usr/bin or /usr/sbin"
 }
