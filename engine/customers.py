@@ -40,6 +40,8 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
         if not _insert(state["clicks"], [event.ts_ms, event.event_id, event.promoter_id]):
             out.duplicates += 1
             return state
+        if ctx.config.attribution != "last_click":
+            return state  # kept for its own sake (a fraud signal); it does not move money
     elif isinstance(event, OrderPaid):
         if event.order_id in state["orders"]:
             return state  # the order processor counts the duplicate

@@ -28,7 +28,7 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def route(event: Event, config: Config) -> list[Message]:
+def route(event: Event) -> list[Message]:
     """Which processors an input event goes to, keyed as the Kafka topics of contract §1.3."""
     cause = event.event_id
     if isinstance(event, (PromoterJoined, PromoterBanned)):
@@ -37,9 +37,7 @@ def route(event: Event, config: Config) -> list[Message]:
         return [Message(CUSTOMERS, event.customer_id, "event", event, cause)]
     if isinstance(event, Click):
         who = event.customer_id or event.visitor_id
-        if config.attribution == "last_click" and who:
-            return [Message(CUSTOMERS, who, "event", event, cause)]
-        return []  # a click is a fact (and a fraud signal), not money, under binding attribution
+        return [Message(CUSTOMERS, who, "event", event, cause)] if who else []
     if isinstance(event, OrderPaid):
         # the order's own key, and its customer's key for attribution (a repartition in Kafka)
         return [Message(ORDERS, event.order_id, "event", event, cause),
@@ -57,7 +55,7 @@ class Engine:
 
     def feed(self, event: Event, out: Output | None = None) -> Output:
         out = out if out is not None else Output()
-        queue = deque(route(event, self.config))
+        queue = deque(route(event))
         while queue:
             msg = queue.popleft()
             state = self.store.get(msg.processor, msg.key)

@@ -87,8 +87,7 @@ def test_every_event_delivered_twice_gives_the_same_ledger(events, config, data)
         twice_order.insert(pos, e)
     twice = Run(twice_order, config)
     assert [(r.entry_id, r.amount) for r in twice.entries] == [(r.entry_id, r.amount) for r in once.entries]
-    routed = [e for e in events if e["type"] != "click" or config.get("attribution") == "last_click"]
-    assert twice.out.duplicates >= len(routed)  # clicks are facts only under binding attribution
+    assert twice.out.duplicates == len(events)
 
 
 @SETTINGS
