@@ -129,7 +129,7 @@ def report(ledger: Any, stats: Any, *, currency: str = "CNY", out: IO[str] | Non
     balances = {row[0]: row[1] for row in ledger.query(SQL_BY_STATUS).rows}
     meaning = {
         "pending": "paid orders not yet past the hold period",
-        "confirmed": f"past the hold period: payable at the next settlement",
+        "confirmed": "past the hold period: payable at the next settlement",
         "held": "held for fraud review",
         "settled": "paid out",
     }
