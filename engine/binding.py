@@ -7,6 +7,7 @@ an order is attributed with the binding valid at the order's ``ts``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .chain import Lookup, is_upline, walk_up
 from .config import Config
@@ -43,15 +44,10 @@ def _lapsed(bind: list, ts_ms: int, valid_days: int) -> bool:
     return valid_days > 0 and ts_ms >= bind[0] + valid_days * DAY_MS
 
 
-def binding_at(
-    customer_id: str,
-    binds: list[list],
-    first_order_ms: int | None,
-    ts_ms: int,
-    config: Config,
-    lookup: Lookup,
-    consulted: dict[str, int],
-) -> str | None:
+Acceptable = Callable[[list], bool]  # is this bind (or click) row one that may take effect?
+
+
+def binding_at(binds: list[list], first_order_ms: int | None, ts_ms: int, config: Config, acceptable: Acceptable) -> str | None:
     """The promoter a customer is bound to at ``ts_ms`` under the configured mode, or None.
 
     ``binds`` are ``[ts_ms, event_id, promoter_id]`` sorted by (ts, event_id);
@@ -63,9 +59,7 @@ def binding_at(
             break
         if config.binding_mode == "new_customer_only" and first_order_ms is not None and first_order_ms < bind[0]:
             continue  # no longer a new customer
-        decision = bind_refusal(customer_id, bind[2], bind[0], lookup)
-        consulted.update(decision.consulted)
-        if not decision.ok:
+        if not acceptable(bind):
             continue
         if current is None or _lapsed(current, bind[0], config.valid_days) or config.binding_mode == "override":
             current = bind
@@ -74,14 +68,7 @@ def binding_at(
     return current[2]
 
 
-def last_click_at(
-    customer_id: str,
-    clicks: list[list],
-    ts_ms: int,
-    config: Config,
-    lookup: Lookup,
-    consulted: dict[str, int],
-) -> str | None:
+def last_click_at(clicks: list[list], ts_ms: int, config: Config, acceptable: Acceptable) -> str | None:
     """The promoter of the latest acceptable click within ``click_window_days`` before ``ts_ms``.
 
     ``clicks`` are ``[ts_ms, event_id, promoter_id]`` sorted. A click on one's own link (or a
@@ -93,8 +80,6 @@ def last_click_at(
             continue
         if click[0] < since:
             break
-        decision = bind_refusal(customer_id, click[2], click[0], lookup)
-        consulted.update(decision.consulted)
-        if decision.ok:
+        if acceptable(click):
             return click[2]
     return None

@@ -54,6 +54,17 @@ def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Out
     """Recompute every order of the customer; message the orders whose beneficiaries changed."""
     config = ctx.config
     consulted: dict[str, int] = {}
+    decided: dict[str, bool] = {}
+
+    def acceptable(row: list) -> bool:
+        """Whether a bind or click row may take effect; each row's chain is walked once per call."""
+        ok = decided.get(row[1])
+        if ok is None:
+            decision = bind_refusal(customer_id, row[2], row[0], ctx.promoter)
+            consulted.update(decision.consulted)
+            ok = decided[row[1]] = decision.ok
+        return ok
+
     orders = state["orders"]
     first_order = min((o[0] for o in orders.values()), default=None)
     for order_id in sorted(orders):
@@ -61,9 +72,9 @@ def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Out
         if explicit is not None:
             level1: str | None = explicit
         elif config.attribution == "last_click":
-            level1 = last_click_at(customer_id, state["clicks"], ts_ms, config, ctx.promoter, consulted)
+            level1 = last_click_at(state["clicks"], ts_ms, config, acceptable)
         else:
-            level1 = binding_at(customer_id, state["binds"], first_order, ts_ms, config, ctx.promoter, consulted)
+            level1 = binding_at(state["binds"], first_order, ts_ms, config, acceptable)
         levels: list[str | None] = [None] * config.max_levels
         if level1 is not None:
             walk = walk_up(level1, ts_ms, ctx.promoter)
@@ -74,9 +85,8 @@ def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Out
             version = (sent[0] + 1) if sent else 1
             state["sent"][order_id] = [version, levels]
             out.messages.append(Message(ORDERS, order_id, "attributed", {"v": version, "levels": levels}, cause))
-    # Binds the customer has not ordered with yet still read promoters: watch those too.
-    for bind in state["binds"]:
-        consulted.update(bind_refusal(customer_id, bind[2], bind[0], ctx.promoter).consulted)
+    for bind in state["binds"]:  # binds not used by an order yet still read promoters: watch those too
+        acceptable(bind)
     for promoter_id, seen in consulted.items():
         if promoter_id not in state["watching"]:
             state["watching"][promoter_id] = seen

@@ -221,7 +221,7 @@ def test_run_and_query_on_the_server(tmp_path, shop_file, clickhouse_url):
     assert totals(embedded) == first  # the same money on both ledgers
     # the demo's report runs on ClickHouse 18.16 as on chDB, with the same answers
     for sql in (demo.SQL_ALL_ORDERS, demo.SQL_ATTRIBUTED, demo.SQL_BY_LEVEL, demo.SQL_BY_STATUS, demo.SQL_TOP,
-                demo.SQL_CLAWBACK, demo.SQL_REFUNDS, demo.SQL_DEAD):
+                demo.SQL_CLAWBACK, demo.SQL_REFUNDS, demo.SQL_DEAD, demo.SQL_AS_OF, demo.SQL_SCHEDULED):
         on_server = ok(tuike("query", sql, "--format", "csv", "--clickhouse", clickhouse_url, cwd=tmp_path)).stdout
         embedded_out = ok(tuike("query", sql, "--format", "csv", "--data-dir", str(embedded), cwd=tmp_path)).stdout
         if sql is demo.SQL_BY_STATUS:  # no ORDER BY: compare as sets

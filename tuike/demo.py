@@ -67,7 +67,14 @@ SQL_ATTRIBUTED = ("SELECT count() AS orders, sum(paid_amount) AS gmv FROM orders
 SQL_BY_LEVEL = ("SELECT level, sum(amount) AS net, sumIf(amount, kind = 'accrue') AS accrued, "
                 "-sumIf(amount, kind = 'reverse') AS reversed, uniqExact(beneficiary_id) AS promoters "
                 "FROM commission_ledger WHERE level > 0 GROUP BY level ORDER BY level")
-SQL_BY_STATUS = "SELECT status_after, sum(amount) AS balance FROM commission_ledger GROUP BY status_after"
+# Rows are dated by event time and a confirmation is dated completed + hold_days, so a balance
+# "now" is a balance as of the shop's latest event: later-dated confirmations are still pending.
+SQL_AS_OF = ("SELECT max(t) FROM (SELECT max(ts) AS t FROM orders UNION ALL SELECT max(ts) AS t FROM order_events "
+             "UNION ALL SELECT max(ts) AS t FROM bindings)")
+SQL_BY_STATUS = ("SELECT status_after, sum(amount) AS balance FROM commission_ledger "
+                 "WHERE ts <= (" + SQL_AS_OF + ") GROUP BY status_after ORDER BY status_after")
+SQL_SCHEDULED = ("SELECT sum(amount) AS confirming, min(ts) AS first, max(ts) AS last FROM commission_ledger "
+                 "WHERE kind = 'confirm' AND status_after = 'confirmed' AND ts > (" + SQL_AS_OF + ")")
 SQL_TOP = ("SELECT beneficiary_id, sum(amount) AS earned, uniqExactIf(order_id, level = 1) AS direct_orders, "
            "uniqExact(order_id) AS orders FROM commission_ledger GROUP BY beneficiary_id "
            "ORDER BY earned DESC, beneficiary_id LIMIT 10")
@@ -125,7 +132,9 @@ def report(ledger: Any, stats: Any, *, currency: str = "CNY", out: IO[str] | Non
         w(f"  {level:<7}{promoters:>10,}{money(accrued, cur):>20}{money(reversed_, cur):>18}{money(net, cur):>20}\n")
     w(f"  {'total':<7}{'':>10}{'':>20}{'':>18}{money(total, cur):>20}\n")
 
-    w("\nCommission by status (what is owed, and how sure)\n")
+    (as_of,) = (_one(ledger, SQL_AS_OF) + [None])[:1]
+    when = f"{as_of:%Y-%m-%d %H:%M} UTC, the latest event" if as_of else "now"
+    w(f"\nCommission by status as of {when} (what is owed, and how sure)\n")
     balances = {row[0]: row[1] for row in ledger.query(SQL_BY_STATUS).rows}
     meaning = {
         "pending": "paid orders not yet past the hold period",
@@ -136,6 +145,10 @@ def report(ledger: Any, stats: Any, *, currency: str = "CNY", out: IO[str] | Non
     for status in list(STATUS_ORDER) + sorted(set(balances) - set(STATUS_ORDER)):
         if status in balances or status in STATUS_ORDER[:3]:
             w(f"  {status:<10}{money(balances.get(status), cur):>20}   {meaning.get(status, '')}\n")
+    confirming, first, last = (_one(ledger, SQL_SCHEDULED) + [None, None, None])[:3]
+    if confirming:
+        w(f"  of the pending, {money(confirming, cur)} confirms between {first:%Y-%m-%d} and {last:%Y-%m-%d} "
+          "as hold periods end (unless refunded)\n")
 
     w("\nTop 10 promoters\n")
     w(f"  {'promoter':<12}{'earned':>20}{'direct orders':>15}{'all orders':>12}\n")

@@ -21,7 +21,7 @@ class StateInUse(RuntimeError):
 
 
 class RocksStore:
-    def __init__(self, path: Path, *, cache_limit: int = 500_000):
+    def __init__(self, path: Path, *, cache_limit: int = 50_000):
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         try:
