@@ -130,7 +130,7 @@ cmd_up() {
         bin="$(server_bin)"
         say "starting $bin (data in $STATE)"
         : >"$STATE/log/stdout.log"
-        ERRLOG_MARK="$(wc -c <"$STATE/log/clickhouse-server.err.log" 2>/dev/null || echo 0)"
+        ERRLOG_MARK="$( { wc -c <"$STATE/log/clickhouse-server.err.log"; } 2>/dev/null || echo 0)"
         (cd "$STATE" && exec setsid "$bin" --config-file="$STATE/config.xml" \
             >>"$STATE/log/stdout.log" 2>&1 </dev/null 9>&-) &
         pid=$!
