@@ -46,12 +46,18 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
         if event.order_id in state["orders"]:
             return state  # the order processor counts the duplicate
         state["orders"][event.order_id] = [event.ts_ms, event.promoter_id]
+        first = min(o[0] for o in state["orders"].values())
+        if ctx.config.binding_mode != "new_customer_only" or first < event.ts_ms:
+            # a new order changes no other order's answer (unless it is a new first order,
+            # which can refuse binds under new_customer_only)
+            _attribute(msg.key, state, msg.cause, ctx, out, only=event.order_id)
+            return state
     _attribute(msg.key, state, msg.cause, ctx, out)
     return state
 
 
-def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Output) -> None:
-    """Recompute every order of the customer; message the orders whose beneficiaries changed."""
+def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Output, only: str | None = None) -> None:
+    """Recompute the customer's orders (or ``only`` one); message those whose beneficiaries changed."""
     config = ctx.config
     consulted: dict[str, int] = {}
     decided: dict[str, bool] = {}
@@ -67,7 +73,7 @@ def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Out
 
     orders = state["orders"]
     first_order = min((o[0] for o in orders.values()), default=None)
-    for order_id in sorted(orders):
+    for order_id in [only] if only else sorted(orders):
         ts_ms, explicit = orders[order_id]
         if explicit is not None:
             level1: str | None = explicit
@@ -85,8 +91,9 @@ def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Out
             version = (sent[0] + 1) if sent else 1
             state["sent"][order_id] = [version, levels]
             out.messages.append(Message(ORDERS, order_id, "attributed", {"v": version, "levels": levels}, cause))
-    for bind in state["binds"]:  # binds not used by an order yet still read promoters: watch those too
-        acceptable(bind)
+    if only is None:
+        for bind in state["binds"]:  # binds not used by an order yet still read promoters: watch those too
+            acceptable(bind)
     for promoter_id, seen in consulted.items():
         if promoter_id not in state["watching"]:
             state["watching"][promoter_id] = seen

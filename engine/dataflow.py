@@ -15,9 +15,11 @@ routes them through Kafka topics keyed the same way. Equivalence holds by constr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from .chain import Lookup
+from .commission import item_terms
 from .config import Config
 from .dead_letter import DeadLetter
 from .ledger_entry import LedgerEntry
@@ -52,3 +54,16 @@ class Output:
 class Context:
     config: Config
     promoter: Lookup  # read-only view of every promoter's facts (a GlobalTable in streaming)
+    _terms: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def terms(self, sku: str, category: str, price: Decimal, qty: int, ts_ms: int) -> list[list]:
+        """An item's terms as kept in order state, memoized: a catalogue repeats the same lines."""
+        multiplier = self.config.multiplier_at(ts_ms)
+        key = (sku, category, price, qty, multiplier)
+        found = self._terms.get(key)
+        if found is None:
+            if len(self._terms) > 100_000:
+                self._terms.clear()
+            found = self._terms[key] = [[t.level, str(t.amount), str(t.rate), t.rule_id]
+                                        for t in item_terms(sku, category, price, qty, ts_ms, self.config)]
+        return [list(t) for t in found]  # a copy: state values must never share lists

@@ -11,7 +11,6 @@ from decimal import Decimal
 
 from schemas.events import OrderCancelled, OrderCompleted, OrderPaid, OrderRefunded, ReviewDecided
 
-from .commission import item_terms
 from .dataflow import Context, Message, Output
 from .ledger_entry import LedgerEntry, entry_id
 from .dead_letter import DeadLetter
@@ -44,11 +43,7 @@ def _record(state: dict, msg: Message, ctx: Context, out: Output) -> bool:
             return False
         items = [[it.sku, it.category, str(it.price), it.qty] for it in event.items]
         state["paid"] = {"e": event.event_id, "t": event.ts_ms, "c": event.customer_id, "cur": event.currency, "items": items}
-        state["terms"] = {
-            it.sku: [[t.level, str(t.amount), str(t.rate), t.rule_id]
-                     for t in item_terms(it.sku, it.category, it.price, it.qty, event.ts_ms, ctx.config)]
-            for it in event.items
-        }
+        state["terms"] = {it.sku: ctx.terms(it.sku, it.category, it.price, it.qty, event.ts_ms) for it in event.items}
         out.parked -= state["waiting"]
         state["waiting"] = 0
         for refund_id, refund in state["refunds"].items():
@@ -101,7 +96,9 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
     desired = desired_steps(paid, state["refunds"], state.get("done"), state.get("cancel"),
                             state["terms"], levels, ctx.config.hold_days)
     held: dict[str, list] = state["steps"]
-    for key in sorted(desired.keys() | held.keys()):
+    changed = [k for k, step in desired.items() if k not in held or held[k][0] != str(step.amount)]
+    changed += [k for k, have in held.items() if k not in desired and have[0] != "0.00"]
+    for key in sorted(changed):
         have = held.get(key)
         want = desired[key].amount if key in desired else ZERO
         delta = want - (Decimal(have[0]) if have else ZERO)
