@@ -75,12 +75,11 @@ def run_events(
 
     def flush() -> None:
         nonlocal out, facts, dead
-        refused = [d for d in out.dead_letters]
-        ledger.write(Batch(out.entries, facts, dead + refused))
+        ledger.write(Batch(out.entries, facts, dead + out.dead_letters))
         store.flush()  # only after the sink holds the rows
         stats.ledger_rows += len(out.entries)
-        stats.refused += len(refused)
-        for d in refused:
+        stats.refused += len(out.dead_letters)
+        for d in out.dead_letters:
             stats.rejected_reasons[reason_class(d.reason)] += 1
         stats.duplicates += out.duplicates
         stats.parked += out.parked
