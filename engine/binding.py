@@ -6,10 +6,10 @@ an order is attributed with the binding valid at the order's ``ts``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-from .chain import Lookup, is_upline, walk_up
+from .chain import ChainView, is_upline, walk_up
 from .config import Config
 
 DAY_MS = 86_400_000
@@ -21,10 +21,9 @@ class Decision:
 
     ok: bool
     reason: str = ""
-    consulted: dict[str, int] = field(default_factory=dict)  # promoters whose facts were read
 
 
-def bind_refusal(customer_id: str, promoter_id: str, ts_ms: int, lookup: Lookup) -> Decision:
+def bind_refusal(customer_id: str, promoter_id: str, ts_ms: int, view: ChainView) -> Decision:
     """Refuse binds that would pay a promoter for their own purchase (contract §2).
 
     A bind to a promoter whose ``promoter.joined`` has not arrived is parked (``reason`` says
@@ -32,12 +31,12 @@ def bind_refusal(customer_id: str, promoter_id: str, ts_ms: int, lookup: Lookup)
     """
     if customer_id == promoter_id:
         return Decision(False, f"self-bind: customer {customer_id} is the promoter")
-    walk = walk_up(promoter_id, ts_ms, lookup)
+    walk = walk_up(promoter_id, ts_ms, view)
     if walk.unknown == promoter_id:
-        return Decision(False, f"parked: promoter {promoter_id} has not joined yet", walk.consulted)
+        return Decision(False, f"parked: promoter {promoter_id} has not joined yet")
     if is_upline(customer_id, walk):
-        return Decision(False, f"downline bind: promoter {promoter_id} is in customer {customer_id}'s own downline", walk.consulted)
-    return Decision(True, "", walk.consulted)
+        return Decision(False, f"downline bind: promoter {promoter_id} is in customer {customer_id}'s own downline")
+    return Decision(True)
 
 
 def _lapsed(bind: list, ts_ms: int, valid_days: int) -> bool:

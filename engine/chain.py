@@ -1,11 +1,13 @@
 """Promoter chains, versioned by event time.
 
 A promoter's facts are every ``promoter.joined`` (``joins``: ``[ts_ms, event_id, parent]``,
-kept sorted) and every ``promoter.banned`` (``bans``: ``[ts_ms, event_id]``). The parent at
-time ``t`` is the parent of the latest join at or before ``t`` (before the first join: the
-first join's). Because facts can arrive in any order, loops are not refused by whoever
-arrives second: among the joins that close a loop, the latest by (ts, event_id) is the one
-refused. That rule depends only on the set of facts, so every arrival order agrees.
+kept sorted) and every ``promoter.banned`` (``bans``: ``[ts_ms, event_id]``).
+
+- A join is *refused* when, at its own time, its parent's chain already leads back to the
+  promoter, counting only the joins that came before it by (ts, event_id). That depends only
+  on the set of facts, never on which arrived first, and a refused join never takes effect.
+- The parent at time ``t`` is the parent of the latest valid join at or before ``t`` (before
+  the first: the first valid join's). A promoter whose joins were all refused is a root.
 """
 from __future__ import annotations
 
@@ -16,82 +18,109 @@ Facts = dict  # {"joins": [[ts, eid, parent]], "bans": [[ts, eid]], "v": int}
 Lookup = Callable[[str], "Facts | None"]
 
 MAX_WALK = 10_000  # a chain deeper than this is a data error, not a network
+_UNKNOWN = object()
 
 
-def join_at(facts: Facts, ts_ms: int) -> list | None:
-    """The join in force at ``ts_ms``: the latest one at or before it, else the first."""
-    joins = facts.get("joins") or []
-    if not joins:
-        return None
-    current = joins[0]
-    for j in joins:
-        if j[0] <= ts_ms:
-            current = j
-        else:
-            break
-    return current
+def _order(join: list) -> tuple:
+    return join[0], join[1]
 
 
-def banned_at(facts: Facts | None, ts_ms: int) -> bool:
-    """From a ban's ``ts`` on, the promoter earns nothing."""
-    return bool(facts) and any(b[0] <= ts_ms for b in facts.get("bans") or ())
+class ChainView:
+    """Read-only access to promoter facts for one computation: memoizes join validity, records reads."""
+
+    def __init__(self, lookup: Lookup):
+        self.lookup = lookup
+        self.consulted: dict[str, int] = {}  # promoter → facts version seen (for the watchers)
+        self._valid: dict[tuple[str, str], bool] = {}
+
+    def facts(self, promoter_id: str) -> Facts | None:
+        found = self.lookup(promoter_id)
+        self.consulted[promoter_id] = found["v"] if found else 0
+        return found
+
+    def valid(self, promoter_id: str, join: list) -> bool:
+        """Whether ``join`` of ``promoter_id`` takes effect (it does not close a loop at its time)."""
+        key = (promoter_id, join[1])
+        ok = self._valid.get(key)
+        if ok is None:
+            self._valid[key] = True  # joins before this one cannot depend on it: no real recursion
+            ok = self._valid[key] = join[2] is None or promoter_id not in self._ancestors(join[2], join[0], _order(join))
+        return ok
+
+    def parent_at(self, promoter_id: str, ts_ms: int, before: tuple | None = None) -> object:
+        """The parent in force at ``ts_ms`` (None for a root), or ``_UNKNOWN`` if no join has arrived.
+
+        With ``before``, only joins ordered before it count (to judge a join at its own time).
+        """
+        facts = self.facts(promoter_id)
+        if not facts or not facts["joins"]:
+            return _UNKNOWN
+        current = first = None
+        for join in facts["joins"]:
+            if before is not None and _order(join) >= before:
+                break
+            if not self.valid(promoter_id, join):
+                continue
+            first = first or join
+            if join[0] <= ts_ms:
+                current = join
+        chosen = current or (first if before is None else None)
+        return chosen[2] if chosen else None
+
+    def _ancestors(self, start: str, ts_ms: int, before: tuple) -> list[str]:
+        nodes: list[str] = []
+        node: object = start
+        while isinstance(node, str) and node not in nodes and len(nodes) < MAX_WALK:
+            nodes.append(node)
+            node = self.parent_at(node, ts_ms, before)
+        return nodes
+
+
+def banned_from(facts: Facts | None) -> int | None:
+    """When the promoter was first banned (event time), or None."""
+    bans = facts.get("bans") if facts else None
+    return bans[0][0] if bans else None
 
 
 @dataclass
 class Walk:
     """The ancestry of a promoter at one instant, as far as the facts received reach."""
 
-    nodes: list[str]  # the promoter, its parent, grandparent, … (known or not)
+    nodes: list[str]  # the promoter, its parent, grandparent, … (the last may be unknown)
     unknown: str | None = None  # first node whose promoter.joined has not arrived
-    consulted: dict[str, int] = field(default_factory=dict)  # promoter → facts version seen
-    refused: list[tuple[str, list]] = field(default_factory=list)  # joins cut to break a loop
+    consulted: dict[str, int] = field(default_factory=dict)
 
 
-def walk_up(promoter_id: str, ts_ms: int, lookup: Lookup, *, limit: int = MAX_WALK) -> Walk:
-    """Walk parent links at ``ts_ms`` from ``promoter_id`` up to the root (or ``limit`` nodes)."""
-    cut: dict[str, list] = {}  # node → its join refused for closing a loop
-    while True:
-        walk = Walk(nodes=[])
-        used: list[list | None] = []
-        node: str | None = promoter_id
-        loop_at = -1
-        while node is not None and len(walk.nodes) < limit:
-            if node in walk.nodes:
-                loop_at = walk.nodes.index(node)
-                break
-            walk.nodes.append(node)
-            facts = lookup(node)
-            walk.consulted[node] = facts.get("v", 0) if facts else 0
-            join = join_at(facts, ts_ms) if facts else None
-            used.append(join)
-            if join is None:
-                walk.unknown = node
-                break
-            node = None if cut.get(node) == join else join[2]
-        if loop_at < 0:
-            walk.refused = list(cut.items())
-            return walk
-        # Refuse the latest join of the loop, then walk again.
-        members = range(loop_at, len(walk.nodes))
-        latest = max(members, key=lambda i: (used[i][0], used[i][1]))  # type: ignore[index]
-        cut[walk.nodes[latest]] = used[latest]  # type: ignore[assignment]
+def walk_up(promoter_id: str, ts_ms: int, view: ChainView) -> Walk:
+    """Walk valid parent links at ``ts_ms`` from ``promoter_id`` up to the root."""
+    walk = Walk(nodes=[], consulted=view.consulted)
+    node: object = promoter_id
+    while isinstance(node, str) and node not in walk.nodes and len(walk.nodes) < MAX_WALK:
+        walk.nodes.append(node)
+        node = view.parent_at(node, ts_ms)
+        if node is _UNKNOWN:
+            walk.unknown = walk.nodes[-1]
+    return walk
 
 
-def beneficiaries(walk: Walk, ts_ms: int, lookup: Lookup, max_levels: int) -> list[str | None]:
-    """Who earns at levels 1..max_levels: the chain's first nodes, minus those banned at ``ts_ms``.
+def beneficiaries(walk: Walk, ts_ms: int, view: ChainView, max_levels: int) -> tuple[list[str | None], list[int | None]]:
+    """Who earns at levels 1..max_levels, and from when each one's money is held (a later ban).
 
     A promoter earns only once their ``promoter.joined`` has arrived: an unknown node and the
-    levels above it are None (parked) until the join arrives and a recheck fills them. A banned
-    promoter's level pays nothing; the other levels are unaffected.
+    levels above it are None (parked) until the join arrives and a recheck fills them. A
+    promoter banned at or before ``ts_ms`` earns nothing at their level; one banned later keeps
+    the commission but it is held from the ban on. The other levels are unaffected.
     """
-    out: list[str | None] = []
+    levels: list[str | None] = []
+    holds: list[int | None] = []
     for i in range(max_levels):
-        if i >= len(walk.nodes):
-            out.append(None)
-            continue
-        node = walk.nodes[i]
-        out.append(None if node == walk.unknown or banned_at(lookup(node), ts_ms) else node)
-    return out
+        node = walk.nodes[i] if i < len(walk.nodes) and walk.nodes[i] != walk.unknown else None
+        ban = banned_from(view.facts(node)) if node is not None else None
+        if ban is not None and ban <= ts_ms:
+            node, ban = None, None
+        levels.append(node)
+        holds.append(ban)
+    return levels, holds
 
 
 def is_upline(candidate: str, walk: Walk) -> bool:

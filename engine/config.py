@@ -90,12 +90,13 @@ class Config:
         return None
 
     def multiplier_at(self, ts_ms: int) -> tuple[Decimal, str | None]:
-        """The largest multiplier of the campaigns active at ``ts_ms`` (overlaps do not stack)."""
-        best, best_id = Decimal(1), None
+        """The multiplier of the campaign active at ``ts_ms`` (1 if none); overlaps do not stack,
+        the largest wins (ties: the first listed)."""
+        best: Campaign | None = None
         for c in self.campaigns:
-            if c.active(ts_ms) and c.multiplier > best:
-                best, best_id = c.multiplier, c.id
-        return best, best_id
+            if c.active(ts_ms) and (best is None or c.multiplier > best.multiplier):
+                best = c
+        return (best.multiplier, best.id) if best else (Decimal(1), None)
 
 
 DEFAULT = Config()

@@ -1,20 +1,22 @@
 """Attribution, keyed by customer: who earns on each of a customer's orders.
 
-The customer's state holds their bind requests, their clicks (for ``last_click``) and their
-paid orders. After any change it recomputes every order's beneficiaries and sends an
-``attributed`` message for each order whose answer changed; the order processor turns that
-into ledger corrections. Promoters it read are registered with the ``watchers`` processor so
-that a late join or a ban comes back here as a recheck.
+The customer's state holds their bind requests, their clicks and their paid orders (told by
+the order processor once it has accepted the payment). After any change it recomputes the
+orders' beneficiaries and sends an ``attributed`` message for each order whose answer changed;
+the order processor turns that into ledger corrections. Promoters it read are registered with
+the ``watchers`` processor, so that a late join or a ban comes back here as a recheck.
 """
 from __future__ import annotations
 
-from schemas.events import Click, CustomerBound, OrderPaid
+from schemas.events import Click, CustomerBound
 
 from .binding import bind_refusal, binding_at, last_click_at
-from .chain import beneficiaries, walk_up
+from .chain import ChainView, beneficiaries, is_upline, walk_up
 from .dataflow import ORDERS, WATCHERS, Context, Message, Output
 
-EMPTY = {"binds": [], "clicks": [], "orders": {}, "sent": {}, "watching": {}}
+
+def _empty() -> dict:
+    return {"binds": [], "clicks": [], "orders": {}, "sent": {}, "watching": {}}
 
 
 def _insert(rows: list[list], row: list) -> bool:
@@ -27,13 +29,25 @@ def _insert(rows: list[list], row: list) -> bool:
 
 
 def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output) -> dict:
-    state = state or {k: (v.copy() if hasattr(v, "copy") else v) for k, v in EMPTY.items()}
+    state = state or _empty()
     event = msg.body
-    if isinstance(event, CustomerBound):
+    if msg.kind == "order":  # the order processor accepted a payment by this customer
+        order_id = msg.body["order"]
+        state["orders"][order_id] = [msg.body["ts"], msg.body["promoter"]]
+        first = min(o[0] for o in state["orders"].values())
+        if ctx.config.binding_mode != "new_customer_only" or first < msg.body["ts"]:
+            # a new order changes no other order's answer, unless it is a new first order,
+            # which can refuse binds under new_customer_only
+            _attribute(msg.key, state, msg.cause, ctx, out, only=order_id)
+            return state
+    elif msg.kind == "drop":  # the payment was replaced by an earlier one of another customer
+        state["orders"].pop(msg.body["order"], None)
+        state["sent"].pop(msg.body["order"], None)
+    elif isinstance(event, CustomerBound):
         if not _insert(state["binds"], [event.ts_ms, event.event_id, event.promoter_id]):
             out.duplicates += 1
             return state
-        decision = bind_refusal(event.customer_id, event.promoter_id, event.ts_ms, ctx.promoter)
+        decision = bind_refusal(event.customer_id, event.promoter_id, event.ts_ms, ChainView(ctx.promoter))
         if not decision.ok and not decision.reason.startswith("parked"):
             out.reject(msg, f"customer.bound refused: {decision.reason}")
     elif isinstance(event, Click):
@@ -42,16 +56,6 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
             return state
         if ctx.config.attribution != "last_click":
             return state  # kept for its own sake (a fraud signal); it does not move money
-    elif isinstance(event, OrderPaid):
-        if event.order_id in state["orders"]:
-            return state  # the order processor counts the duplicate
-        state["orders"][event.order_id] = [event.ts_ms, event.promoter_id]
-        first = min(o[0] for o in state["orders"].values())
-        if ctx.config.binding_mode != "new_customer_only" or first < event.ts_ms:
-            # a new order changes no other order's answer (unless it is a new first order,
-            # which can refuse binds under new_customer_only)
-            _attribute(msg.key, state, msg.cause, ctx, out, only=event.order_id)
-            return state
     _attribute(msg.key, state, msg.cause, ctx, out)
     return state
 
@@ -59,16 +63,14 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
 def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Output, only: str | None = None) -> None:
     """Recompute the customer's orders (or ``only`` one); message those whose beneficiaries changed."""
     config = ctx.config
-    consulted: dict[str, int] = {}
+    view = ChainView(ctx.promoter)
     decided: dict[str, bool] = {}
 
     def acceptable(row: list) -> bool:
-        """Whether a bind or click row may take effect; each row's chain is walked once per call."""
+        """Whether a bind or click row may take effect; each row is judged once per call."""
         ok = decided.get(row[1])
         if ok is None:
-            decision = bind_refusal(customer_id, row[2], row[0], ctx.promoter)
-            consulted.update(decision.consulted)
-            ok = decided[row[1]] = decision.ok
+            ok = decided[row[1]] = bind_refusal(customer_id, row[2], row[0], view).ok
         return ok
 
     orders = state["orders"]
@@ -82,20 +84,22 @@ def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Out
         else:
             level1 = binding_at(state["binds"], first_order, ts_ms, config, acceptable)
         levels: list[str | None] = [None] * config.max_levels
+        holds: list[int | None] = [None] * config.max_levels
         if level1 is not None:
-            walk = walk_up(level1, ts_ms, ctx.promoter)
-            consulted.update(walk.consulted)
-            levels = beneficiaries(walk, ts_ms, ctx.promoter, config.max_levels)
+            walk = walk_up(level1, ts_ms, view)
+            if not is_upline(customer_id, walk):  # nobody is paid for their own purchase
+                levels, holds = beneficiaries(walk, ts_ms, view, config.max_levels)
+        answer = [levels, holds]
         sent = state["sent"].get(order_id)
-        if sent is None or sent[1] != levels:
+        if sent is None or sent[1] != answer:
             version = (sent[0] + 1) if sent else 1
-            state["sent"][order_id] = [version, levels]
-            out.messages.append(Message(ORDERS, order_id, "attributed", {"v": version, "levels": levels}, cause))
+            state["sent"][order_id] = [version, answer]
+            body = {"customer": customer_id, "v": version, "levels": levels, "holds": holds}
+            out.messages.append(Message(ORDERS, order_id, "attributed", body, cause))
     if only is None:
         for bind in state["binds"]:  # binds not used by an order yet still read promoters: watch those too
             acceptable(bind)
-    for promoter_id, seen in consulted.items():
+    for promoter_id, seen in view.consulted.items():
         if promoter_id not in state["watching"]:
             state["watching"][promoter_id] = seen
             out.messages.append(Message(WATCHERS, promoter_id, "watch", {"customer": customer_id, "v": seen}, cause))
-

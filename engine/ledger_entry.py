@@ -29,4 +29,5 @@ class LedgerEntry:
 
 def entry_id(*parts: object) -> str:
     """A stable 128-bit hex id from what caused the row: same cause, same id, on any machine."""
-    return hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=16).hexdigest()
+    text = "".join(f"{len(s)}:{s}" for s in map(str, parts))  # length-prefixed: no two causes collide
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

@@ -2,9 +2,9 @@
 
 The order processor does not add per-event deltas. After any input it asks this module what
 every *step* of the order's money should be — the accrual, each refund's reversal, the cancel,
-the confirmation move — and writes only the difference from what the ledger already holds.
-A late bind or ban then needs no special path, a redelivery changes no fact and so writes
-nothing, and any arrival order ends at the same net money.
+the confirmation and hold moves — and writes only the difference from what the ledger already
+holds. A late bind or ban then needs no special path, a redelivery changes no fact and so
+writes nothing, and any arrival order ends at the same net money.
 
 Order facts (JSON-able, as kept in state):
 - ``paid``: ``{"e": event_id, "t": ts_ms, "items": [[sku, category, price, qty]], ...}``
@@ -16,19 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+import orjson
+
 from .binding import DAY_MS
 from .money import ZERO, cents, spread
 
 
-SEP = "\x1f"
-
-
 @dataclass(frozen=True, slots=True)
 class Step:
-    key: str  # unique within the order: sku, beneficiary, level, kind, cause, bucket joined by SEP
+    key: str  # unique within the order; see step_key
     ts_ms: int
-    kind: str  # accrue | reverse | confirm
-    bucket: str  # the status the amount sits in: pending | confirmed
+    kind: str  # accrue | reverse | confirm | hold
+    bucket: str  # the status the amount sits in: pending | confirmed | held
     cause: str  # event id of the fact behind the step
     sku: str
     beneficiary: str
@@ -38,16 +37,59 @@ class Step:
     rule_id: str
 
 
-def refund_split(paid: dict, refund: list) -> dict[str, Decimal]:
-    """A refund as amounts per sku: given per item, or an order-level amount spread by paid amount."""
-    if refund[2] is not None:
-        out: dict[str, Decimal] = {}
-        for sku, amount in refund[2]:
-            out[sku] = out.get(sku, ZERO) + Decimal(amount)
-        return out
-    skus = [it[0] for it in paid["items"]]
-    weights = [Decimal(it[2]) * it[3] for it in paid["items"]]
-    return dict(zip(skus, spread(Decimal(refund[3]), weights)))
+def step_key(sku: str, who: str, level: int, kind: str, cause: str, bucket: str) -> str:
+    """A JSON array: unambiguous whatever characters the ids contain."""
+    return orjson.dumps([sku, who, level, kind, cause, bucket]).decode()
+
+
+def parse_step_key(key: str) -> list:
+    return orjson.loads(key)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundShare:
+    ts_ms: int
+    refund_id: str
+    event_id: str
+    applied: dict[str, Decimal]  # sku → amount that counts (never past what is left of the item)
+    problems: list[str]  # lines that could not apply in full, in words
+
+
+def refund_shares(paid: dict, refunds: dict[str, list]) -> list[RefundShare]:
+    """Each refund as amounts per sku, in event-time order ``(ts, refund_id)``.
+
+    A per-item refund applies to its sku; an order-level amount is spread over what is left
+    of each item's paid amount (so refunding a whole order in parts ends at exactly zero).
+    Amounts past what is left are not applied and are named in ``problems``.
+    """
+    left = {it[0]: Decimal(it[2]) * it[3] for it in paid["items"]}
+    out = []
+    for refund_id, (ts, eid, items, amount) in sorted(refunds.items(), key=lambda kv: (kv[1][0], kv[0])):
+        asked: dict[str, Decimal] = {}
+        problems = []
+        if items is not None:
+            for sku, value in items:
+                asked[sku] = asked.get(sku, ZERO) + Decimal(value)
+        else:
+            total = Decimal(amount)
+            remaining = sum(left.values(), ZERO)
+            if total > remaining:
+                problems.append(f"amount {total} exceeds what is left of the order ({remaining}); reversed up to that")
+                total = remaining
+            asked = dict(zip(left, spread(total, list(left.values()))))
+        applied = {}
+        for sku, value in asked.items():
+            if sku not in left:
+                problems.append(f"sku {sku!r} is not in the order")
+                continue
+            if value > left[sku]:
+                problems.append(f"sku {sku!r} refund {value} exceeds what is left of its paid amount ({left[sku]}); "
+                                "reversed up to that")
+                value = left[sku]
+            left[sku] -= value
+            applied[sku] = value
+        out.append(RefundShare(ts, refund_id, eid, applied, problems))
+    return out
 
 
 def desired_steps(
@@ -57,48 +99,56 @@ def desired_steps(
     cancel: list | None,
     terms: dict[str, list],
     beneficiaries: list[str | None],
+    holds: list[int | None],
     hold_days: int,
 ) -> dict[str, Step]:
-    """Every step of the order's money, from its facts (pure; see module doc)."""
-    ordered = sorted(refunds.items(), key=lambda kv: (kv[1][0], kv[0]))
-    splits = [(r[0], r[1], refund_split(paid, r)) for _, r in ordered]
+    """Every step of the order's money, from its facts (pure; see module doc).
+
+    ``holds[i]`` is when level i+1's promoter was banned after the order: from then on their
+    unsettled money from this order is held (and is not confirmed).
+    """
+    shares = refund_shares(paid, refunds)
     confirm_at = done[0] + hold_days * DAY_MS if done else None
     steps: dict[str, Step] = {}
     for sku, _cat, price, qty in paid["items"]:
         item_paid = Decimal(price) * qty
-        # (ts, rank, cause, what, refund share): at equal ts a reversal comes before the confirmation
-        timeline: list[tuple] = [(ts, 0, eid, "refund", split[sku]) for ts, eid, split in splits if split.get(sku)]
+        # (ts, rank, tiebreak, what, cause, share): at equal ts reversals come first, then holds, then confirmation
+        base: list[tuple] = [(s.ts_ms, 0, s.refund_id, "refund", s.event_id, s.applied[sku])
+                             for s in shares if s.applied.get(sku)]
         if cancel:
-            timeline.append((cancel[0], 0, cancel[1], "cancel", None))
+            base.append((cancel[0], 0, "", "cancel", cancel[1], None))
         if confirm_at is not None:
-            timeline.append((confirm_at, 1, done[1], "confirm", None))  # type: ignore[index]
-        timeline.sort(key=lambda x: (x[0], x[1], x[2]))
+            base.append((confirm_at, 2, "", "confirm", done[1], None))  # type: ignore[index]
         for level, amount, rate, rule_id in terms.get(sku, ()):
             who = beneficiaries[level - 1] if level <= len(beneficiaries) else None
             if who is None:
                 continue
-            accrued = Decimal(amount)
-            rate_d = Decimal(rate)
+            timeline = list(base)
+            hold_at = holds[level - 1] if level <= len(holds) else None
+            if hold_at is not None:
+                timeline.append((hold_at, 1, "", "hold", f"ban:{who}", None))
+            timeline.sort(key=lambda x: (x[0], x[1], x[2]))
+            accrued, rate_d = Decimal(amount), Decimal(rate)
 
             def add(kind: str, bucket: str, cause: str, ts: int, value: Decimal) -> None:
-                key = SEP.join((sku, who, str(level), kind, cause, bucket))
+                key = step_key(sku, who, level, kind, cause, bucket)
                 steps[key] = Step(key, ts, kind, bucket, cause, sku, who, level, value, rate_d, rule_id)
 
             add("accrue", "pending", paid["e"], paid["t"], accrued)
             left, refunded, bucket = accrued, ZERO, "pending"
-            for ts, _rank, cause, what, share in timeline:
-                if what == "confirm":
+            for ts, _rank, _tie, what, cause, share in timeline:
+                if what in ("confirm", "hold"):
+                    target = "confirmed" if what == "confirm" else "held"
+                    if bucket == "held":
+                        continue  # held money stays held until a review releases it
                     if left > 0:
-                        add("confirm", "pending", cause, ts, -left)
-                        add("confirm", "confirmed", cause, ts, left)
-                    bucket = "confirmed"
+                        add(what, bucket, cause, ts, -left)
+                        add(what, target, cause, ts, left)
+                    bucket = target
                     continue
                 if what == "cancel":
                     back = left
                 else:
-                    share = min(share, item_paid - refunded)
-                    if share <= 0:
-                        continue
                     refunded += share
                     back = left if refunded >= item_paid else min(left, cents(accrued * share / item_paid))
                 if back > 0:

@@ -1,7 +1,13 @@
 """Money arithmetic: Decimal only, rounded half-up to the cent once, on the exact product."""
 from __future__ import annotations
 
+import decimal
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+
+# price × qty × rate × refund share can pass the default 28 significant digits at the extremes
+# the schema allows; 60 keeps every product exact, so rounding happens once, where we say.
+decimal.DefaultContext.prec = 60
+decimal.getcontext().prec = 60
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from schemas.events import PromoterBanned, PromoterJoined
 
-from .chain import walk_up
+from .chain import ChainView
 from .dataflow import CUSTOMERS, WATCHERS, Context, Message, Output
 
 
@@ -39,17 +39,16 @@ def handle_promoter(state: dict | None, msg: Message, ctx: Context, out: Output)
 
 
 def _refuse_loop(msg: Message, state: dict, ctx: Context, out: Output) -> None:
-    """Dead-letter a join that closes a loop. It stays a fact: the chain walk ignores it anyway."""
+    """Dead-letter a join that closes a loop at its time. It stays a fact; it never takes effect."""
     event = msg.body
 
     def lookup(pid: str) -> dict | None:
         return state if pid == event.promoter_id else ctx.promoter(pid)
 
-    walk = walk_up(event.promoter_id, event.ts_ms, lookup)
-    for node, join in walk.refused:
-        if node == event.promoter_id and join[1] == event.event_id:
-            out.reject(msg, f"promoter.joined: parent {event.parent_id} would loop back to {event.promoter_id} "
-                            "(a promoter cannot be recruited by their own downline)")
+    join = next(j for j in state["joins"] if j[1] == event.event_id)
+    if not ChainView(lookup).valid(event.promoter_id, join):
+        out.reject(msg, f"promoter.joined: parent {event.parent_id} would loop back to {event.promoter_id} "
+                        "(a promoter cannot be recruited by their own downline)")
 
 
 def handle_watchers(state: dict | None, msg: Message, ctx: Context, out: Output) -> dict | None:

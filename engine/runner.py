@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable
 
-from schemas.events import Click, CustomerBound, Event, OrderPaid, PromoterBanned, PromoterJoined
+from schemas.events import Click, CustomerBound, Event, PromoterBanned, PromoterJoined
 
 from .config import Config
 from .customers import handle_customer
@@ -38,10 +38,7 @@ def route(event: Event) -> list[Message]:
     if isinstance(event, Click):
         who = event.customer_id or event.visitor_id
         return [Message(CUSTOMERS, who, "event", event, cause)] if who else []
-    if isinstance(event, OrderPaid):
-        # the order's own key, and its customer's key for attribution (a repartition in Kafka)
-        return [Message(ORDERS, event.order_id, "event", event, cause),
-                Message(CUSTOMERS, event.customer_id, "event", event, cause)]
+    # order.*: the order processor tells the customer's key once it accepts a payment (a repartition in Kafka)
     return [Message(ORDERS, event.order_id, "event", event, cause)]  # type: ignore[attr-defined]
 
 

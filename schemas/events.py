@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 # [0-9], not \d: \d also matches other scripts' digits, which Decimal() would accept.
-MONEY_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,2})?$"
+MONEY_PATTERN = r"^[0-9]{1,13}(\.[0-9]{1,2})?$"  # up to 9,999,999,999,999.99: fits the ledger with room
 # RFC 3339 date-time (not the wider ISO 8601 that datetime.fromisoformat takes, such as week
 # dates or 20261111T100000); the offset group is optional here only to give a clearer message.
 TS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
@@ -148,11 +148,20 @@ class CustomerBound(Event):
     click_id: OptId = None
 
 
+MAX_LINE = Decimal("9999999999999.99")  # price × qty of one line: the ledger's Decimal(18,2) with room for rates
+
+
 class Item(_Model):
     sku: Id
     category: str = Field(min_length=1)
     price: Money
-    qty: int = Field(gt=0, strict=True)
+    qty: int = Field(gt=0, le=1_000_000_000, strict=True)
+
+    @model_validator(mode="after")
+    def _line_fits(self) -> "Item":
+        if self.price * self.qty > MAX_LINE:
+            raise ValueError(f"price × qty = {self.price * self.qty} is more than one line may pay ({MAX_LINE})")
+        return self
 
     @property
     def paid(self) -> Decimal:

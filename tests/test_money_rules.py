@@ -266,7 +266,7 @@ def test_refund_of_unknown_sku_is_named():
     run = shop(bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("s1", "100.00")),
                refunded("o1", "r1", ts(4), items=[("nope", "5.00")]))
     assert run.earned("D") == D("10.00")
-    assert any("'nope' is not in order o1" in r for r in run.reasons())
+    assert any("order o1: sku 'nope' is not in the order" in r for r in run.reasons())
 
 
 def test_event_time_not_arrival_time_is_what_counts():

