@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import orjson
+
 from schemas.events import OrderCancelled, OrderCompleted, OrderPaid, OrderRefunded, ReviewDecided
 
 from .dataflow import CUSTOMERS, Context, Message, Output
@@ -80,11 +82,15 @@ def _record_payment(state: dict, msg: Message, ctx: Context, out: Output) -> boo
     event: OrderPaid = msg.body
     have = state.get("paid")
     if have is not None:
-        if (have["t"], have["e"]) <= (event.ts_ms, event.event_id):
-            out.reject(msg, f"order.paid: order {event.order_id} was already paid by event {have['e']}")
+        incoming_loses = (have["t"], have["e"]) <= (event.ts_ms, event.event_id)
+        winner, loser = (have["e"], event.event_id) if incoming_loses else (event.event_id, have["e"])
+        raw = event.model_dump_json() if incoming_loses else orjson.dumps(have).decode()
+        reason = (f"order.paid: order {event.order_id} was paid twice, by events {winner} and {loser}; "
+                  f"the earlier one ({winner}) counts")
+        # one id per losing payment, whichever of the two arrived first
+        out.dead_letters.append(DeadLetter(entry_id("dead", "engine", loser), "engine", loser, msg.key, raw, reason))
+        if incoming_loses:
             return False
-        out.reject(msg, f"order.paid: order {event.order_id} was also paid by event {have['e']}; "
-                        "the earlier payment counts")
         if have["c"] != event.customer_id:
             out.messages.append(Message(CUSTOMERS, have["c"], "drop", {"order": event.order_id}, msg.cause))
     items = [[it.sku, it.category, str(it.price), it.qty] for it in event.items]
