@@ -31,12 +31,16 @@ class ChainView:
     def __init__(self, lookup: Lookup):
         self.lookup = lookup
         self.consulted: dict[str, int] = {}  # promoter → facts version seen (for the watchers)
+        self._facts: dict[str, Facts | None] = {}
         self._valid: dict[tuple[str, str], bool] = {}
 
     def facts(self, promoter_id: str) -> Facts | None:
-        found = self.lookup(promoter_id)
-        self.consulted[promoter_id] = found["v"] if found else 0
-        return found
+        try:
+            return self._facts[promoter_id]
+        except KeyError:
+            found = self._facts[promoter_id] = self.lookup(promoter_id)
+            self.consulted[promoter_id] = found["v"] if found else 0
+            return found
 
     def valid(self, promoter_id: str, join: list) -> bool:
         """Whether ``join`` of ``promoter_id`` takes effect (it does not close a loop at its time)."""
