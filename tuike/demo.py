@@ -11,6 +11,7 @@ one JOIN per SELECT), so the same queries can be pasted into ``tuike query`` on 
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from decimal import Decimal
@@ -139,7 +140,7 @@ def report(ledger: Any, stats: Any, *, currency: str = "CNY", out: IO[str] | Non
     meaning = {
         "pending": "paid orders not yet past the hold period",
         "confirmed": "past the hold period: payable at the next settlement",
-        "held": "held for fraud review",
+        "held": "held: a banned promoter's unsettled commission (or, later, a fraud review)",
         "settled": "paid out",
     }
     for status in list(STATUS_ORDER) + sorted(set(balances) - set(STATUS_ORDER)):
@@ -171,6 +172,10 @@ def report(ledger: Any, stats: Any, *, currency: str = "CNY", out: IO[str] | Non
 def next_steps(demo_dir: Path, events_path: Path, *, out: IO[str] | None = None) -> None:
     out = out or sys.stdout
     d = _shell_path(demo_dir)
+    venv_bin = Path(sys.prefix) / "bin"
+    if sys.prefix != sys.base_prefix and str(venv_bin) not in os.environ.get("PATH", "").split(os.pathsep):
+        out.write(f"\n(tuike is installed in a virtualenv: run `. {_shell_path(Path(os.path.relpath(venv_bin)))}/activate` "
+                  "first, or call it by that path)\n")
     out.write(
         "\nLook further (the demo's ledger is in {d}):\n"
         "  tuike query --data-dir {d} \"SELECT beneficiary_id, level, kind, sum(amount) FROM commission_ledger "
