@@ -107,9 +107,12 @@ def desired_steps(
     ``holds[i]`` is when level i+1's promoter was banned after the order: from then on their
     unsettled money from this order is held (and is not confirmed).
     """
-    shares = refund_shares(paid, refunds)
+    if not any(beneficiaries):
+        return {}
+    shares = refund_shares(paid, refunds) if refunds else []
     confirm_at = done[0] + hold_days * DAY_MS if done else None
     steps: dict[str, Step] = {}
+    paid_event, paid_ts = paid["e"], paid["t"]
     for sku, _cat, price, qty in paid["items"]:
         item_paid = Decimal(price) * qty
         # (ts, rank, tiebreak, what, cause, share): at equal ts reversals come first, then holds, then confirmation
@@ -123,27 +126,21 @@ def desired_steps(
             who = beneficiaries[level - 1] if level <= len(beneficiaries) else None
             if who is None:
                 continue
-            timeline = list(base)
             hold_at = holds[level - 1] if level <= len(holds) else None
-            if hold_at is not None:
-                timeline.append((hold_at, 1, "", "hold", f"ban:{who}", None))
-            timeline.sort(key=lambda x: (x[0], x[1], x[2]))
+            timeline = base + [(hold_at, 1, "", "hold", f"ban:{who}", None)] if hold_at is not None else base
+            if len(timeline) > 1:
+                timeline = sorted(timeline, key=lambda x: (x[0], x[1], x[2]))
             accrued, rate_d = Decimal(amount), Decimal(rate)
-
-            def add(kind: str, bucket: str, cause: str, ts: int, value: Decimal) -> None:
-                key = step_key(sku, who, level, kind, cause, bucket)
-                steps[key] = Step(key, ts, kind, bucket, cause, sku, who, level, value, rate_d, rule_id)
-
-            add("accrue", "pending", paid["e"], paid["t"], accrued)
+            moves: list[tuple] = [("accrue", "pending", paid_event, paid_ts, accrued)]
             left, refunded, bucket = accrued, ZERO, "pending"
             for ts, _rank, _tie, what, cause, share in timeline:
-                if what in ("confirm", "hold"):
-                    target = "confirmed" if what == "confirm" else "held"
+                if what == "confirm" or what == "hold":
                     if bucket == "held":
                         continue  # held money stays held until a review releases it
+                    target = "confirmed" if what == "confirm" else "held"
                     if left > 0:
-                        add(what, bucket, cause, ts, -left)
-                        add(what, target, cause, ts, left)
+                        moves.append((what, bucket, cause, ts, -left))
+                        moves.append((what, target, cause, ts, left))
                     bucket = target
                     continue
                 if what == "cancel":
@@ -152,6 +149,9 @@ def desired_steps(
                     refunded += share
                     back = left if refunded >= item_paid else min(left, cents(accrued * share / item_paid))
                 if back > 0:
-                    add("reverse", bucket, cause, ts, -back)
+                    moves.append(("reverse", bucket, cause, ts, -back))
                     left -= back
+            for kind, where, cause, ts, value in moves:
+                key = step_key(sku, who, level, kind, cause, where)
+                steps[key] = Step(key, ts, kind, where, cause, sku, who, level, value, rate_d, rule_id)
     return steps
