@@ -65,15 +65,17 @@ class RocksStore:
         self.dirty.add(k)
 
     def flush(self) -> None:
-        """Write every touched key once, atomically; trim the cache when it grows too big."""
-        if self.dirty:
+        """Write every touched key once, atomically; when the cache grows too big, keep only the
+        keys this batch wrote (the hot ones) and let the rest come back from RocksDB."""
+        touched = self.dirty
+        if touched:
             batch = WriteBatch(raw_mode=True)
-            for table, key in self.dirty:
+            for table, key in touched:
                 batch.put(self._key(table, key), orjson.dumps(self.cache[(table, key)]))
             self.db.write(batch)
-            self.dirty.clear()
+            self.dirty = set()
         if len(self.cache) > self.cache_limit:
-            self.cache.clear()
+            self.cache = {k: self.cache[k] for k in touched}
 
     def close(self) -> None:
         self.flush()
