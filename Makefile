@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench install clickhouse-up clickhouse-down clean
+.PHONY: demo test test-fast bench install clickhouse-up clickhouse-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,12 @@ clickhouse-up:
 
 clickhouse-down:
 	deploy/clickhouse.sh down
+
+kafka-up:
+	deploy/kafka.sh up
+
+kafka-down:
+	deploy/kafka.sh down
 
 clean:
 	rm -rf $(VENV) tuike-data .deploy

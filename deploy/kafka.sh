@@ -1,0 +1,382 @@
+#!/usr/bin/env bash
+# A local Apache Kafka broker for tuike's streaming commands (contract §5: make kafka-up / kafka-down).
+#
+#   deploy/kafka.sh up       fetch Kafka's jars from Maven Central if missing, start the broker, wait until it answers
+#   deploy/kafka.sh down     stop the broker this script started (SIGTERM, wait up to 30s, then SIGKILL)
+#   deploy/kafka.sh status   say whether it runs; exit 0 if it answers, 3 if not
+#
+# Apache Kafka 3.9.1 assembled from Maven Central (no tarball): a throwaway pom in the state
+# folder depends on org.apache.kafka:kafka_2.13 plus slf4j-reload4j and reload4j, and
+# 'mvn dependency:copy-dependencies' copies the runtime jars into <state>/libs. That happens once
+# (5-60s with an empty ~/.m2); later starts reuse the jars and need no network.
+#
+# One KRaft node in combined mode (broker and controller in one JVM), listening on 127.0.0.1
+# only: clients on 9092, the controller on 9093. Topics are not created automatically
+# (auto.create.topics.enable=false); new topics get 4 partitions by default.
+#
+# State (jars, pom, config, data, logs, pid file) lives in .deploy/kafka/ (repo-relative), or in
+# $TUIKE_KAFKA_DIR. Broker log: <state>/log/server.log; the JVM's stdout/stderr:
+# <state>/log/stdout.log. 'rm -rf <state>/data' wipes every topic (the next 'up' formats anew).
+# Needs java (11 or newer) and mvn; installs Debian's default-jre-headless and maven if missing.
+# Other overrides: KAFKA_WAIT_SECONDS (start-up wait, default 90), KAFKA_HEAP (default -Xmx512m).
+# After a SIGKILL (or a crash) the next start takes ~10s longer: the controller waits for the
+# old broker registration to expire.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${TUIKE_KAFKA_DIR:-$REPO/.deploy/kafka}"
+KAFKA_VERSION=3.9.1
+SCALA_VERSION=2.13
+SLF4J_VERSION=1.7.36
+RELOAD4J_VERSION=1.2.25
+DEPENDENCY_PLUGIN_VERSION=3.6.1
+PORT=9092
+CONTROLLER_PORT=9093
+WAIT_SECONDS="${KAFKA_WAIT_SECONDS:-90}"
+HEAP="${KAFKA_HEAP:--Xmx512m}"
+
+say() { echo "kafka: $*"; }
+die() { echo "kafka: error: $*" >&2; exit 1; }
+
+mkdir -p "$STATE" || die "cannot create the state folder $STATE; set TUIKE_KAFKA_DIR to a writable folder"
+STATE="$(cd "$STATE" && pwd)"
+LIBS="$STATE/libs"
+DATA="$STATE/data"
+LOGDIR="$STATE/log"
+PIDFILE="$STATE/kafka.pid"
+PROPS="$STATE/server.properties"
+LOG4J="$STATE/log4j.properties"
+TOOLS_LOG4J="$STATE/tools-log4j.properties"
+# What libs/ was assembled from; a different line means assemble again.
+LIBS_STAMP="kafka_$SCALA_VERSION:$KAFKA_VERSION slf4j-reload4j:$SLF4J_VERSION reload4j:$RELOAD4J_VERSION"
+
+# ---------------------------------------------------------------- java and maven
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else die "installing $* needs root: run 'sudo apt-get install default-jre-headless maven', then this again"
+    fi
+}
+
+install_if_missing() {
+    local missing=()
+    command -v java >/dev/null || missing+=(default-jre-headless)
+    command -v mvn >/dev/null || missing+=(maven)
+    [ "${#missing[@]}" = 0 ] && return 0
+    command -v apt-get >/dev/null \
+        || die "${missing[*]} missing and there is no apt-get: install a Java runtime (11 or newer) and Apache Maven so that 'java' and 'mvn' are on PATH"
+    say "installing ${missing[*]} with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" || {
+        say "install failed; running apt-get update and trying again"
+        as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    } || die "apt-get could not install ${missing[*]}; check the network and the apt sources, then run this again"
+    command -v java >/dev/null && command -v mvn >/dev/null || die "apt-get finished but java or mvn is still not on PATH"
+}
+
+check_java() {
+    local v major
+    v="$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n 1)"
+    major="${v%%.*}"
+    [ "$major" = 1 ] && major="$(cut -d. -f2 <<<"$v")"
+    [[ "$major" =~ ^[0-9]+$ ]] || die "cannot tell the Java version from 'java -version'; Kafka $KAFKA_VERSION needs Java 11 or newer"
+    [ "$major" -ge 11 ] || die "java on PATH is version $v; Kafka $KAFKA_VERSION needs Java 11 or newer (e.g. 'apt-get install openjdk-17-jre-headless')"
+}
+
+# ---------------------------------------------------------------- jars from Maven Central
+
+libs_ready() {
+    [ -f "$LIBS/.assembled" ] && [ "$(cat "$LIBS/.assembled")" = "$LIBS_STAMP" ] \
+        && [ -f "$LIBS/kafka_$SCALA_VERSION-$KAFKA_VERSION.jar" ]
+}
+
+write_pom() {
+    cat >"$STATE/pom.xml" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<!-- Written by deploy/kafka.sh: only there to let Maven copy Kafka's runtime jars into libs/. -->
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.tuike</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>0</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_$SCALA_VERSION</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-reload4j</artifactId>
+      <version>$SLF4J_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>ch.qos.reload4j</groupId>
+      <artifactId>reload4j</artifactId>
+      <version>$RELOAD4J_VERSION</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>$DEPENDENCY_PLUGIN_VERSION</version>
+      </plugin>
+    </plugins>
+  </build>
+</project>
+EOF
+}
+
+assemble_libs() {
+    libs_ready && return 0
+    mkdir -p "$LOGDIR"
+    write_pom
+    local tmp="$STATE/libs.partial" mvnlog="$LOGDIR/mvn.log"
+    rm -rf "$tmp"
+    local goal=(-B -q -f "$STATE/pom.xml" dependency:copy-dependencies "-DoutputDirectory=$tmp" -DincludeScope=runtime)
+    # From the local Maven cache when it already holds everything; no network then.
+    if mvn -o "${goal[@]}" >"$mvnlog" 2>&1; then
+        say "copied Kafka $KAFKA_VERSION's jars from the local Maven cache"
+    else
+        rm -rf "$tmp"
+        say "fetching Kafka $KAFKA_VERSION and its dependencies from Maven Central with mvn (first time only; 5-60s depending on the network)"
+        local started=$SECONDS
+        if ! mvn "${goal[@]}" >"$mvnlog" 2>&1; then
+            rm -rf "$tmp"
+            echo "--- what mvn said (all of it in $mvnlog):" >&2
+            tail -n 20 "$mvnlog" >&2
+            die "mvn could not fetch the Kafka jars; check the network and any mirror or proxy in ~/.m2/settings.xml, then run this again"
+        fi
+        say "fetched in $((SECONDS - started))s"
+    fi
+    [ -f "$tmp/kafka_$SCALA_VERSION-$KAFKA_VERSION.jar" ] \
+        || die "mvn finished but $tmp has no kafka_$SCALA_VERSION-$KAFKA_VERSION.jar; see $mvnlog"
+    echo "$LIBS_STAMP" >"$tmp/.assembled"
+    rm -rf "$LIBS"
+    mv "$tmp" "$LIBS"
+    say "$(find "$LIBS" -name '*.jar' | wc -l) jars in $LIBS"
+}
+
+# ---------------------------------------------------------------- config and storage
+
+write_config() {
+    mkdir -p "$DATA" "$LOGDIR"
+    cat >"$PROPS" <<EOF
+# Written by deploy/kafka.sh on every 'up'; edit the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$DATA
+num.partitions=4
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+    cat >"$LOG4J" <<EOF
+# Written by deploy/kafka.sh: the broker logs to $LOGDIR/server.log.
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File=$LOGDIR/server.log
+log4j.appender.file.MaxFileSize=50MB
+log4j.appender.file.MaxBackupIndex=3
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.org.apache.kafka=INFO
+log4j.logger.kafka=INFO
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.org.apache.kafka.clients=WARN
+EOF
+    cat >"$TOOLS_LOG4J" <<EOF
+# Written by deploy/kafka.sh: command-line tools warn on stderr only.
+log4j.rootLogger=WARN, stderr
+log4j.appender.stderr=org.apache.log4j.ConsoleAppender
+log4j.appender.stderr.Target=System.err
+log4j.appender.stderr.layout=org.apache.log4j.PatternLayout
+log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n
+EOF
+}
+
+tool() {
+    java -cp "$LIBS/*" "-Dlog4j.configuration=file:$TOOLS_LOG4J" "$@"
+}
+
+format_once() {
+    [ -f "$DATA/meta.properties" ] && return 0
+    local id
+    id="$(tool kafka.tools.StorageTool random-uuid 2>>"$LOGDIR/format.log")" \
+        || die "kafka.tools.StorageTool random-uuid failed; see $LOGDIR/format.log"
+    say "formatting $DATA (cluster id $id)"
+    tool kafka.tools.StorageTool format -t "$id" -c "$PROPS" >>"$LOGDIR/format.log" 2>&1 || {
+        tail -n 20 "$LOGDIR/format.log" >&2
+        die "formatting the storage failed (see above and $LOGDIR/format.log); if $DATA holds a broken earlier attempt, remove it and run this again"
+    }
+}
+
+# ---------------------------------------------------------------- probes
+
+# The pid from the pid file, if that process is alive and is a Kafka broker.
+our_pid() {
+    [ -f "$PIDFILE" ] || return 1
+    local pid
+    pid="$(cat "$PIDFILE" 2>/dev/null)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka' || return 1
+    echo "$pid"
+}
+
+# The process exists and is not a zombie waiting to be reaped.
+alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    [ "$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)" != Z ]
+}
+
+# Something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# A Kafka broker answers an ApiVersions request on 127.0.0.1:$PORT (needs the jars).
+answers() {
+    port_open "$PORT" || return 1
+    [ -f "$LIBS/kafka_$SCALA_VERSION-$KAFKA_VERSION.jar" ] || return 1
+    # bounded: the tool retries, and something else on the port may accept and never answer
+    timeout 20 java -cp "$LIBS/*" "-Dlog4j.configuration=file:$TOOLS_LOG4J" \
+        kafka.admin.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$PORT" 2>/dev/null \
+        | grep -q "127.0.0.1:$PORT"
+}
+
+who_listens() {
+    command -v ss >/dev/null || return 0
+    ss -ltnpH "sport = :$1" 2>/dev/null | sed 's/^/    /'
+}
+
+port_taken_error() {
+    local p="$1" what="$2"
+    echo "kafka: 127.0.0.1:$p is in use:" >&2
+    who_listens "$p" >&2
+    die "port $p ($what) on 127.0.0.1 is taken by another program that is not a broker started by this script: stop it (see 'ss -ltnp'), then run 'deploy/kafka.sh up' again"
+}
+
+# ---------------------------------------------------------------- commands
+
+lock() {
+    exec 9>"$STATE/.lock"
+    flock -w 300 9 || die "another 'deploy/kafka.sh' is holding $STATE/.lock; wait for it or remove the lock"
+}
+
+cmd_up() {
+    install_if_missing
+    check_java
+    lock
+
+    local pid log_mark=0
+    if pid="$(our_pid)"; then
+        if answers; then say "already running (pid $pid) on 127.0.0.1:$PORT"; return 0; fi
+        say "pid $pid is alive but does not answer yet; waiting"
+    else
+        rm -f "$PIDFILE"
+        assemble_libs
+        if port_open "$PORT"; then
+            if answers; then
+                say "a Kafka broker not started by this script already answers on 127.0.0.1:$PORT; using it ('down' will leave it alone)"
+                return 0
+            fi
+            port_taken_error "$PORT" "Kafka clients"
+        fi
+        port_open "$CONTROLLER_PORT" && port_taken_error "$CONTROLLER_PORT" "the KRaft controller"
+        write_config
+        format_once
+        say "starting Kafka $KAFKA_VERSION (data in $DATA, log in $LOGDIR/server.log)"
+        : >"$LOGDIR/stdout.log"
+        log_mark="$( { wc -c <"$LOGDIR/server.log"; } 2>/dev/null || echo 0)"
+        (cd "$STATE" && exec setsid java $HEAP -cp "$LIBS/*" \
+            -Djava.awt.headless=true "-Dlog4j.configuration=file:$LOG4J" "-Dkafka.logs.dir=$LOGDIR" \
+            kafka.Kafka "$PROPS" >>"$LOGDIR/stdout.log" 2>&1 </dev/null 9>&-) &
+        pid=$!
+        echo "$pid" >"$PIDFILE"
+    fi
+
+    local started=$SECONDS waited=0 reported=-5
+    until answers; do
+        waited=$((SECONDS - started))
+        if ! alive "$pid"; then
+            rm -f "$PIDFILE"
+            local news
+            news="$( { tail -c +$((log_mark + 1)) "$LOGDIR/server.log"; cat "$LOGDIR/stdout.log"; } 2>/dev/null \
+                | grep -E 'ERROR|FATAL|Exception|Caused by|Error' | tail -n 20)"
+            echo "--- what the broker said (all of it in $LOGDIR/server.log and stdout.log):" >&2
+            echo "$news" >&2
+            if grep -q 'Address already in use' <<<"$news"; then
+                port_taken_error "$PORT or $CONTROLLER_PORT" "Kafka clients or the controller"
+            fi
+            die "the broker exited during start-up; see the log lines above"
+        fi
+        if [ "$waited" -ge "$WAIT_SECONDS" ]; then
+            die "the broker (pid $pid) did not answer on 127.0.0.1:$PORT within ${WAIT_SECONDS}s; see $LOGDIR/server.log, then run 'deploy/kafka.sh down' and 'up' again"
+        fi
+        if [ $((waited - reported)) -ge 5 ]; then
+            say "waiting for 127.0.0.1:$PORT to answer (${waited}s)"
+            reported=$waited
+        fi
+        sleep 1
+    done
+    say "up: pid $pid, Kafka $KAFKA_VERSION on 127.0.0.1:$PORT (controller 127.0.0.1:$CONTROLLER_PORT), cluster id $(sed -n 's/^cluster.id=//p' "$DATA/meta.properties" 2>/dev/null)"
+}
+
+cmd_down() {
+    lock
+    local pid
+    if ! pid="$(our_pid)"; then
+        rm -f "$PIDFILE"
+        if answers; then say "not started by this script (no pid file); leaving the broker on 127.0.0.1:$PORT alone"
+        else say "not running"; fi
+        return 0
+    fi
+    say "stopping pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    local waited=0
+    while alive "$pid"; do
+        if [ "$waited" -ge 30 ]; then
+            say "still running after 30s; sending SIGKILL (the next start recovers the logs and takes ~10s longer)"
+            kill -KILL "$pid" 2>/dev/null || true
+            local k=0
+            while alive "$pid" && [ "$k" -lt 10 ]; do sleep 1; k=$((k + 1)); done
+            alive "$pid" && die "pid $pid survived SIGKILL; look at it with 'ps -o pid,stat,cmd -p $pid'"
+            break
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    rm -f "$PIDFILE"
+    say "stopped"
+}
+
+cmd_status() {
+    local pid
+    if pid="$(our_pid)"; then
+        if answers; then say "running (pid $pid) on 127.0.0.1:$PORT"; return 0; fi
+        say "pid $pid is alive but does not answer on 127.0.0.1:$PORT (see $LOGDIR/server.log)"; return 3
+    fi
+    if answers; then say "a broker not started by this script answers on 127.0.0.1:$PORT"; return 0; fi
+    if port_open "$PORT"; then say "127.0.0.1:$PORT is taken by something that does not answer as a Kafka broker"; return 3; fi
+    say "not running (start it with 'make kafka-up')"
+    return 3
+}
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
