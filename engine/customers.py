@@ -34,8 +34,7 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
     if msg.kind == "order":  # the order processor accepted a payment by this customer
         order_id = msg.body["order"]
         state["orders"][order_id] = [msg.body["ts"], msg.body["promoter"]]
-        first = min(o[0] for o in state["orders"].values())
-        if ctx.config.binding_mode != "new_customer_only" or first < msg.body["ts"]:
+        if ctx.config.binding_mode != "new_customer_only" or min(o[0] for o in state["orders"].values()) < msg.body["ts"]:
             # a new order changes no other order's answer, unless it is a new first order,
             # which can refuse binds under new_customer_only
             _attribute(msg.key, state, msg.cause, ctx, out, only=order_id)
@@ -74,7 +73,7 @@ def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Out
         return ok
 
     orders = state["orders"]
-    first_order = min((o[0] for o in orders.values()), default=None)
+    first_order = min((o[0] for o in orders.values()), default=None) if config.binding_mode == "new_customer_only" else None
     for order_id in [only] if only else sorted(orders):
         ts_ms, explicit = orders[order_id]
         if explicit is not None:

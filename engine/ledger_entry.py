@@ -27,6 +27,11 @@ class LedgerEntry:
     status_after: str  # the status bucket this row's amount sits in
 
 
+def step_entry_id(order_id: str, step_key: str, revision: int) -> str:
+    """:func:`entry_id` of a ledger row: the order, the step (a JSON array, unambiguous) and its revision."""
+    return hashlib.blake2b(f"{len(order_id)}:{order_id}{step_key}{revision}".encode(), digest_size=16).hexdigest()
+
+
 def entry_id(*parts: object) -> str:
     """A stable 128-bit hex id from what caused the row: same cause, same id, on any machine."""
     text = "".join(f"{len(s)}:{s}" for s in map(str, parts))  # length-prefixed: no two causes collide

@@ -15,7 +15,7 @@ from schemas.events import OrderCancelled, OrderCompleted, OrderPaid, OrderRefun
 
 from .dataflow import CUSTOMERS, Context, Message, Output
 from .dead_letter import DeadLetter
-from .ledger_entry import LedgerEntry, entry_id
+from .ledger_entry import LedgerEntry, entry_id, step_entry_id
 from .lifecycle import Step, desired_steps, parse_step_key, refund_shares
 from .money import ZERO
 
@@ -145,7 +145,7 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
         else:
             kind = "reverse" if delta < 0 else "accrue"
         out.entries.append(LedgerEntry(
-            entry_id=entry_id(order_id, key, n),
+            entry_id=step_entry_id(order_id, key, n),
             event_id=step.cause if n == 0 and not step.cause.startswith("ban:") else cause,
             ts_ms=step.ts_ms, order_id=order_id, item_sku=step.sku, customer_id=paid["c"],
             beneficiary_id=step.beneficiary, level=step.level, kind=kind, amount=delta,
