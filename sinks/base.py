@@ -43,6 +43,8 @@ class QueryResult:
 
 @runtime_checkable
 class Ledger(Protocol):
+    identity: str  # which ledger this is ("chdb:tuike", "clickhouse://host:9000/tuike"), kept with the state
+
     def write(self, batch: Batch) -> None:
         """One batched insert per table; empty tables are skipped. Safe to repeat."""
 

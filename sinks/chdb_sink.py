@@ -127,6 +127,11 @@ class ChdbLedger:
             self._session.close()
             raise
 
+    @property
+    def identity(self) -> str:
+        """Which ledger this is, as the state remembers it (the chDB ledger lives in the data dir)."""
+        return f"chdb:{self.database}"
+
     def _in_use(self, pid: str) -> str:
         return (
             f"the ledger at {self.path} is in use by another tuike process (pid {pid}); "

@@ -89,6 +89,11 @@ def parse_url(url: str) -> ServerURL:
 class ServerLedger:
     """The ledger in database ``url.database`` of a ClickHouse server."""
 
+    @property
+    def identity(self) -> str:
+        """Which ledger this is, as the state remembers it."""
+        return f"clickhouse://{self.url.host}:{self.url.port}/{self.database}"
+
     def __init__(self, url: str, *, retries: int = 4, backoff: float = 0.5,
                  connect_timeout: float = 5, send_receive_timeout: float = 300) -> None:
         self.url = parse_url(url)

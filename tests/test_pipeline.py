@@ -115,3 +115,15 @@ def test_rules_refusals_are_dead_letters_too(tmp_path, config):
 def test_default_config_runs_without_a_file(tmp_path, shop_file):
     stats, (totals,) = run(shop_file, tmp_path, parse_config({}), None, TOTALS)
     assert stats.ledger_rows == totals[0][0] > 0 and totals[0][1] > Decimal(0)
+
+
+@pytest.mark.server
+def test_state_of_one_ledger_is_not_used_for_another(tmp_path, shop_file, config, clickhouse_url):
+    """Rows already derived would never reach a second ledger: the run refuses and says what to do."""
+    from tuike.pipeline import StateForOtherLedger
+
+    run(shop_file, tmp_path, config, None, TOTALS)
+    with pytest.raises(StateForOtherLedger, match="Use another --data-dir"):
+        run(shop_file, tmp_path, config, clickhouse_url, TOTALS)
+    _, (totals,) = run(shop_file, tmp_path / "for-server", config, clickhouse_url, TOTALS)
+    assert totals[0][0] > 0

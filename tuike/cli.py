@@ -183,7 +183,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _run_file(events: str, config: Any, data_dir: Path, ledger: Any, verb: str = "processed") -> Any:
     from .inputs import EventFileError, read_records
-    from .pipeline import run_events
+    from .pipeline import StateForOtherLedger, run_events
     from .progress import Progress
 
     from sinks import LedgerError
@@ -193,7 +193,7 @@ def _run_file(events: str, config: Any, data_dir: Path, ledger: Any, verb: str =
     try:
         records = read_records(events)
         stats = run_events(records, config=config, data_dir=data_dir, ledger=ledger, progress=progress)
-    except EventFileError as exc:
+    except (EventFileError, StateForOtherLedger) as exc:
         raise UsageError(str(exc)) from None
     except (StateInUse, LedgerError) as exc:  # a held lock, a server gone away: not the input's fault
         raise OperationalError(str(exc).strip()) from None

@@ -50,6 +50,23 @@ def reason_class(reason: str) -> str:
     return f"{head}: {field_name}" if field_name and len(field_name) < 40 else head
 
 
+class StateForOtherLedger(ValueError):
+    """The state says which rows were written; they were written to another ledger."""
+
+
+def _check_same_ledger(store: RocksStore, identity: str, data_dir: Path) -> None:
+    """Refuse to run state derived for one ledger against another: the rows it already wrote
+    would never reach the new one (the state would call them duplicates)."""
+    known = store.get("meta", "ledger")
+    if known is None:
+        store.put("meta", "ledger", identity)
+    elif known != identity:
+        raise StateForOtherLedger(
+            f"the state in {data_dir / 'state'} belongs to the ledger {known}, not {identity}: rows it already "
+            f"derived would never reach {identity}. Use another --data-dir for {identity} (it re-derives "
+            f"everything from the events), or run against {known} again")
+
+
 def _key_of(obj: dict | None) -> str:
     for name in KEY_FIELDS:
         if obj and isinstance(obj.get(name), str):
@@ -70,6 +87,11 @@ def run_events(
     stats = RunStats()
     started = time.perf_counter()
     store = RocksStore(data_dir / "state")
+    try:
+        _check_same_ledger(store, ledger.identity, data_dir)
+    except StateForOtherLedger:
+        store.close()
+        raise
     engine = Engine(config, store)
     out, facts, dead = Output(), {}, []  # type: tuple[Output, dict[str, list[dict]], list[DeadLetter]]
 
