@@ -6,8 +6,10 @@ kept sorted) and every ``promoter.banned`` (``bans``: ``[ts_ms, event_id]``).
 - A join is *refused* when, at its own time, its parent's chain already leads back to the
   promoter, counting only the joins that came before it by (ts, event_id). That depends only
   on the set of facts, never on which arrived first, and a refused join never takes effect.
-- The parent at time ``t`` is the parent of the latest valid join at or before ``t`` (before
-  the first: the first valid join's). A promoter whose joins were all refused is a root.
+- The parent at time ``t`` is the parent of the latest valid join at or before ``t``. Before
+  their first join, and when all their joins were refused, a promoter has no parent.
+- Chains are followed up to ``MAX_DEPTH`` promoters: only three levels are ever paid, and a
+  deeper walk would only cost time (and Python stack) on pathological data.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Callable
 Facts = dict  # {"joins": [[ts, eid, parent]], "bans": [[ts, eid]], "v": int}
 Lookup = Callable[[str], "Facts | None"]
 
-MAX_WALK = 10_000  # a chain deeper than this is a data error, not a network
+MAX_DEPTH = 64  # promoters followed up a chain (loop checks and downline refusals included)
 _UNKNOWN = object()
 
 
@@ -42,16 +44,23 @@ class ChainView:
             self.consulted[promoter_id] = found["v"] if found else 0
             return found
 
-    def valid(self, promoter_id: str, join: list) -> bool:
-        """Whether ``join`` of ``promoter_id`` takes effect (it does not close a loop at its time)."""
+    def valid(self, promoter_id: str, join: list, depth: int = 0) -> bool:
+        """Whether ``join`` of ``promoter_id`` takes effect (it does not close a loop at its time).
+
+        Judging a join walks its parent's chain, which judges the joins found there: ``depth``
+        bounds that nesting at ``MAX_DEPTH`` (deeper joins are taken as valid).
+        """
         key = (promoter_id, join[1])
         ok = self._valid.get(key)
         if ok is None:
+            if depth >= MAX_DEPTH:
+                return True
             self._valid[key] = True  # joins before this one cannot depend on it: no real recursion
-            ok = self._valid[key] = join[2] is None or promoter_id not in self._ancestors(join[2], join[0], _order(join))
+            ok = self._valid[key] = join[2] is None or promoter_id not in self._ancestors(
+                join[2], join[0], _order(join), depth + 1)
         return ok
 
-    def parent_at(self, promoter_id: str, ts_ms: int, before: tuple | None = None) -> object:
+    def parent_at(self, promoter_id: str, ts_ms: int, before: tuple | None = None, depth: int = 0) -> object:
         """The parent in force at ``ts_ms`` (None for a root), or ``_UNKNOWN`` if no join has arrived.
 
         With ``before``, only joins ordered before it count (to judge a join at its own time).
@@ -59,31 +68,27 @@ class ChainView:
         facts = self.facts(promoter_id)
         if not facts or not facts["joins"]:
             return _UNKNOWN
-        current = first = None
+        current = None
         for join in facts["joins"]:
-            if before is not None and _order(join) >= before:
+            if join[0] > ts_ms or (before is not None and _order(join) >= before):
                 break
-            if not self.valid(promoter_id, join):
-                continue
-            first = first or join
-            if join[0] <= ts_ms:
+            if self.valid(promoter_id, join, depth):
                 current = join
-        chosen = current or (first if before is None else None)
-        return chosen[2] if chosen else None
+        return current[2] if current else None
 
-    def _ancestors(self, start: str, ts_ms: int, before: tuple) -> list[str]:
+    def _ancestors(self, start: str, ts_ms: int, before: tuple, depth: int) -> list[str]:
         nodes: list[str] = []
         node: object = start
-        while isinstance(node, str) and node not in nodes and len(nodes) < MAX_WALK:
+        while isinstance(node, str) and node not in nodes and len(nodes) < MAX_DEPTH:
             nodes.append(node)
-            node = self.parent_at(node, ts_ms, before)
+            node = self.parent_at(node, ts_ms, before, depth)
         return nodes
 
 
-def banned_from(facts: Facts | None) -> int | None:
-    """When the promoter was first banned (event time), or None."""
+def first_ban(facts: Facts | None) -> list | None:
+    """The promoter's earliest ban ``[ts_ms, event_id]``, or None."""
     bans = facts.get("bans") if facts else None
-    return bans[0][0] if bans else None
+    return bans[0] if bans else None
 
 
 @dataclass
@@ -99,7 +104,7 @@ def walk_up(promoter_id: str, ts_ms: int, view: ChainView) -> Walk:
     """Walk valid parent links at ``ts_ms`` from ``promoter_id`` up to the root."""
     walk = Walk(nodes=[], consulted=view.consulted)
     node: object = promoter_id
-    while isinstance(node, str) and node not in walk.nodes and len(walk.nodes) < MAX_WALK:
+    while isinstance(node, str) and node not in walk.nodes and len(walk.nodes) < MAX_DEPTH:
         walk.nodes.append(node)
         node = view.parent_at(node, ts_ms)
         if node is _UNKNOWN:
@@ -107,7 +112,7 @@ def walk_up(promoter_id: str, ts_ms: int, view: ChainView) -> Walk:
     return walk
 
 
-def beneficiaries(walk: Walk, ts_ms: int, view: ChainView, max_levels: int) -> tuple[list[str | None], list[int | None]]:
+def beneficiaries(walk: Walk, ts_ms: int, view: ChainView, max_levels: int) -> tuple[list[str | None], list[list | None]]:
     """Who earns at levels 1..max_levels, and from when each one's money is held (a later ban).
 
     A promoter earns only once their ``promoter.joined`` has arrived: an unknown node and the
@@ -116,11 +121,11 @@ def beneficiaries(walk: Walk, ts_ms: int, view: ChainView, max_levels: int) -> t
     the commission but it is held from the ban on. The other levels are unaffected.
     """
     levels: list[str | None] = []
-    holds: list[int | None] = []
+    holds: list[list | None] = []  # per level: the ban [ts_ms, event_id] that holds its money, or None
     for i in range(max_levels):
         node = walk.nodes[i] if i < len(walk.nodes) and walk.nodes[i] != walk.unknown else None
-        ban = banned_from(view.facts(node)) if node is not None else None
-        if ban is not None and ban <= ts_ms:
+        ban = first_ban(view.facts(node)) if node is not None else None
+        if ban is not None and ban[0] <= ts_ms:
             node, ban = None, None
         levels.append(node)
         holds.append(ban)

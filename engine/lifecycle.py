@@ -99,13 +99,13 @@ def desired_steps(
     cancel: list | None,
     terms: dict[str, list],
     beneficiaries: list[str | None],
-    holds: list[int | None],
+    holds: list[list | None],
     hold_days: int,
 ) -> dict[str, Step]:
     """Every step of the order's money, from its facts (pure; see module doc).
 
-    ``holds[i]`` is when level i+1's promoter was banned after the order: from then on their
-    unsettled money from this order is held (and is not confirmed).
+    ``holds[i]`` is the ban ``[ts_ms, event_id]`` of level i+1's promoter after the order: from
+    then on their unsettled money from this order is held (and is not confirmed).
     """
     if not any(beneficiaries):
         return {}
@@ -126,8 +126,8 @@ def desired_steps(
             who = beneficiaries[level - 1] if level <= len(beneficiaries) else None
             if who is None:
                 continue
-            hold_at = holds[level - 1] if level <= len(holds) else None
-            timeline = base + [(hold_at, 1, "", "hold", f"ban:{who}", None)] if hold_at is not None else base
+            ban = holds[level - 1] if level <= len(holds) else None
+            timeline = base + [(ban[0], 1, "", "hold", ban[1], None)] if ban is not None else base
             if len(timeline) > 1:
                 timeline = sorted(timeline, key=lambda x: (x[0], x[1], x[2]))
             accrued, rate_d = Decimal(amount), Decimal(rate)

@@ -37,8 +37,10 @@ def handle_order(state: dict | None, msg: Message, ctx: Context, out: Output) ->
 
 
 def _seen(state: dict, event_id: str) -> bool:
-    """Whether this order already holds a fact from ``event_id``."""
+    """Whether this order already holds a fact from ``event_id`` (or refused it as a second payment)."""
     if state.get("paid", {}).get("e") == event_id or any(r[1] == event_id for r in state["refunds"].values()):
+        return True
+    if event_id in state.get("lost", ()):
         return True
     return any(state.get(f) and state[f][1] == event_id for f in FACT_FIELDS.values())
 
@@ -89,6 +91,7 @@ def _record_payment(state: dict, msg: Message, ctx: Context, out: Output) -> boo
                   f"the earlier one ({winner}) counts")
         # one id per losing payment, whichever of the two arrived first
         out.dead_letters.append(DeadLetter(entry_id("dead", "engine", loser), "engine", loser, msg.key, raw, reason))
+        state.setdefault("lost", []).append(loser)  # a redelivery of it is then a duplicate
         if incoming_loses:
             return False
         if have["c"] != event.customer_id:
@@ -146,7 +149,7 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
             kind = "reverse" if delta < 0 else "accrue"
         out.entries.append(LedgerEntry(
             entry_id=step_entry_id(order_id, key, n),
-            event_id=step.cause if n == 0 and not step.cause.startswith("ban:") else cause,
+            event_id=step.cause if n == 0 else cause,
             ts_ms=step.ts_ms, order_id=order_id, item_sku=step.sku, customer_id=paid["c"],
             beneficiary_id=step.beneficiary, level=step.level, kind=kind, amount=delta,
             rate=step.rate, rule_id=step.rule_id, currency=paid["cur"], status_after=step.bucket,

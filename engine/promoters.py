@@ -21,9 +21,6 @@ def handle_promoter(state: dict | None, msg: Message, ctx: Context, out: Output)
         if any(j[1] == event.event_id for j in state["joins"]):
             out.duplicates += 1
             return state
-        if event.parent_id == event.promoter_id:
-            out.reject(msg, f"promoter.joined: promoter {event.promoter_id} cannot be their own parent")
-            return state
         join = [event.ts_ms, event.event_id, event.parent_id]
         state["joins"] = sorted(state["joins"] + [join], key=lambda j: (j[0], j[1]))
     elif isinstance(event, PromoterBanned):

@@ -19,7 +19,7 @@ def test_walk_follows_parents_at_the_given_time():
     view = facts(("A", None, 0, "a"), ("B", "A", 0, "b"), ("C", "B", 0, "c"), ("C", "A", 100, "c2"))
     assert walk_up("C", 50, view()).nodes == ["C", "B", "A"]
     assert walk_up("C", 100, view()).nodes == ["C", "A"]
-    assert walk_up("C", -5, view()).nodes == ["C", "B", "A"]  # before the first join: the first join's parent
+    assert walk_up("C", -5, view()).nodes == ["C"]  # before their first join a promoter has no parent
 
 
 def test_unknown_parent_stops_the_walk_and_is_named():

@@ -127,7 +127,10 @@ def _open_ledger(clickhouse: str | None, data_dir: Path):
     unreachable server or a ledger that cannot be opened is operational (1)."""
     from sinks import LedgerError, open_ledger
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--data-dir {data_dir}: cannot use it as a directory ({exc.strerror})") from None
     try:
         return open_ledger(clickhouse, data_dir)
     except LedgerError as exc:

@@ -62,26 +62,35 @@ fraud:
 DEMO_BAD_LINES = 6  # a real feed has a few broken lines: the demo shows where they go
 
 # The report. Each query is also printed as an example of what `tuike query` can do.
-SQL_ALL_ORDERS = "SELECT count() AS orders, sum(paid_amount) AS gmv FROM orders"
-SQL_ATTRIBUTED = ("SELECT count() AS orders, sum(paid_amount) AS gmv FROM orders "
-                  "WHERE order_id IN (SELECT order_id FROM commission_ledger)")
+# One payment per order: a second order.paid of an order is refused (the earliest counts).
+_PAYMENTS = "SELECT order_id, argMin(paid_amount, (ts, event_id)) AS paid FROM orders GROUP BY order_id"
+SQL_ALL_ORDERS = "SELECT count() AS orders, sum(paid) AS gmv FROM (" + _PAYMENTS + ")"
+SQL_ATTRIBUTED = ("SELECT count() AS orders, sum(paid) AS gmv FROM (" + _PAYMENTS + ") WHERE order_id IN "
+                  "(SELECT order_id FROM commission_ledger GROUP BY order_id HAVING sum(amount) > 0)")
 SQL_BY_LEVEL = ("SELECT level, sum(amount) AS net, sumIf(amount, kind = 'accrue') AS accrued, "
                 "-sumIf(amount, kind = 'reverse') AS reversed, uniqExact(beneficiary_id) AS promoters "
                 "FROM commission_ledger WHERE level > 0 GROUP BY level ORDER BY level")
 # Rows are dated by event time and a confirmation is dated completed + hold_days, so a balance
 # "now" is a balance as of the shop's latest event: later-dated confirmations are still pending.
 SQL_AS_OF = ("SELECT max(t) FROM (SELECT max(ts) AS t FROM orders UNION ALL SELECT max(ts) AS t FROM order_events "
-             "UNION ALL SELECT max(ts) AS t FROM bindings)")
+             "UNION ALL SELECT max(ts) AS t FROM bindings UNION ALL SELECT max(ts) AS t FROM clicks "
+             "UNION ALL SELECT max(ts) AS t FROM promoters)")
 SQL_BY_STATUS = ("SELECT status_after, sum(amount) AS balance FROM commission_ledger "
                  "WHERE ts <= (" + SQL_AS_OF + ") GROUP BY status_after ORDER BY status_after")
 SQL_SCHEDULED = ("SELECT sum(amount) AS confirming, min(ts) AS first, max(ts) AS last FROM commission_ledger "
                  "WHERE kind = 'confirm' AND status_after = 'confirmed' AND ts > (" + SQL_AS_OF + ")")
-SQL_TOP = ("SELECT beneficiary_id, sum(amount) AS earned, uniqExactIf(order_id, level = 1) AS direct_orders, "
-           "uniqExact(order_id) AS orders FROM commission_ledger GROUP BY beneficiary_id "
+# An order counts for a promoter while their commission on it stands (not moved by a late
+# bind or ban, not refunded to zero).
+SQL_TOP = ("SELECT beneficiary_id, sum(net) AS earned, countIf(level = 1 AND net > 0) AS direct_orders, "
+           "uniqExactIf(order_id, net > 0) AS orders FROM (SELECT beneficiary_id, order_id, level, sum(amount) AS net "
+           "FROM commission_ledger GROUP BY beneficiary_id, order_id, level) GROUP BY beneficiary_id "
            "ORDER BY earned DESC, beneficiary_id LIMIT 10")
 SQL_CLAWBACK = ("SELECT -sum(amount) AS reversed, uniqExact(order_id) AS orders FROM commission_ledger "
                 "WHERE kind = 'reverse'")
-SQL_REFUNDS = "SELECT count() AS refunds, sum(amount) AS refunded FROM order_events WHERE type = 'order.refunded'"
+# A refund retried under its refund_id counts once (its earliest delivery, as the engine does).
+SQL_REFUNDS = ("SELECT count() AS refunds, sum(amount) AS refunded FROM (SELECT order_id, refund_id, "
+               "argMin(amount, (ts, event_id)) AS amount FROM order_events WHERE type = 'order.refunded' "
+               "GROUP BY order_id, refund_id)")
 SQL_DEAD = "SELECT count() AS n FROM dead_letters"
 
 STATUS_ORDER = ("pending", "confirmed", "held", "settled")
@@ -123,7 +132,8 @@ def report(ledger: Any, stats: Any, *, currency: str = "CNY", out: IO[str] | Non
     share = (Decimal(gmv_att or 0) / Decimal(gmv_all) * 100) if gmv_all else Decimal(0)
     w("\nSales through promoters\n")
     w(f"  orders paid            {n_all:>10,}   GMV {money(gmv_all, cur):>18}\n")
-    w(f"  attributed to promoters{n_att:>10,}   GMV {money(gmv_att, cur):>18}   ({share:.1f} % of GMV)\n")
+    w(f"  paying commission      {n_att:>10,}   GMV {money(gmv_att, cur):>18}   ({share:.1f} % of GMV; "
+      "net of refunds and corrections)\n")
 
     w("\nCommission by level (net = accrued - reversed)\n")
     w(f"  {'level':<7}{'promoters':>10}{'accrued':>20}{'reversed':>18}{'net':>20}\n")

@@ -34,7 +34,7 @@ class RunStats:
     refused: int = 0  # valid events the rules refused: self-binds, loops, second payments (dead letters)
     duplicates: int = 0
     ledger_rows: int = 0
-    parked: int = 0  # events still waiting for their order.paid
+    parked: int = 0  # events (of this and earlier runs) still waiting for their order.paid
     seconds: float = 0.0
     rejected_reasons: Counter = field(default_factory=Counter)
 
@@ -90,21 +90,24 @@ def run_events(
     try:
         _check_same_ledger(store, ledger.identity, data_dir)
     except StateForOtherLedger:
-        store.close()
+        store.close(flush=False)
         raise
     engine = Engine(config, store)
+    waiting = store.get("meta", "parked") or 0  # events parked by this and earlier runs
     out, facts, dead = Output(), {}, []  # type: tuple[Output, dict[str, list[dict]], list[DeadLetter]]
 
     def flush() -> None:
-        nonlocal out, facts, dead
+        nonlocal out, facts, dead, waiting
         ledger.write(Batch(out.entries, facts, dead + out.dead_letters))
+        waiting += out.parked
+        store.put("meta", "parked", waiting)
         store.flush()  # only after the sink holds the rows
         stats.ledger_rows += len(out.entries)
         stats.refused += len(out.dead_letters)
         for d in out.dead_letters:
             stats.rejected_reasons[reason_class(d.reason)] += 1
         stats.duplicates += out.duplicates
-        stats.parked += out.parked
+        stats.parked = waiting
         out, facts, dead = Output(), {}, []
 
     try:
@@ -126,8 +129,10 @@ def run_events(
                 if progress:
                     progress(stats)
         flush()
-    finally:
-        store.close()
+    except BaseException:
+        store.close(flush=False)  # this batch never reached the sink: its state must not be kept either
+        raise
+    store.close()
     stats.seconds = time.perf_counter() - started
     if progress:
         progress(stats)

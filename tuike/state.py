@@ -78,6 +78,8 @@ class RocksStore:
         if len(self.cache) > self.cache_limit:
             self.cache.clear()
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, *, flush: bool = True) -> None:
+        """Close, writing what is cached unless ``flush`` is False (an aborted batch is dropped)."""
+        if flush:
+            self.flush()
         self.db.close()
