@@ -36,12 +36,9 @@ client_bin() {
     command -v clickhouse-client 2>/dev/null || return 1
 }
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"
-    elif command -v sudo >/dev/null; then sudo "$@"
-    else die "installing ClickHouse needs root: run 'sudo apt-get install clickhouse-server clickhouse-client', then this again"
-    fi
-}
+ROOT_HINT="installing ClickHouse needs root: run 'sudo apt-get install clickhouse-server clickhouse-client', then this again"
+# shellcheck source=deploy/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clickhouse-server clickhouse-client
@@ -174,19 +171,7 @@ cmd_down() {
         else say "not running"; fi
         return 0
     fi
-    say "stopping pid $pid"
-    kill -TERM "$pid" 2>/dev/null || true
-    local waited=0
-    while kill -0 "$pid" 2>/dev/null; do
-        if [ "$waited" -ge 30 ]; then
-            say "still running after 30s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            sleep 1
-            break
-        fi
-        sleep 1
-        waited=$((waited + 1))
-    done
+    stop_pid "$pid"
     rm -f "$PIDFILE"
     say "stopped"
 }

@@ -52,12 +52,10 @@ LIBS_STAMP="kafka_$SCALA_VERSION:$KAFKA_VERSION slf4j-reload4j:$SLF4J_VERSION re
 
 # ---------------------------------------------------------------- java and maven
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"
-    elif command -v sudo >/dev/null; then sudo "$@"
-    else die "installing $* needs root: run 'sudo apt-get install default-jre-headless maven', then this again"
-    fi
-}
+ROOT_HINT="installing java and maven needs root: run 'sudo apt-get install default-jre-headless maven', then this again"
+KILL_NOTE=" (the next start recovers the logs and takes ~10s longer)"
+# shellcheck source=deploy/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_if_missing() {
     local missing=()
@@ -236,11 +234,6 @@ our_pid() {
 }
 
 # The process exists and is not a zombie waiting to be reaped.
-alive() {
-    kill -0 "$1" 2>/dev/null || return 1
-    [ "$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)" != Z ]
-}
-
 # Something accepts TCP connections on 127.0.0.1:$1.
 port_open() {
     timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
@@ -343,21 +336,7 @@ cmd_down() {
         else say "not running"; fi
         return 0
     fi
-    say "stopping pid $pid"
-    kill -TERM "$pid" 2>/dev/null || true
-    local waited=0
-    while alive "$pid"; do
-        if [ "$waited" -ge 30 ]; then
-            say "still running after 30s; sending SIGKILL (the next start recovers the logs and takes ~10s longer)"
-            kill -KILL "$pid" 2>/dev/null || true
-            local k=0
-            while alive "$pid" && [ "$k" -lt 10 ]; do sleep 1; k=$((k + 1)); done
-            alive "$pid" && die "pid $pid survived SIGKILL; look at it with 'ps -o pid,stat,cmd -p $pid'"
-            break
-        fi
-        sleep 1
-        waited=$((waited + 1))
-    done
+    stop_pid "$pid"
     rm -f "$PIDFILE"
     say "stopped"
 }

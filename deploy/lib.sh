@@ -1,0 +1,33 @@
+# Shared by the deploy/*.sh service scripts (sourced, not run). Each script defines say, die
+# and ROOT_HINT (what to tell a user who is not root and has no sudo) before sourcing this.
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else die "$ROOT_HINT"
+    fi
+}
+
+# A live process (a zombie waiting to be reaped does not count).
+alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    [ "$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)" != Z ]
+}
+
+# Stop a process: SIGTERM, up to 30 s for it to exit cleanly, then SIGKILL.
+stop_pid() {
+    local pid=$1 waited=0 k=0
+    say "stopping pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    while alive "$pid"; do
+        if [ "$waited" -ge 30 ]; then
+            say "still running after 30s; sending SIGKILL${KILL_NOTE:-}"
+            kill -KILL "$pid" 2>/dev/null || true
+            while alive "$pid" && [ "$k" -lt 10 ]; do sleep 1; k=$((k + 1)); done
+            alive "$pid" && die "pid $pid survived SIGKILL; look at it with 'ps -o pid,stat,cmd -p $pid'"
+            break
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
