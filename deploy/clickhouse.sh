@@ -164,16 +164,7 @@ cmd_down() {
     mkdir -p "$STATE"
     exec 9>"$STATE/.lock"
     flock -w 120 9 || die "another 'deploy/clickhouse.sh' is holding $STATE/.lock; wait for it"
-    local pid
-    if ! pid="$(our_pid)"; then
-        rm -f "$PIDFILE"
-        if answers; then say "not started by this script (no pid file); leaving the server on 127.0.0.1:$TCP_PORT alone"
-        else say "not running"; fi
-        return 0
-    fi
-    stop_pid "$pid"
-    rm -f "$PIDFILE"
-    say "stopped"
+    stop_service server "$TCP_PORT"
 }
 
 cmd_status() {

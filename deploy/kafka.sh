@@ -329,16 +329,7 @@ cmd_up() {
 
 cmd_down() {
     lock
-    local pid
-    if ! pid="$(our_pid)"; then
-        rm -f "$PIDFILE"
-        if answers; then say "not started by this script (no pid file); leaving the broker on 127.0.0.1:$PORT alone"
-        else say "not running"; fi
-        return 0
-    fi
-    stop_pid "$pid"
-    rm -f "$PIDFILE"
-    say "stopped"
+    stop_service broker "$PORT"
 }
 
 cmd_status() {

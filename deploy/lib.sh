@@ -31,3 +31,18 @@ stop_pid() {
         waited=$((waited + 1))
     done
 }
+
+# The 'down' command after taking the script's lock: stop what this script started (its
+# our_pid and PIDFILE), and leave alone a $1 someone else started on port $2.
+stop_service() {
+    local pid
+    if ! pid="$(our_pid)"; then
+        rm -f "$PIDFILE"
+        if answers; then say "not started by this script (no pid file); leaving the $1 on 127.0.0.1:$2 alone"
+        else say "not running"; fi
+        return 0
+    fi
+    stop_pid "$pid"
+    rm -f "$PIDFILE"
+    say "stopped"
+}
