@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -148,6 +149,15 @@ class _Reader:
             return {}
         return value
 
+    def known(self, mapping: dict, path: str, allowed: tuple[str, ...]) -> None:
+        """Refuse keys tuike does not know: a typo (``hold_day``) would otherwise leave a default in force."""
+        for key in mapping:
+            if key in allowed or any(w in str(key).lower() for w in _TEAM_WORDS):
+                continue  # team keys get their own, sharper message
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(allowed)}"
+            self.fail(f"{path}.{key}" if path else str(key), f"unknown key; {hint}")
+
     def sequence(self, value: Any, path: str) -> list:
         """A YAML list; anything else would be iterated character by character or key by key."""
         if value is None:
@@ -185,6 +195,9 @@ class _Reader:
         return int(parsed.timestamp() * 1000)
 
 
+# Sections later features read (tax, fraud, shops, kafka) are checked by the code that reads them.
+TOP_LEVEL_KEYS = ("currency", "timezone", "binding", "attribution", "click_window_days", "commission", "tiers",
+                  "hold_days", "tax", "fraud", "shops", "kafka")
 _TEAM_WORDS = ("team", "downline", "group", "network", "recruit")
 
 
@@ -209,6 +222,7 @@ def parse_config(raw: dict | None) -> Config:
             r.fail("timezone", f"unknown time zone {raw['timezone']!r}")
 
     binding = r.mapping(raw.get("binding"), "binding")
+    r.known(binding, "binding", ("mode", "valid_days"))
     if "mode" in binding:
         kw["binding_mode"] = r.choice(binding["mode"], "binding.mode", BINDING_MODES)
     if "valid_days" in binding:
@@ -220,10 +234,12 @@ def parse_config(raw: dict | None) -> Config:
     if "hold_days" in raw:
         kw["hold_days"] = r.integer(raw["hold_days"], "hold_days")
 
-    for key in raw:  # unknown top-level keys are ignored (later features add some), except these
+    r.known(raw, "", TOP_LEVEL_KEYS)
+    for key in raw:
         if any(w in str(key).lower() for w in _TEAM_WORDS):
             r.fail(str(key), "team compensation (团队计酬) is not allowed: commission comes from a promoter's own sales only")
     com = r.mapping(raw.get("commission"), "commission")
+    r.known(com, "commission", ("levels", "max_levels", "payout_cap", "rules", "campaigns", "tiers"))
     for key in com:
         if any(w in str(key).lower() for w in _TEAM_WORDS):
             r.fail(f"commission.{key}", "team compensation (团队计酬) is not allowed: commission comes from a promoter's own sales only")
@@ -242,6 +258,7 @@ def parse_config(raw: dict | None) -> Config:
     for i, rr in enumerate(r.sequence(com.get("rules"), "commission.rules")):
         path = f"commission.rules[{i}]"
         rr = r.mapping(rr, path)
+        r.known(rr, path, ("id", "when", "levels", "fixed"))
         when = r.mapping(rr.get("when"), f"{path}.when")
         for k in when:
             if k not in ("category", "sku"):
@@ -262,6 +279,7 @@ def parse_config(raw: dict | None) -> Config:
     for i, cc in enumerate(r.sequence(com.get("campaigns"), "commission.campaigns")):
         path = f"commission.campaigns[{i}]"
         cc = r.mapping(cc, path)
+        r.known(cc, path, ("id", "from", "to", "multiplier"))
         f_ms = r.timestamp(cc.get("from"), f"{path}.from")
         t_ms = r.timestamp(cc.get("to"), f"{path}.to")
         mult = r.decimal(cc.get("multiplier"), f"{path}.multiplier", lo=Decimal(0))

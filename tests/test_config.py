@@ -390,3 +390,20 @@ def test_parse_config_paths_all_resolve_in_the_example() -> None:
     assert line_of(root, "commission.campaigns[0].multiplier") == 28
     assert line_of(root, "commission.tiers[1].bonus") == 31
     assert parse_config(yaml.safe_load(EXAMPLE.read_text("utf-8"))) == load_config(EXAMPLE)
+
+
+def test_unknown_keys_are_refused_with_a_suggestion(tmp_path: Path) -> None:
+    """A typo must not leave a default in force: the shop would be paid at other rates."""
+    assert _check(tmp_path, """
+        bindng: {mode: override}
+        hold_day: 30
+        commission:
+          level: ["0.20", "0.10", "0.05"]
+          rules:
+            - {id: a, when: {sku: X}, levels: ["0.05"], fixd: ["1.00"]}
+    """) == [
+        "tuike.yaml:1: bindng: unknown key; did you mean 'binding'?",
+        "tuike.yaml:2: hold_day: unknown key; did you mean 'hold_days'?",
+        "tuike.yaml:4: commission.level: unknown key; did you mean 'levels'?",
+        "tuike.yaml:6: commission.rules[0].fixd: unknown key; did you mean 'fixed'?",
+    ]
