@@ -82,6 +82,11 @@ def _record(state: dict, msg: Message, ctx: Context, out: Output) -> bool:
 def _record_payment(state: dict, msg: Message, ctx: Context, out: Output) -> bool:
     """The first payment of an order by (ts, event_id) is the one; another is a producer's error."""
     event: OrderPaid = msg.body
+    if event.currency != ctx.config.currency:  # commission in two currencies could not be summed
+        out.reject(msg, f"order.paid: currency {event.currency} is not the shop's currency {ctx.config.currency} "
+                        "(tuike.yaml: currency)")
+        state.setdefault("lost", []).append(event.event_id)
+        return False
     have = state.get("paid")
     if have is not None:
         incoming_loses = (have["t"], have["e"]) <= (event.ts_ms, event.event_id)

@@ -171,10 +171,23 @@ def test_query_formats(tmp_path, shop_file):
     assert t.stdout.splitlines()[0].split() == ["level", "n", "net"] and "(3 rows)" in t.stdout
 
 
-def test_sql_error_is_bad_input_with_the_database_message(tmp_path):
+def test_sql_error_is_bad_input_with_the_database_message(tmp_path, shop_file):
+    ok(tuike("run", "--events", str(shop_file), "--data-dir", str(tmp_path / "d"), cwd=tmp_path))
     p = ok(tuike("query", "SELECT nosuch_column FROM commission_ledger", "--data-dir", str(tmp_path / "d"),
                  cwd=tmp_path), 2)
     assert "nosuch_column" in p.stderr
+
+
+def test_query_is_read_only_and_needs_a_ledger(tmp_path, shop_file):
+    p = ok(tuike("query", "SELECT 1", "--data-dir", str(tmp_path / "none"), cwd=tmp_path), 2)
+    assert "no ledger in" in p.stderr and not (tmp_path / "none").exists()
+    ok(tuike("run", "--events", str(shop_file), "--data-dir", str(tmp_path / "d"), cwd=tmp_path))
+    before = ledger_totals(tmp_path, tmp_path / "d")
+    for sql in ("TRUNCATE TABLE ledger_entries", "insert into ledger_entries SELECT * FROM ledger_entries",
+                "ALTER TABLE ledger_entries DELETE WHERE 1", "DROP TABLE orders"):
+        p = ok(tuike("query", sql, "--data-dir", str(tmp_path / "d"), cwd=tmp_path), 2)
+        assert "read-only" in p.stderr
+    assert ledger_totals(tmp_path, tmp_path / "d") == before
 
 
 # --- demo ------------------------------------------------------------------------------------------

@@ -274,3 +274,9 @@ def test_event_time_not_arrival_time_is_what_counts():
     assert now  # the engine has no clock: the same events give the same rows any day
     a = Run(with_ids(CHAIN + [bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("s1", "100.00"))]))
     assert a.entries[0].ts_ms == int(datetime.fromisoformat(ts(3)).timestamp() * 1000)
+
+
+def test_payment_in_another_currency_is_refused():
+    usd = {**paid("o1", "u", ts(3), item("s1", "100.00")), "currency": "USD"}
+    run = shop(bound("u", "D", ts(2)), usd)
+    assert run.entries == [] and any("currency USD is not the shop's currency CNY" in r for r in run.reasons())

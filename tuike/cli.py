@@ -236,17 +236,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     print_run_summary(stats, args.events)
+    print(f"rules       {args.config or ('./tuike.yaml' if Path('tuike.yaml').is_file() else 'built-in defaults')} "
+          "(commission terms are fixed when an order's payment is first processed)")
     if stats.rejected:
-        _stderr(f"tuike: {stats.rejected:,} of {stats.read:,} lines were rejected (see the reasons above and "
-                f"the dead_letters table: tuike query \"SELECT position, reason FROM dead_letters\")")
+        from .demo import shell_path
+
+        where = "" if args.clickhouse else f" --data-dir {shell_path(data_dir)}"
+        source = "stdin" if args.events == "-" else Path(args.events).name
+        _stderr(f"tuike: {stats.rejected:,} of {stats.read:,} lines were rejected (see the reasons above, and: tuike "
+                f"query{where} \"SELECT position, reason FROM dead_letters WHERE source = '{source}' "
+                f"ORDER BY toUInt64OrZero(position)\")")
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+READ_ONLY = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     from sinks import LedgerError, QueryError
 
+    first = args.sql.lstrip(" \t\n(").split(None, 1)[0].upper() if args.sql.strip() else ""
+    if first not in READ_ONLY:
+        raise UsageError(f"tuike query is read-only ({', '.join(READ_ONLY)}): {first or 'empty SQL'} would change "
+                         "the ledger, and re-running events cannot repair it")
     data_dir = Path(args.data_dir)
+    if not args.clickhouse and not (data_dir / "ledger").exists():
+        raise UsageError(f"no ledger in {data_dir} yet: run `tuike run --events FILE` first "
+                         "(the demo's ledger is in tuike-data/demo: --data-dir tuike-data/demo)")
     ledger = _open_ledger(args.clickhouse, data_dir)
     try:
         result = ledger.query(args.sql)

@@ -181,10 +181,10 @@ def report(ledger: Any, stats: Any, *, currency: str = "CNY", out: IO[str] | Non
 
 def next_steps(demo_dir: Path, events_path: Path, *, out: IO[str] | None = None) -> None:
     out = out or sys.stdout
-    d = _shell_path(demo_dir)
+    d = shell_path(demo_dir)
     venv_bin = Path(sys.prefix) / "bin"
     if sys.prefix != sys.base_prefix and str(venv_bin) not in os.environ.get("PATH", "").split(os.pathsep):
-        out.write(f"\n(tuike is installed in a virtualenv: run `. {_shell_path(Path(os.path.relpath(venv_bin)))}/activate` "
+        out.write(f"\n(tuike is installed in a virtualenv: run `. {shell_path(Path(os.path.relpath(venv_bin)))}/activate` "
                   "first, or call it by that path)\n")
     out.write(
         "\nLook further (the demo's ledger is in {d}):\n"
@@ -198,10 +198,10 @@ def next_steps(demo_dir: Path, events_path: Path, *, out: IO[str] | None = None)
         "Your own events:  tuike run --events FILE.jsonl [--config tuike.yaml]   "
         "(a sample shop: tuike generate --seed 1 --out shop.jsonl)\n"
         "Your own rules:   cp {cfg} tuike.yaml; tuike config check tuike.yaml\n".format(
-            d=d, cfg=_shell_path(demo_dir / "tuike.yaml"), ev=_shell_path(events_path))
+            d=d, cfg=shell_path(demo_dir / "tuike.yaml"), ev=shell_path(events_path))
     )
 
 
-def _shell_path(p: Path) -> str:
+def shell_path(p: Path) -> str:
     s = str(p)
     return f"'{s}'" if any(c in s for c in " \"'$`\\") else s
