@@ -110,12 +110,19 @@ def test_truncated_gzip_is_a_file_error(tmp_path: Path) -> None:
 
 
 def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\n" + VALID.read_bytes())))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(b"\n" + VALID.read_bytes()))))
     recs = list(read_records("-"))
     assert {r.source for r in recs} == {"stdin"}
     assert recs[0].position == 2
     assert [r.obj for r in recs] == _valid_dicts()
 
+
+
+def test_gzip_on_stdin_is_read_as_gzip(monkeypatch: pytest.MonkeyPatch) -> None:
+    packed = gzip.compress(VALID.read_bytes())
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(packed))))
+    recs = list(read_records("-"))
+    assert recs and all(r.error is None for r in recs)
 
 def test_missing_file_and_unknown_extension_fail_before_reading(tmp_path: Path) -> None:
     with pytest.raises(EventFileError, match="no such event file"):

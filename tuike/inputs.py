@@ -54,7 +54,10 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
     """Records of an event file, streamed. Raises :class:`EventFileError` at once for a missing
     file or an unknown extension (before the first record), or later for a damaged gzip/Parquet."""
     if str(path) == "-":
-        return _jsonl_records(sys.stdin.buffer, "stdin")
+        stdin = sys.stdin.buffer
+        if stdin.peek(2)[:2] == b"\x1f\x8b":  # `zcat` forgotten: gzip on stdin is read as gzip
+            return _jsonl_records(gzip.GzipFile(fileobj=stdin), "stdin")
+        return _jsonl_records(stdin, "stdin")
     p = Path(path)
     kind = _kind(p)
     if not p.is_file():
