@@ -68,7 +68,7 @@ def binding_at(binds: list[list], first_order_ms: int | None, ts_ms: int, config
 
 
 def last_click_at(clicks: list[list], ts_ms: int, config: Config, acceptable: Acceptable) -> str | None:
-    """The promoter of the latest acceptable click within ``click_window_days`` before ``ts_ms``.
+    """The promoter of the latest acceptable click less than ``click_window_days`` before ``ts_ms``.
 
     ``clicks`` are ``[ts_ms, event_id, promoter_id]`` sorted. A click on one's own link (or a
     downline's) is refused like a self-bind.
@@ -77,7 +77,7 @@ def last_click_at(clicks: list[list], ts_ms: int, config: Config, acceptable: Ac
     for click in reversed(clicks):
         if click[0] > ts_ms:
             continue
-        if click[0] < since:
+        if click[0] <= since:  # a click exactly click_window_days old is out, as a binding lapses at valid_days
             break
         if acceptable(click):
             return click[2]

@@ -17,8 +17,8 @@ rounding per level, the payout cap (scaling of fixed amounts, then the cent trim
 refund takes the remainder), cancels, confirmation at completed + hold_days, duplicates of
 payments / refund ids / completions / cancels (earliest wins), and the currency check.
 
-Where the docs are silent and the oracle had to pick, it follows the engine and says so: a click
-made exactly click_window_days before the order still counts (see the last test). Run against
+The click window ends exactly at its length, as a binding lapses (docs/design.md; the last test).
+Run against
 shops() and a denser generator (few promoters and moments: ties, loops, bans, lapses), the engine
 and the oracle agreed on every example tried (tens of thousands outside this file).
 """
@@ -238,8 +238,8 @@ class Oracle:
             ct = ms(c["ts"])
             if (c.get("customer_id") or c.get("visitor_id")) != customer or ct > t:
                 continue
-            if t - ct > self.rules.click_window_ms:
-                continue  # the docs do not say; the engine counts a click at exactly the window (a binding lapses there)
+            if t - ct >= self.rules.click_window_ms:
+                continue  # design.md: a click exactly click_window_days old is out, as a binding lapses at valid_days
             if self._refused_target(customer, c["promoter_id"], ct):
                 continue
             best = c["promoter_id"]
@@ -520,17 +520,15 @@ def test_oracle_refused_currency_and_earliest_payment():
     assert_same(ev, {})
 
 
-def test_click_at_exactly_the_window_still_counts():
-    # The docs do not say where the click window ends; the engine (and so the oracle) counts a click
-    # made exactly click_window_days before the order, while a binding has lapsed at exactly
-    # valid_days (docs/design.md). Pinned here so that a change of either is a decision.
+def test_click_at_exactly_the_window_is_out_as_a_binding_lapses():
+    # docs/design.md: the click window, like a binding's valid_days, ends exactly at its length.
     cfg = {"attribution": "last_click", "click_window_days": 2}
+    inside = ids([joined("a"), click("a", "x", ts(2, 12), cid="k"), paid("o", "x", ts(4, 11), item("s", "10.00"))])
     at_edge = ids([joined("a"), click("a", "x", ts(2, 12), cid="k"), paid("o", "x", ts(4, 12), item("s", "10.00"))])
-    past = ids([joined("a"), click("a", "x", ts(2, 12), cid="k"), paid("o", "x", ts(4, 13), item("s", "10.00"))])
-    assert Oracle(at_edge, cfg).net() == {("o", "s", "a", 1): Decimal("1.00")}
-    assert Oracle(past, cfg).net() == {}
+    assert Oracle(inside, cfg).net() == {("o", "s", "a", 1): Decimal("1.00")}
+    assert Oracle(at_edge, cfg).net() == {}
+    assert_same(inside, cfg)
     assert_same(at_edge, cfg)
-    assert_same(past, cfg)
     lapsed = ids([joined("a"), bound("x", "a", ts(2, 12)), paid("o", "x", ts(4, 12), item("s", "10.00"))])
     assert Oracle(lapsed, {"binding": {"valid_days": 2}}).net() == {}
     assert_same(lapsed, {"binding": {"valid_days": 2}})
