@@ -13,7 +13,7 @@ kept sorted) and every ``promoter.banned`` (``bans``: ``[ts_ms, event_id]``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 Facts = dict  # {"joins": [[ts, eid, parent]], "bans": [[ts, eid]], "v": int}
@@ -97,12 +97,11 @@ class Walk:
 
     nodes: list[str]  # the promoter, its parent, grandparent, … (the last may be unknown)
     unknown: str | None = None  # first node whose promoter.joined has not arrived
-    consulted: dict[str, int] = field(default_factory=dict)
 
 
 def walk_up(promoter_id: str, ts_ms: int, view: ChainView) -> Walk:
     """Walk valid parent links at ``ts_ms`` from ``promoter_id`` up to the root."""
-    walk = Walk(nodes=[], consulted=view.consulted)
+    walk = Walk(nodes=[])
     node: object = promoter_id
     while isinstance(node, str) and node not in walk.nodes and len(walk.nodes) < MAX_DEPTH:
         walk.nodes.append(node)

@@ -5,8 +5,6 @@ import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
-KINDS = ("accrue", "reverse", "hold", "release", "confirm", "bonus", "settle", "tax")
-STATUSES = ("pending", "confirmed", "held", "settled")
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ def _record(state: dict, msg: Message, ctx: Context, out: Output) -> bool:
                 return False
         state["refunds"][event.refund_id] = refund
         if "paid" in state:
-            _name_refund_problems(msg, state, event.refund_id, out)
+            _name_refund_problems(msg, state, {event.refund_id}, out)
     else:
         field = FACT_FIELDS[type(event)]
         fact = [event.ts_ms, event.event_id] + ([event.decision] if isinstance(event, ReviewDecided) else [])
@@ -106,20 +106,21 @@ def _record_payment(state: dict, msg: Message, ctx: Context, out: Output) -> boo
     state["terms"] = {it.sku: ctx.terms(it.sku, it.category, it.price, it.qty, event.ts_ms) for it in event.items}
     out.parked -= state["waiting"]
     state["waiting"] = 0
-    for refund_id in state["refunds"]:
-        _name_refund_problems(msg, state, refund_id, out)
+    _name_refund_problems(msg, state, set(state["refunds"]), out)
     body = {"order": event.order_id, "ts": event.ts_ms, "promoter": event.promoter_id}
     out.messages.append(Message(CUSTOMERS, event.customer_id, "order", body, msg.cause))
     return True
 
 
-def _name_refund_problems(msg: Message, state: dict, refund_id: str, out: Output) -> None:
-    """Dead-letter the lines of a refund that cannot apply in full; the rest still applies."""
+def _name_refund_problems(msg: Message, state: dict, refund_ids: set[str], out: Output) -> None:
+    """Dead-letter the lines of these refunds that cannot apply in full; the rest still applies."""
+    if not refund_ids:
+        return
     for share in refund_shares(state["paid"], state["refunds"]):
-        if share.refund_id == refund_id:
+        if share.refund_id in refund_ids:
             for problem in share.problems:
-                reason = f"order.refunded {refund_id} of order {msg.key}: {problem}"
-                out.dead_letters.append(DeadLetter.of("engine", f"{msg.key}/{refund_id}", reason, reason, msg.key))
+                reason = f"order.refunded {share.refund_id} of order {msg.key}: {problem}"
+                out.dead_letters.append(DeadLetter.of("engine", f"{msg.key}/{share.refund_id}", reason, reason, msg.key))
 
 
 def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output) -> None:

@@ -208,7 +208,6 @@ def print_run_summary(stats: Any, source: str, out=None) -> None:
     out = out or sys.stdout
     w = out.write
     refused = getattr(stats, "refused", 0)
-    rate = stats.read / stats.seconds if stats.seconds else 0.0
     w(f"read        {stats.read:>12,}  lines from {source}\n")
     w(f"accepted    {stats.accepted:>12,}\n")
     w(f"rejected    {stats.rejected:>12,}  invalid lines, kept in dead_letters with the reason\n")
@@ -217,7 +216,7 @@ def print_run_summary(stats: Any, source: str, out=None) -> None:
     w(f"duplicates  {stats.duplicates:>12,}  redelivered events that changed nothing\n")
     w(f"ledger rows {stats.ledger_rows:>12,}  written\n")
     w(f"parked      {stats.parked:>12,}  waiting for a prerequisite (e.g. their order.paid)\n")
-    w(f"time        {stats.seconds:>12.1f}s ({rate:,.0f} events/s)\n")
+    w(f"time        {stats.seconds:>12.1f}s ({stats.rate:,.0f} events/s)\n")
     reasons = getattr(stats, "rejected_reasons", None) or {}
     if reasons:
         w("dead letters by reason:\n")
