@@ -106,6 +106,18 @@ write_config() {
     fi
 }
 
+# The server died during start-up: show what it said and stop.
+explain_exit() {
+    local news
+    news="$( { tail -c +$((${ERRLOG_MARK:-0} + 1)) "$STATE/log/clickhouse-server.err.log"; cat "$STATE/log/stdout.log"; } 2>/dev/null | tail -n 20)"
+    echo "--- what the server said (from $STATE/log/):" >&2
+    echo "$news" >&2
+    if grep -q 'Address already in use' <<<"$news"; then
+        die "port $TCP_PORT or $HTTP_PORT on 127.0.0.1 is taken by another program: stop it (see 'ss -ltnp'), or set CLICKHOUSE_TCP_PORT/CLICKHOUSE_HTTP_PORT"
+    fi
+    die "the server exited during start-up; see the log lines above"
+}
+
 cmd_up() {
     install_if_missing
     mkdir -p "$STATE"
@@ -134,29 +146,7 @@ cmd_up() {
         echo "$pid" >"$PIDFILE"
     fi
 
-    local started=$SECONDS waited=0 reported=-5
-    until answers; do
-        waited=$((SECONDS - started))
-        if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$PIDFILE"
-            local news
-            news="$( { tail -c +$((${ERRLOG_MARK:-0} + 1)) "$STATE/log/clickhouse-server.err.log"; cat "$STATE/log/stdout.log"; } 2>/dev/null | tail -n 20)"
-            echo "--- what the server said (from $STATE/log/):" >&2
-            echo "$news" >&2
-            if grep -q 'Address already in use' <<<"$news"; then
-                die "port $TCP_PORT or $HTTP_PORT on 127.0.0.1 is taken by another program: stop it (see 'ss -ltnp'), or set CLICKHOUSE_TCP_PORT/CLICKHOUSE_HTTP_PORT"
-            fi
-            die "the server exited during start-up; see the log lines above"
-        fi
-        if [ "$waited" -ge "$WAIT_SECONDS" ]; then
-            die "the server (pid $pid) did not answer on 127.0.0.1:$TCP_PORT within ${WAIT_SECONDS}s; see $STATE/log/, then run 'deploy/clickhouse.sh down' and 'up' again"
-        fi
-        if [ $((waited - reported)) -ge 5 ]; then
-            say "waiting for 127.0.0.1:$TCP_PORT to answer (${waited}s)"
-            reported=$waited
-        fi
-        sleep 1
-    done
+    wait_until_answers "$pid" server "$TCP_PORT" "$STATE/log/"
     say "up: pid $pid, native 127.0.0.1:$TCP_PORT, http 127.0.0.1:$HTTP_PORT ($("$(client_bin)" --host 127.0.0.1 --port "$TCP_PORT" -q 'SELECT version()' 2>/dev/null))"
 }
 

@@ -268,12 +268,25 @@ lock() {
     flock -w 300 9 || die "another 'deploy/kafka.sh' is holding $STATE/.lock; wait for it or remove the lock"
 }
 
+# The broker died during start-up: show what it said and stop.
+explain_exit() {
+    local news
+    news="$( { tail -c +$((${LOG_MARK:-0} + 1)) "$LOGDIR/server.log"; cat "$LOGDIR/stdout.log"; } 2>/dev/null \
+        | grep -E 'ERROR|FATAL|Exception|Caused by|Error' | tail -n 20)"
+    echo "--- what the broker said (all of it in $LOGDIR/server.log and stdout.log):" >&2
+    echo "$news" >&2
+    if grep -q 'Address already in use' <<<"$news"; then
+        port_taken_error "$PORT or $CONTROLLER_PORT" "Kafka clients or the controller"
+    fi
+    die "the broker exited during start-up; see the log lines above"
+}
+
 cmd_up() {
     install_if_missing
     check_java
     lock
 
-    local pid log_mark=0
+    local pid
     if pid="$(our_pid)"; then
         if answers; then say "already running (pid $pid) on 127.0.0.1:$PORT"; return 0; fi
         say "pid $pid is alive but does not answer yet; waiting"
@@ -292,7 +305,7 @@ cmd_up() {
         format_once
         say "starting Kafka $KAFKA_VERSION (data in $DATA, log in $LOGDIR/server.log)"
         : >"$LOGDIR/stdout.log"
-        log_mark="$( { wc -c <"$LOGDIR/server.log"; } 2>/dev/null || echo 0)"
+        LOG_MARK="$( { wc -c <"$LOGDIR/server.log"; } 2>/dev/null || echo 0)"
         (cd "$STATE" && exec setsid java $HEAP -cp "$LIBS/*" \
             -Djava.awt.headless=true "-Dlog4j.configuration=file:$LOG4J" "-Dkafka.logs.dir=$LOGDIR" \
             kafka.Kafka "$PROPS" >>"$LOGDIR/stdout.log" 2>&1 </dev/null 9>&-) &
@@ -300,30 +313,7 @@ cmd_up() {
         echo "$pid" >"$PIDFILE"
     fi
 
-    local started=$SECONDS waited=0 reported=-5
-    until answers; do
-        waited=$((SECONDS - started))
-        if ! alive "$pid"; then
-            rm -f "$PIDFILE"
-            local news
-            news="$( { tail -c +$((log_mark + 1)) "$LOGDIR/server.log"; cat "$LOGDIR/stdout.log"; } 2>/dev/null \
-                | grep -E 'ERROR|FATAL|Exception|Caused by|Error' | tail -n 20)"
-            echo "--- what the broker said (all of it in $LOGDIR/server.log and stdout.log):" >&2
-            echo "$news" >&2
-            if grep -q 'Address already in use' <<<"$news"; then
-                port_taken_error "$PORT or $CONTROLLER_PORT" "Kafka clients or the controller"
-            fi
-            die "the broker exited during start-up; see the log lines above"
-        fi
-        if [ "$waited" -ge "$WAIT_SECONDS" ]; then
-            die "the broker (pid $pid) did not answer on 127.0.0.1:$PORT within ${WAIT_SECONDS}s; see $LOGDIR/server.log, then run 'deploy/kafka.sh down' and 'up' again"
-        fi
-        if [ $((waited - reported)) -ge 5 ]; then
-            say "waiting for 127.0.0.1:$PORT to answer (${waited}s)"
-            reported=$waited
-        fi
-        sleep 1
-    done
+    wait_until_answers "$pid" broker "$PORT" "$LOGDIR/server.log"
     say "up: pid $pid, Kafka $KAFKA_VERSION on 127.0.0.1:$PORT (controller 127.0.0.1:$CONTROLLER_PORT), cluster id $(sed -n 's/^cluster.id=//p' "$DATA/meta.properties" 2>/dev/null)"
 }
 

@@ -46,3 +46,25 @@ stop_service() {
     rm -f "$PIDFILE"
     say "stopped"
 }
+
+# Wait until `answers` succeeds for the process $1 (a $2 on port $3), with progress every 5 s.
+# If the process dies first, the script's `explain_exit` shows why and stops; after
+# WAIT_SECONDS, stop with a pointer to the logs in $4.
+wait_until_answers() {
+    local pid=$1 what=$2 port=$3 logs=$4 started=$SECONDS waited=0 reported=-5
+    until answers; do
+        waited=$((SECONDS - started))
+        if ! alive "$pid"; then
+            rm -f "$PIDFILE"
+            explain_exit
+        fi
+        if [ "$waited" -ge "$WAIT_SECONDS" ]; then
+            die "the $what (pid $pid) did not answer on 127.0.0.1:$port within ${WAIT_SECONDS}s; see $logs, then run '$0 down' and 'up' again"
+        fi
+        if [ $((waited - reported)) -ge 5 ]; then
+            say "waiting for 127.0.0.1:$port to answer (${waited}s)"
+            reported=$waited
+        fi
+        sleep 1
+    done
+}
