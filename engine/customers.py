@@ -11,7 +11,7 @@ from __future__ import annotations
 from schemas.events import Click, CustomerBound
 
 from .binding import bind_refusal, binding_at, last_click_at
-from .chain import ChainView, beneficiaries, is_upline, walk_up
+from .chain import ChainView, Lookup, beneficiaries, is_upline, walk_up
 from .dataflow import ORDERS, WATCHERS, Context, Message, Output
 
 
@@ -31,13 +31,16 @@ def _insert(rows: list[list], row: list) -> bool:
 def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output) -> dict:
     state = state or _empty()
     event = msg.body
+    if msg.kind == "recheck":
+        _remember(state, msg.body["promoter"], msg.body["facts"], ctx)
+    lookup = _promoters(state, ctx)
     if msg.kind == "order":  # the order processor accepted a payment by this customer
         order_id = msg.body["order"]
         state["orders"][order_id] = [msg.body["ts"], msg.body["promoter"]]
         if ctx.config.binding_mode != "new_customer_only" or min(o[0] for o in state["orders"].values()) < msg.body["ts"]:
             # a new order changes no other order's answer, unless it is a new first order,
             # which can refuse binds under new_customer_only
-            _attribute(msg.key, state, msg.cause, ctx, out, only=order_id)
+            _attribute(msg.key, state, msg.cause, ctx, lookup, out, only=order_id)
             return state
     elif msg.kind == "drop":  # the payment was replaced by an earlier one of another customer
         state["orders"].pop(msg.body["order"], None)
@@ -46,7 +49,7 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
         if not _insert(state["binds"], [event.ts_ms, event.event_id, event.promoter_id]):
             out.duplicates += 1
             return state
-        decision = bind_refusal(event.customer_id, event.promoter_id, event.ts_ms, ChainView(ctx.promoter))
+        decision = bind_refusal(event.customer_id, event.promoter_id, event.ts_ms, ChainView(lookup))
         if not decision.ok and not decision.reason.startswith("parked"):
             out.reject(msg, f"customer.bound refused: {decision.reason}")
     elif isinstance(event, Click):
@@ -55,14 +58,47 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
             return state
         if ctx.config.attribution != "last_click":
             return state  # kept for its own sake (a fraud signal); it does not move money
-    _attribute(msg.key, state, msg.cause, ctx, out)
+    _attribute(msg.key, state, msg.cause, ctx, lookup, out)
     return state
 
 
-def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, out: Output, only: str | None = None) -> None:
+def _remember(state: dict, promoter_id: str, facts: dict, ctx: Context) -> None:
+    """Keep facts a recheck brought while this worker's view of promoters is older than them."""
+    have = ctx.promoter(promoter_id)
+    if have is None or have["v"] < facts["v"]:
+        state.setdefault("told", {})[promoter_id] = facts
+
+
+def _promoters(state: dict, ctx: Context) -> Lookup:
+    """The context's promoter view, overlaid with newer facts that rechecks told this customer.
+
+    Facts only grow (a higher version holds every earlier fact), so the newer of the two is
+    right; an overlay entry is dropped as soon as the view has caught up with it.
+    """
+    told = state.get("told")
+    if not told:
+        return ctx.promoter
+
+    def lookup(promoter_id: str) -> dict | None:
+        mine = told.get(promoter_id)
+        have = ctx.promoter(promoter_id)
+        if mine is None:
+            return have
+        if have is not None and have["v"] >= mine["v"]:
+            del told[promoter_id]
+            if not told:
+                del state["told"]
+            return have
+        return mine
+
+    return lookup
+
+
+def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, lookup: Lookup, out: Output,
+               only: str | None = None) -> None:
     """Recompute the customer's orders (or ``only`` one); message those whose beneficiaries changed."""
     config = ctx.config
-    view = ChainView(ctx.promoter)
+    view = ChainView(lookup)
     decided: dict[str, bool] = {}
 
     def acceptable(row: list) -> bool:

@@ -31,8 +31,13 @@ def handle_promoter(state: dict | None, msg: Message, ctx: Context, out: Output)
     state["v"] += 1
     if isinstance(event, PromoterJoined):
         _refuse_loop(msg, state, ctx, out)
-    out.messages.append(Message(WATCHERS, event.promoter_id, "changed", {"v": state["v"]}, msg.cause))
+    out.messages.append(Message(WATCHERS, event.promoter_id, "changed", {"facts": _copy(state)}, msg.cause))
     return state
+
+
+def _copy(facts: dict) -> dict:
+    """A copy to send: the state itself changes in place later."""
+    return {"joins": [list(j) for j in facts["joins"]], "bans": [list(b) for b in facts["bans"]], "v": facts["v"]}
 
 
 def _refuse_loop(msg: Message, state: dict, ctx: Context, out: Output) -> None:
@@ -49,17 +54,32 @@ def _refuse_loop(msg: Message, state: dict, ctx: Context, out: Output) -> None:
 
 
 def handle_watchers(state: dict | None, msg: Message, ctx: Context, out: Output) -> dict | None:
-    """Keep who read a promoter; on a change, send each of them a recheck."""
-    state = state or {"c": {}}
+    """Keep who read a promoter and the promoter's latest facts; send each reader a recheck
+    carrying those facts whenever they change, or when a reader saw an older version.
+
+    The facts travel with the recheck because a reader's own view of promoters (a GlobalTable
+    replica in streaming) may lag behind the change that triggered it. This processor is the one
+    place that sees every change of its promoter in order, so every reader converges on the
+    latest facts, whatever the replica shows.
+    """
+    state = state or {"c": {}, "f": None}
     if msg.kind == "watch":
         customer, seen = msg.body["customer"], msg.body["v"]
         if customer in state["c"]:
             return state
         state["c"][customer] = 1
-        facts = ctx.promoter(msg.key)
+        facts = state["f"]
         if facts and facts["v"] > seen:  # changed between the read and this registration
-            out.messages.append(Message(CUSTOMERS, customer, "recheck", {"promoter": msg.key}, msg.cause))
+            out.messages.append(_recheck(customer, msg, facts))
         return state
-    for customer in state["c"]:  # "changed"
-        out.messages.append(Message(CUSTOMERS, customer, "recheck", {"promoter": msg.key}, msg.cause))
+    facts = msg.body["facts"]  # "changed"
+    if state["f"] is not None and state["f"]["v"] >= facts["v"]:
+        return state  # a redelivered or older change
+    state["f"] = facts
+    for customer in state["c"]:
+        out.messages.append(_recheck(customer, msg, facts))
     return state
+
+
+def _recheck(customer: str, msg: Message, facts: dict) -> Message:
+    return Message(CUSTOMERS, customer, "recheck", {"promoter": msg.key, "facts": facts}, msg.cause)

@@ -42,6 +42,22 @@ def route(event: Event) -> list[Message]:
     return [Message(ORDERS, event.order_id, "event", event, cause)]  # type: ignore[attr-defined]
 
 
+def step(msg: Message, store: Store, ctx: Context, out: Output) -> list[Message]:
+    """Run one message through the processor that owns it; return the messages it produced.
+
+    The one unit both runners share: the embedded runner drains them through a local queue,
+    the streaming runner handles them locally or sends them to the partition owning their key.
+    """
+    state = store.get(msg.processor, msg.key)
+    first = len(out.messages)
+    new_state = HANDLERS[msg.processor](state, msg, ctx, out)
+    if new_state is not None:
+        store.put(msg.processor, msg.key, new_state)
+    produced = out.messages[first:]
+    del out.messages[first:]
+    return produced
+
+
 class Engine:
     """Feeds events through the processors against a store."""
 
@@ -54,12 +70,5 @@ class Engine:
         out = out if out is not None else Output()
         queue = deque(route(event))
         while queue:
-            msg = queue.popleft()
-            state = self.store.get(msg.processor, msg.key)
-            first = len(out.messages)
-            new_state = HANDLERS[msg.processor](state, msg, self.ctx, out)
-            if new_state is not None:
-                self.store.put(msg.processor, msg.key, new_state)
-            queue.extend(out.messages[first:])
-            del out.messages[first:]
+            queue.extend(step(queue.popleft(), self.store, self.ctx, out))
         return out

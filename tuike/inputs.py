@@ -40,7 +40,7 @@ class Record:
     """One line or row of an event file, decoded or not."""
 
     source: str  # file base name, or "stdin"
-    position: int  # 1-based line number (JSONL) or row number (Parquet)
+    position: int | str  # 1-based line number (JSONL), row number (Parquet), "partition:offset" (Kafka)
     raw: str  # the line without its newline (invalid UTF-8 replaced); Parquet: the row as compact JSON
     obj: dict | None  # the decoded JSON object; None when it could not be decoded
     error: str | None  # why it could not be decoded, e.g. "bad JSON at column 17: …"
@@ -105,22 +105,28 @@ def _jsonl_file(p: Path, opener: Any) -> Iterator[Record]:
 
 
 def _jsonl_records(stream: IO[bytes], source: str) -> Iterator[Record]:
-    """The hot loop: one orjson call per line; the slow path only for bad or blank lines."""
-    loads = orjson.loads
+    """One record per non-blank line."""
     for position, line in enumerate(stream, 1):
         if position == 1 and line.startswith(BOM):
             line = line[len(BOM):]
         body = line.rstrip(b"\r\n")
-        try:
-            obj = loads(body)
-        except orjson.JSONDecodeError as exc:
-            if body.strip():
-                yield _bad_line(source, position, body, exc)
-            continue
-        if type(obj) is dict:
-            yield Record(source, position, body.decode("utf-8"), obj, None)  # orjson checked the UTF-8
-        else:
-            yield Record(source, position, body.decode("utf-8"), None, f"line is a JSON {_json_kind(obj)}, not an object")
+        rec = decode_record(source, position, body)
+        if rec is not None:
+            yield rec
+
+
+def decode_record(source: str, position: int, body: bytes) -> Record | None:
+    """One JSON object as a record (a Kafka message value, a line): the hot path is one orjson
+    call; the slow path names the problem. None for a blank line."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if body.strip():
+            return _bad_line(source, position, body, exc)
+        return None
+    if type(obj) is dict:
+        return Record(source, position, body.decode("utf-8"), obj, None)  # orjson checked the UTF-8
+    return Record(source, position, body.decode("utf-8"), None, f"line is a JSON {_json_kind(obj)}, not an object")
 
 
 def _bad_line(source: str, position: int, body: bytes, exc: orjson.JSONDecodeError) -> Record:

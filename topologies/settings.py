@@ -1,0 +1,84 @@
+"""Where the streaming pipeline lives on Kafka: topic names, partitions and batching.
+
+Read from the ``kafka:`` section of ``tuike.yaml`` (contract §1.3: ``topic_prefix`` renames
+every topic and the consumer group, so environments can share a cluster). Pure: no I/O.
+
+| key | default | meaning |
+|---|---|---|
+| ``topic_prefix`` | ``tuike`` | prefix of every topic, internal topic and consumer group |
+| ``partitions`` | 4 | partitions of every topic tuike creates (all must be equal: co-partitioning) |
+| ``batch`` | 2000 | events a stateful agent takes at once (``stream.take``) |
+| ``batch_ms`` | 50 | how long an agent waits to fill a batch |
+| ``sink_batch`` | 20000 | ledger rows per ClickHouse insert at most |
+| ``sink_ms`` | 200 | how long the sink waits to fill an insert (bounds ledger latency) |
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from engine.config import ConfigError, Problem
+
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+KEYS = ("topic_prefix", "partitions", "batch", "batch_ms", "sink_batch", "sink_ms")
+INPUTS = ("promoters", "clicks", "binds", "orders")  # contract §1.3, in that order
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    topic_prefix: str = "tuike"
+    partitions: int = 4
+    batch: int = 2000
+    batch_ms: int = 50
+    sink_batch: int = 20_000
+    sink_ms: int = 200
+
+    def topic(self, name: str) -> str:
+        """``tuike.orders``, ``tuike.deadletter``, and internal ``tuike.g0.to-customers``…"""
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(self.topic(n) for n in INPUTS)
+
+    @property
+    def deadletter(self) -> str:
+        return self.topic("deadletter")
+
+    @property
+    def control(self) -> str:
+        """One compacted partition: the current generation (see topologies/generation.py)."""
+        return self.topic("control")
+
+    def app_id(self, generation: int) -> str:
+        """The Faust app id of one generation: its consumer group and the prefix of its
+        changelog topics (``tuike.g0-orders-changelog``)."""
+        return self.topic(f"g{generation}")
+
+    def internal(self, generation: int, name: str) -> str:
+        return f"{self.app_id(generation)}.{name}"
+
+
+def stream_settings(raw: dict | None) -> StreamSettings:
+    """The ``kafka:`` section, validated; :class:`ConfigError` names every bad key."""
+    section = (raw or {}).get("kafka") or {}
+    problems: list[Problem] = []
+    if not isinstance(section, dict):
+        raise ConfigError([Problem("kafka", "expected a mapping such as {topic_prefix: tuike, partitions: 4}")])
+    kw: dict = {}
+    for key, value in section.items():
+        path = f"kafka.{key}"
+        if key not in KEYS:
+            problems.append(Problem(path, f"unknown key; known keys: {', '.join(KEYS)}"))
+        elif key == "topic_prefix":
+            if not isinstance(value, str) or not _PREFIX.match(value):
+                problems.append(Problem(path, f"{value!r} is not a topic prefix: letters, digits, _ and -, such as staging"))
+            else:
+                kw[key] = value
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(Problem(path, f"expected a whole number of at least 1, got {value!r}"))
+        else:
+            kw[key] = value
+    if problems:
+        raise ConfigError(problems)
+    return StreamSettings(**kw)
