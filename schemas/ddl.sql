@@ -30,15 +30,28 @@ CREATE TABLE IF NOT EXISTS {db}.ledger_entries (
     rate Decimal(18, 6),
     rule_id String,
     currency String,
-    status_after String
+    status_after String,
+    generation UInt32
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(ts)
-ORDER BY entry_id;
+ORDER BY (generation, entry_id);
+
+-- Generations (topologies/generation.py): a streaming replay re-derives the whole ledger as
+-- generation N+1 beside generation N, and records N+1 here once it has caught up. Analysts see
+-- the newest generation recorded (0, the embedded pipeline's and the first streaming one's,
+-- while the table is empty), so a replay never shows half a ledger nor two ledgers summed.
+CREATE TABLE IF NOT EXISTS {db}.ledger_generations (
+    generation UInt32,
+    live_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree()
+PARTITION BY tuple()
+ORDER BY generation;
 
 CREATE VIEW IF NOT EXISTS {db}.commission_ledger AS
 SELECT entry_id, event_id, ts, order_id, item_sku, customer_id, beneficiary_id, level, kind,
        amount, rate, rule_id, currency, status_after
-FROM {db}.ledger_entries FINAL;
+FROM {db}.ledger_entries FINAL
+WHERE generation = (SELECT max(generation) FROM {db}.ledger_generations);
 
 -- A dead letter written again (a re-run of the same file) keeps the time it was first received:
 -- the version column is larger for an earlier received_at, and ReplacingMergeTree(ver) keeps

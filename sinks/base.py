@@ -29,6 +29,7 @@ class Batch:
     entries: list[LedgerEntry] = field(default_factory=list)
     facts: dict[str, list[dict]] = field(default_factory=dict)  # table -> rows as produced by facts_of
     dead_letters: list[DeadLetter] = field(default_factory=list)  # received_at = when the sink writes them
+    generation: int = 0  # the ledger generation the entries belong to (topologies/generation.py)
 
     def __len__(self) -> int:
         return len(self.entries) + sum(len(r) for r in self.facts.values()) + len(self.dead_letters)
@@ -246,14 +247,16 @@ class TableColumns:
         return len(self.columns[0]) if self.columns else 0
 
 
-def ledger_columns(entries: list[LedgerEntry]) -> TableColumns:
+def ledger_columns(entries: list[LedgerEntry], generation: int = 0) -> TableColumns:
     cols: list[list] = []
     for name, kind in LEDGER_COLUMNS:
         if name == "ts":
             cols.append([t // 1000 for t in map(attrgetter("ts_ms"), entries)])
         else:
             cols.append(_typed(kind, list(map(attrgetter(name), entries)), name))
-    return TableColumns("ledger_entries", [n for n, _ in LEDGER_COLUMNS], [k for _, k in LEDGER_COLUMNS], cols)
+    cols.append([generation] * len(entries))
+    return TableColumns("ledger_entries", [n for n, _ in LEDGER_COLUMNS] + ["generation"],
+                        [k for _, k in LEDGER_COLUMNS] + ["u32"], cols)
 
 
 def dead_letter_columns(dead: list[DeadLetter], received_at: int | None = None) -> TableColumns:
@@ -286,7 +289,7 @@ def batch_columns(batch: Batch) -> list[TableColumns]:
     """Every non-empty insert of a batch, ledger first, dead letters last."""
     out = []
     if batch.entries:
-        out.append(ledger_columns(batch.entries))
+        out.append(ledger_columns(batch.entries, batch.generation))
     for table, rows in batch.facts.items():
         if rows:
             out.append(fact_columns(table, rows))

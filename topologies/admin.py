@@ -59,7 +59,7 @@ MAX_BATCH_BYTES = 512 * 1024  # below the broker's message.max.bytes (1 MiB) eve
 # None: lz4 ran at the same rate here (the producer is bound by aiokafka's per-message Python
 # cost) and would add a dependency (aiokafka 0.14 compresses with cramjam, not the lz4 package).
 COMPRESSION: str | None = None
-CHUNK = 10_000  # delivery futures awaited together; at most three chunks are in flight
+CHUNK = 10_000  # delivery futures awaited together; at most four chunks are unconfirmed at once
 PROGRESS_EVERY = 2_000  # records between two calls of the progress callback
 
 
@@ -195,7 +195,8 @@ async def ensure_topics(broker: str, specs: Iterable[TopicSpec | tuple], replica
             if n != s.partitions:
                 raise TopicLayoutError(_layout_message(s.name, n, s.partitions))
         bad = await _not_compacted(admin, [s.name for s in specs if s.compacted and s.name not in created])
-        for name, policy in bad.items():
+        if bad:
+            name, policy = next(iter(bad.items()))
             raise TopicLayoutError(f"topic {name} has cleanup.policy={policy}, tuike expects compact (it keeps "
                                    f"only the latest value per key, forever): run kafka-configs.sh --alter "
                                    f"--entity-type topics --entity-name {name} --add-config cleanup.policy=compact")
@@ -300,15 +301,18 @@ async def produce_records(broker: str, settings: StreamSettings, records: Iterab
     placed by Kafka's default partitioner (murmur2, = ``partitioning.partition_of``); the value is
     the record's JSON exactly as read. An unroutable record goes to ``settings.deadletter`` as an
     encoded :class:`DeadLetter` (keyed by whatever key it has). The topics must exist
-    (:func:`ensure_topics`). Delivery is acks=all and idempotent; at most ``3 * CHUNK``
-    deliveries are awaited at once, so memory stays flat on any file size. ``progress`` is
+    (:func:`ensure_topics`). Delivery is acks=all and idempotent; at most ``4 * CHUNK``
+    messages are unconfirmed at once, so memory stays flat on any file size. ``progress`` is
     called with the stats every ``PROGRESS_EVERY`` records (a :class:`tuike.progress.Progress`).
 
-    Measured (``python -m topologies.admin --events 200000``; 2-core machine shared with other
-    jobs, one local broker, 4 partitions, lines of ~250 bytes): 200,000 generated events in
-    4.6 s = 43,000 events/s with lz4 (42,000 with no compression, within noise: the producer
-    is bound by aiokafka's per-message Python cost, not by bytes); lz4 sends about a third of the
-    bytes. Linger 5 ms or 50 ms and batches of 64 KiB to 1 MiB change nothing measurable.
+    Measured (``python -m topologies.admin --events 200000``: generated events of ~290 bytes,
+    4 partitions, the local broker on the same 2-core machine, which other jobs shared, load
+    average 1-5): 200,000 events in 4-7 s, 28,000-53,000 events/s, typically about 38,000. The
+    whole ``tuike produce`` of 1M generated events: 31,000 events/s, peak RSS 128 MB. lz4 ran at
+    the rate of no compression (alternating runs: 45.7k vs 44.4k, 35.3k vs 36.9k events/s) while
+    sending about 17% of the bytes; linger 5-50 ms, batches of 64 KiB-1 MiB and chunks of
+    2k-50k made no difference beyond the noise. The cost is aiokafka's per-message Python path
+    (send, the murmur2 partitioner, the accumulator), not bytes or the broker.
     """
     stats = ProduceStats()
     topics = {n: settings.topic(n) for n in INPUTS}

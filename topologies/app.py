@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 import weakref
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -266,6 +267,7 @@ class Topology:
             channel = self.app.topic(*topics, partitions=n, **raw)
             self.app.agent(channel, name=name, concurrency=1, supervisor_strategy=CrashingSupervisor)(self._agent(stage))
         self.sink_stats = SinkStats()
+        self.ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="ledger")  # one connection, one thread
         if ledger is not None:
             channel = self.app.topic(self.sink_topic, settings.deadletter, partitions=n, **raw)
             self.app.agent(channel, name="sink", concurrency=1, supervisor_strategy=CrashingSupervisor)(
@@ -310,6 +312,8 @@ class Topology:
             async for events in stream.take_events(records_per_insert, within=settings.sink_ms / 1000):
                 records = [(e.message.topic, e.message.value, f"{e.message.partition}:{e.message.offset}")
                            for e in events]
-                await write_until_done(ledger, batch_of(records, self.sink_topic), self.sink_stats)
+                batch = batch_of(records, self.sink_topic)
+                batch.generation = self.generation
+                await write_until_done(ledger, batch, self.sink_stats, self.ledger_thread)
 
         return sink

@@ -15,6 +15,7 @@ compacted partition): ``{"generation": N, "from": "earliest", "ends": {topic: {p
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import orjson
@@ -64,3 +65,97 @@ def next_generation_record(current: dict | None, ends: dict[str, dict[int, int]]
     return {"generation": generation, "from": "earliest",
             "ends": {t: {str(p): o for p, o in parts.items()} for t, parts in ends.items()},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+class ReplayRefused(Exception):
+    """A replay that would corrupt the ledger if done now; the message says what to do."""
+
+
+@dataclass
+class ReplayPlan:
+    generation: int  # the generation the restarted workers will run
+    group: str
+    rebuild: bool  # True: a new generation from the beginning; False: the same state, rewound
+    offsets: dict[str, dict[int, int]]  # input topic -> partition -> where the group starts
+
+
+async def start_replay(broker: str, settings: StreamSettings, start: str | None) -> ReplayPlan:
+    """``tuike replay``: refuse while workers run; then either start generation N+1 from the
+    beginning (``start`` None or "earliest") or rewind generation N's group to a time.
+
+    Rewinding keeps the state, so every event the workers already hold comes back as a
+    duplicate and changes nothing; events the workers never saw (or dead-lettered before a
+    fix) are applied. Rebuilding derives everything again into a new generation."""
+    from .admin import _consumer, group_members
+
+    current = await read_control(broker, settings)
+    generation = int(current["generation"]) if current else 0
+    group = settings.app_id(generation)
+    members = await group_members(broker, group)
+    if members:
+        raise ReplayRefused(f"{members} worker(s) of group {group} are running: stop every `tuike worker` "
+                            "first (a replay under running workers would mix two derivations)")
+    consumer = await _consumer(broker)
+    try:
+        tps = [TopicPartition(t, p) for t in settings.inputs for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            raise ReplayRefused(f"no input topics {', '.join(settings.inputs)} on {broker}: nothing to replay")
+        ends = await consumer.end_offsets(tps)
+        if start in (None, "earliest"):
+            begins = await consumer.beginning_offsets(tps)
+            record = next_generation_record(current, _nest(ends))
+            await write_control(broker, settings, record)
+            return ReplayPlan(record["generation"], settings.app_id(record["generation"]), True, _nest(begins))
+        at = _epoch_ms(start)
+        found = await consumer.offsets_for_times({tp: at for tp in tps})
+        offsets = {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in tps}
+    finally:
+        await consumer.stop()
+    await _commit(broker, group, offsets)
+    return ReplayPlan(generation, group, False, _nest(offsets))
+
+
+async def _commit(broker: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    """Set ``group``'s committed offsets (the group has no members, so nobody overwrites them)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+def _nest(offsets: dict[TopicPartition, int]) -> dict[str, dict[int, int]]:
+    out: dict[str, dict[int, int]] = {}
+    for tp, offset in offsets.items():
+        out.setdefault(tp.topic, {})[tp.partition] = offset
+    return out
+
+
+def _epoch_ms(text: str) -> int:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ReplayRefused(f"--from {text!r}: expected earliest or an RFC 3339 time such as "
+                            "2026-11-01T00:00:00+08:00") from None
+    if parsed.tzinfo is None:
+        raise ReplayRefused(f"--from {text!r}: the time needs a UTC offset, e.g. 2026-11-01T00:00:00+08:00")
+    return int(parsed.timestamp() * 1000)
+
+
+async def caught_up(broker: str, group: str, record: dict, internal: list[str]) -> bool:
+    """Whether ``group`` has consumed the input as it stood at the replay (``record["ends"]``)
+    and drained its internal topics (routed messages, the ledger sink): then its ledger is
+    complete and the analysts' views may switch to it."""
+    from .admin import consumer_lag
+
+    want = {(t, int(p)): o for t, parts in record.get("ends", {}).items() for p, o in parts.items()}
+    rows = await consumer_lag(broker, group, [*sorted({t for t, _ in want}), *internal])
+    for row in rows:
+        if (row.topic, row.partition) in want:
+            if (row.committed or 0) < want[(row.topic, row.partition)]:
+                return False
+        elif row.lag:
+            return False
+    return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from engine.dead_letter import DeadLetter
@@ -49,19 +49,18 @@ def batch_of(records: list[tuple[str, bytes | None, str]], sink_topic: str) -> B
     return batch
 
 
-async def write_until_done(ledger: Ledger, batch: Batch, stats: SinkStats,
-                           sleep: Callable[[float], object] = asyncio.sleep) -> None:
+async def write_until_done(ledger: Ledger, batch: Batch, stats: SinkStats, thread: Executor | None = None) -> None:
     """Insert ``batch``; while the ledger refuses, wait and try again (never drop, never skip)."""
     loop = asyncio.get_running_loop()
     delay = 0.5
     while True:
         try:
-            await loop.run_in_executor(None, ledger.write, batch)
+            await loop.run_in_executor(thread, ledger.write, batch)
             stats.inserts += 1
             stats.rows += len(batch)
             return
         except LedgerError as exc:
             stats.retries += 1
             log.warning("ledger write failed (%s); retrying in %.1fs — the rows wait in Kafka", exc, delay)
-            await sleep(delay)
+            await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF)

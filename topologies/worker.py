@@ -1,12 +1,16 @@
 """``tuike worker``: one streaming worker process (contract §5).
 
-Creates the topics it needs (all with the same partition count), finds the current generation
-(:mod:`topologies.generation`), opens the ClickHouse ledger, and runs the Faust app until
-SIGTERM/SIGINT. Run several, each with its own ``--data-dir``, for more partitions; Faust
-rebalances partitions between them. Every ``PROGRESS_SECONDS`` it prints what it did.
+Finds the current generation (:mod:`topologies.generation`), creates the topics it needs (all
+with the same partition count), and runs the Faust app until SIGTERM/SIGINT. Run several,
+each with its own ``--data-dir``, for more partitions; Faust rebalances partitions between
+them. Every ``PROGRESS_SECONDS`` it prints what it did. A worker of a replayed generation
+also watches for the moment its generation has caught up, and then makes it the one the
+analysts' views show.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
 import time
 from pathlib import Path
@@ -16,24 +20,35 @@ from faust.worker import Worker
 from engine.config import Config
 from sinks.base import Ledger
 
-from .admin import ensure_topics
+from .admin import ensure_topics_sync
 from .app import Topology
-from .generation import current_generation
+from .generation import caught_up, read_control
 from .settings import StreamSettings
 
 PROGRESS_SECONDS = 5.0
+LIVE_CHECK_SECONDS = 2.0
+
+
+def say(text: str) -> None:
+    print(f"tuike worker: {text}", file=sys.stderr, flush=True)
 
 
 def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger: Ledger,
                data_dir: Path, loglevel: str = "warning") -> None:
-    generation = current_generation(broker, settings)
+    control = asyncio.run(read_control(broker, settings))
+    generation = int(control["generation"]) if control else 0
     state_dir = data_dir / "stream" / settings.app_id(generation)
+    state_dir.parent.mkdir(parents=True, exist_ok=True)
     topology = Topology(config, settings, broker=broker, data_dir=state_dir, generation=generation, ledger=ledger)
     n = settings.partitions
-    ensure_topics(broker, [(t, n, False) for t in topology.topics()] + [(settings.control, 1, True)])
+    ensure_topics_sync(broker, [(t, n, False) for t in topology.topics()] + [(settings.control, 1, True)])
     _report_progress(topology)
-    print(f"tuike worker: generation {generation}, group {settings.app_id(generation)}, broker {broker}, "
-          f"ledger {ledger.identity}, state {state_dir}", file=sys.stderr, flush=True)
+    if control:
+        _go_live_when_caught_up(topology, broker, ledger, control)
+    say(f"generation {generation}, group {settings.app_id(generation)}, broker {broker}, "
+        f"ledger {ledger.identity}, state {state_dir}")
+    for noisy in ("aiokafka", "faust.transport"):  # their debug calls cost ~5% even when filtered later
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
@@ -49,6 +64,21 @@ def _report_progress(topology: Topology) -> None:
         last[0] = records
         per_stage = ", ".join(f"{name} {s.records}" for name, s in topology.stats.items())
         sink = topology.sink_stats
-        print(f"tuike worker: {records} records in {time.monotonic() - started:.0f}s ({per_stage}); "
-              f"{sink.rows} rows to the ledger in {sink.inserts} inserts"
-              + (f", {sink.retries} retries" if sink.retries else ""), file=sys.stderr, flush=True)
+        say(f"{records} records in {time.monotonic() - started:.0f}s ({per_stage}); "
+            f"{sink.rows} rows to the ledger in {sink.inserts} inserts"
+            + (f", {sink.retries} retries" if sink.retries else ""))
+
+
+def _go_live_when_caught_up(topology: Topology, broker: str, ledger: Ledger, control: dict) -> None:
+    generation = topology.generation
+    internal = [t for t in topology.topics() if t.startswith(topology.settings.app_id(generation) + ".")]
+    live = [False]
+
+    @topology.app.timer(LIVE_CHECK_SECONDS)
+    async def go_live() -> None:
+        if live[0] or not await caught_up(broker, topology.settings.app_id(generation), control, internal):
+            return
+        sql = f"INSERT INTO ledger_generations SELECT {generation}, now()"
+        await asyncio.get_running_loop().run_in_executor(topology.ledger_thread, ledger.query, sql)
+        live[0] = True
+        say(f"generation {generation} has caught up with the input of the replay: the ledger views show it now")

@@ -2,14 +2,19 @@
 
     tuike demo [--seed N]
     tuike run --events FILE
+    tuike produce --events FILE [--broker HOST:PORT]
+    tuike lag [--group GROUP] [--broker HOST:PORT]
+    tuike worker --clickhouse URL [--broker HOST:PORT] [--data-dir DIR]
+    tuike replay [--from earliest|RFC3339]
     tuike query SQL [--format table|csv|json]
     tuike config check FILE
     tuike generate --seed N [--events N] --out FILE [--bad-lines N]
 
 Every command takes ``--config FILE`` (default ``./tuike.yaml``, else built-in defaults),
 ``--data-dir DIR`` (default ``./tuike-data``) and ``--clickhouse URL`` (environment
-``TUIKE_CLICKHOUSE``; where set, ``run`` and ``query`` use that server's ledger), before or
-after the command name.
+``TUIKE_CLICKHOUSE``; where set, ``run`` and ``query`` use that server's ledger) and ``--broker
+HOST:PORT`` (environment ``TUIKE_BROKER``, default 127.0.0.1:9092: the Kafka bootstrap server of
+the streaming commands), before or after the command name.
 
 Exit codes: 0 success; 2 bad input, with a message naming the problem (a bad configuration, a
 missing or unreadable event file, rejected event lines, an SQL error); 1 anything else. Expected
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_BROKER = "127.0.0.1:9092"  # contract §5 (topologies.admin.DEFAULT_BROKER too)
 
 
 class UsageError(Exception):
@@ -53,6 +59,8 @@ def _common(sub: bool) -> argparse.ArgumentParser:
                    help="state and embedded ledger (default ./tuike-data)")
     p.add_argument("--clickhouse", metavar="URL", default=d(os.environ.get("TUIKE_CLICKHOUSE") or None),
                    help="ClickHouse server ledger, e.g. clickhouse://127.0.0.1:9000/tuike (env TUIKE_CLICKHOUSE)")
+    p.add_argument("--broker", metavar="HOST:PORT", default=d(os.environ.get("TUIKE_BROKER") or DEFAULT_BROKER),
+                   help=f"Kafka bootstrap server of the streaming commands (env TUIKE_BROKER, default {DEFAULT_BROKER})")
     return p
 
 
@@ -73,6 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = subs.add_parser("run", parents=common, help="process an event file through the embedded pipeline")
     p.add_argument("--events", metavar="FILE", required=True, help=".jsonl, .jsonl.gz, .parquet, or - for stdin")
     p.set_defaults(func=cmd_run)
+
+    p = subs.add_parser("produce", parents=common, help="publish an event file to the Kafka input topics")
+    p.add_argument("--events", metavar="FILE", required=True, help=".jsonl, .jsonl.gz, .parquet, or - for stdin")
+    p.set_defaults(func=cmd_produce)
+
+    p = subs.add_parser("worker", parents=common,
+                        help="a streaming worker: consumes the input topics, keeps state, writes the ledger")
+    p.add_argument("--loglevel", choices=("debug", "info", "warning", "error"), default="warning",
+                   help="Faust's log level (default warning)")
+    p.set_defaults(func=cmd_worker)
+
+    p = subs.add_parser("replay", parents=common,
+                        help="with the workers stopped, re-derive the ledger from the input topics")
+    p.add_argument("--from", dest="start", metavar="earliest|RFC3339", default="earliest",
+                   help="earliest (default): rebuild state and the ledger as a new generation; a time: "
+                        "re-deliver the input from then to the current state (what it holds counts once)")
+    p.set_defaults(func=cmd_replay)
+
+    p = subs.add_parser("lag", parents=common, help="consumer lag per topic and partition")
+    p.add_argument("--group", metavar="GROUP", default=None,
+                   help="consumer group (default: the current workers' group)")
+    p.set_defaults(func=cmd_lag)
 
     p = subs.add_parser("query", parents=common, help="run SQL on the ledger")
     p.add_argument("sql", metavar="SQL")
@@ -138,6 +168,28 @@ def _open_ledger(clickhouse: str | None, data_dir: Path):
         if clickhouse and text.startswith("--clickhouse"):
             raise UsageError(text) from None
         raise OperationalError(text) from None
+
+
+def _broker(args: argparse.Namespace) -> str:
+    """The --broker value (HOST:PORT, or several separated by commas), checked."""
+    text = (args.broker or "").strip()
+    for part in text.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            raise UsageError(f"--broker {text!r}: expected HOST:PORT such as {DEFAULT_BROKER} "
+                             "(several separated by commas)")
+    return text
+
+
+def _stream_settings(config: Any):
+    """The ``kafka:`` section of the configuration; a bad one is bad input."""
+    from engine.config import ConfigError
+    from topologies.settings import stream_settings
+
+    try:
+        return stream_settings(config.raw)
+    except ConfigError as exc:
+        raise UsageError("bad configuration:\n" + "\n".join(f"  {p}" for p in exc.problems)) from None
 
 
 def _stderr(msg: str) -> None:
@@ -246,6 +298,157 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"query{where} \"SELECT position, reason FROM dead_letters WHERE source = '{source}' "
                 f"ORDER BY toUInt64OrZero(position)\")")
         return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from topologies.admin import (BrokerUnreachable, ProduceError, TopicLayoutError, ensure_topics_sync,
+                                  input_topic_specs, produce_records_sync)
+
+    from .inputs import EventFileError, read_records
+    from .progress import Progress
+
+    config = _load_config(args.config)
+    settings = _stream_settings(config)
+    broker = _broker(args)
+    if args.events != "-" and not Path(args.events).is_file():
+        raise UsageError(f"--events {args.events}: no such file")
+    try:
+        records = read_records(args.events)  # a missing file or an unknown kind: before any topic is touched
+    except EventFileError as exc:
+        raise UsageError(str(exc)) from None
+    progress = Progress("published", "events")
+    try:
+        ensure_topics_sync(broker, input_topic_specs(settings))
+        stats = produce_records_sync(broker, settings, records, progress)
+    except EventFileError as exc:  # a damaged gzip or Parquet file, found on the way
+        raise UsageError(f"{exc} (the records before it were published; producing the repaired file again is "
+                         "safe: the workers ignore an event_id they have seen)") from None
+    except TopicLayoutError as exc:
+        raise UsageError(str(exc)) from None
+    except (BrokerUnreachable, ProduceError) as exc:
+        raise OperationalError(str(exc)) from None
+    except KafkaError as exc:
+        raise OperationalError(f"Kafka at {broker}: {exc}") from None
+    progress.done(stats.records, stats.dead_lettered)
+    source = "stdin" if args.events == "-" else args.events
+    w = sys.stdout.write
+    w(f"read          {stats.records:>12,}  lines from {source}\n")
+    for topic in (*settings.inputs, settings.deadletter):
+        n = stats.published.get(topic, 0)
+        note = "  lines that could not be routed, with the reason" if topic == settings.deadletter else ""
+        w(f"  {topic:<24}{n:>12,}{note}\n")
+    w(f"broker        {broker}\n")
+    w(f"time          {stats.seconds:>12.1f}s ({stats.rate:,.0f} events/s)\n")
+    if stats.dead_reasons:
+        w("dead letters by reason:\n")
+        for reason, n in sorted(stats.dead_reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+            w(f"  {n:>8,}  {reason}\n")
+    if stats.dead_lettered:
+        _stderr(f"tuike: {stats.dead_lettered:,} of {stats.records:,} lines could not be routed to an input topic "
+                f"and went to {settings.deadletter} (see the reasons above); the other lines were published")
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from topologies.admin import BrokerUnreachable, TopicLayoutError
+    from topologies.worker import run_worker
+
+    config = _load_config(args.config)
+    settings = _stream_settings(config)
+    broker = _broker(args)
+    if not args.clickhouse:
+        raise UsageError("tuike worker writes the ledger to a ClickHouse server: pass --clickhouse URL or set "
+                         "TUIKE_CLICKHOUSE (e.g. clickhouse://127.0.0.1:9000/tuike; `make clickhouse-up` starts one)")
+    data_dir = Path(args.data_dir)
+    ledger = _open_ledger(args.clickhouse, data_dir)
+    try:
+        run_worker(config, settings, broker=broker, ledger=ledger, data_dir=data_dir, loglevel=args.loglevel)
+    except TopicLayoutError as exc:
+        raise UsageError(str(exc)) from None
+    except BrokerUnreachable as exc:
+        raise OperationalError(str(exc)) from None
+    except KafkaError as exc:
+        raise OperationalError(f"Kafka at {broker}: {exc}") from None
+    finally:
+        ledger.close()
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from topologies.admin import BrokerUnreachable
+    from topologies.generation import ReplayRefused, start_replay
+
+    config = _load_config(args.config)
+    settings = _stream_settings(config)
+    broker = _broker(args)
+    try:
+        plan = asyncio.run(start_replay(broker, settings, args.start))
+    except ReplayRefused as exc:
+        raise UsageError(str(exc)) from None
+    except BrokerUnreachable as exc:
+        raise OperationalError(str(exc)) from None
+    except KafkaError as exc:
+        raise OperationalError(f"Kafka at {broker}: {exc}") from None
+    if plan.rebuild:
+        print(f"generation {plan.generation} created: the workers you start next (group {plan.group}) rebuild their "
+              "state from the beginning of the input topics and derive the ledger again beside the current one.\n"
+              "The ledger views keep showing the current generation until the new one has caught up with the "
+              "input as it stands now; then they switch (the workers print it; `tuike lag` shows progress).")
+    else:
+        print(f"group {plan.group} rewound to {args.start} on the input topics (state kept): restarted workers "
+              "receive the input again from there; what they already hold counts once.")
+    for topic, parts in sorted(plan.offsets.items()):
+        print(f"  {topic:<24} " + " ".join(f"p{p}@{o:,}" for p, o in sorted(parts.items())))
+    print("next: start the workers again (`tuike worker`, one per --data-dir)")
+    return EXIT_OK
+
+
+def cmd_lag(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from topologies.admin import BrokerUnreachable, consumer_lag_sync, default_group, group_members_sync
+
+    config = _load_config(args.config)
+    settings = _stream_settings(config)
+    broker = _broker(args)
+    group = args.group or default_group(settings)
+    try:
+        rows = consumer_lag_sync(broker, group, None, settings)
+        members = group_members_sync(broker, group)
+    except BrokerUnreachable as exc:
+        raise OperationalError(str(exc)) from None
+    except KafkaError as exc:
+        raise OperationalError(f"Kafka at {broker}: {exc}") from None
+    who = f"group {group} ({members} member{'s' if members != 1 else ''})"
+    if not rows:
+        print(f"{who}: no offsets committed, and none of the input topics {', '.join(settings.inputs)} exists "
+              "(tuike produce creates them)")
+        return EXIT_OK
+    cols = ("topic", "partition", "committed", "end", "lag")
+    cells = [(r.topic, str(r.partition), "-" if r.committed is None else f"{r.committed:,}", f"{r.end:,}", f"{r.lag:,}")
+             for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(widths[0]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(values))
+
+    print(line(cols))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print(line(row))
+    total = sum(r.lag for r in rows)
+    print(f"total lag {total:,} messages over {len(rows)} partitions; {who}"
+          + ("; '-': nothing committed, lag counted from the beginning" if any(r.committed is None for r in rows) else ""))
     return EXIT_OK
 
 
@@ -393,6 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # clickhouse-driver logs every failed connection attempt with a traceback; the ledger turns
     # the final failure into one message, which is what the user should read
     logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
+    # aiokafka logs every failed connection; the command says it once, with what to do
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
