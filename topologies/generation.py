@@ -28,8 +28,9 @@ KEY = b"generation"
 
 async def read_control(broker: str, settings: StreamSettings) -> dict | None:
     """The last control record, or None."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
-    await consumer.start()
+    from .admin import _consumer
+
+    consumer = await _consumer(broker)
     try:
         if settings.control not in await consumer.topics():
             return None

@@ -421,8 +421,8 @@ def cmd_lag(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     settings = _stream_settings(config)
     broker = _broker(args)
-    group = args.group or default_group(settings)
     try:
+        group = args.group or default_group(settings, broker)
         rows = consumer_lag_sync(broker, group, None, settings)
         members = group_members_sync(broker, group)
     except BrokerUnreachable as exc:
