@@ -134,6 +134,18 @@ def check_database_name(name: str) -> str:
     return name
 
 
+def upgrade_statements(database: str, query: Callable[[str], list[tuple]]) -> list[str]:
+    """ALTERs that bring a ledger created by an older tuike up to ``schemas/ddl.sql`` (run before
+    it: the views read the new columns). ``query`` runs SQL and returns rows.
+
+    - ``ledger_entries.generation`` (streaming replays): older ledgers hold generation 0 only."""
+    columns = {r[0] for r in query(f"SELECT name FROM system.columns WHERE database = '{check_database_name(database)}' "
+                                   "AND table = 'ledger_entries'")}
+    if columns and "generation" not in columns:
+        return [f"ALTER TABLE {database}.ledger_entries ADD COLUMN generation UInt32"]
+    return []
+
+
 def ddl_statements(database: str) -> list[str]:
     """The statements of schemas/ddl.sql for one database, comments removed, in order."""
     text = resources.files("schemas").joinpath("ddl.sql").read_text(encoding="utf-8")

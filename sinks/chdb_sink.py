@@ -28,6 +28,7 @@ from .base import (
     QueryResult,
     TableColumns,
     batch_columns,
+    upgrade_statements,
     check_database_name,
     ddl_statements,
     decimal_converter,
@@ -118,7 +119,7 @@ class ChdbLedger:
                 ) from None
             raise LedgerError(f"cannot open the chDB ledger at {self.path}: {msg}") from None
         try:
-            for stmt in ddl_statements(self.database):
+            for stmt in upgrade_statements(self.database, lambda sql: self.query(sql).rows) + ddl_statements(self.database):
                 self._session.query(stmt)
             self._session.query(f"USE {self.database}")
             for stmt in _SESSION_SETTINGS:

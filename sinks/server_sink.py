@@ -28,6 +28,7 @@ from .base import (
     batch_columns,
     check_database_name,
     ddl_statements,
+    upgrade_statements,
     decimal_converter,
     decimal_scale,
     to_utc,
@@ -106,7 +107,8 @@ class ServerLedger:
         bootstrap = self._client("default")
         try:
             self._retrying(lambda: bootstrap.execute("SELECT 1"), connecting=True)
-            for stmt in ddl_statements(self.database):
+            upgrades = upgrade_statements(self.database, lambda sql: self._retrying(lambda: bootstrap.execute(sql)))
+            for stmt in upgrades + ddl_statements(self.database):
                 self._retrying(lambda s=stmt: bootstrap.execute(s))
         finally:
             bootstrap.disconnect()
