@@ -17,15 +17,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tuike demo
 
-# Installs and starts a real ClickHouse server (Debian's clickhouse-server), runs the suite, stops it.
+# Installs and starts a real ClickHouse server (Debian's clickhouse-server) and a Kafka broker,
+# runs the suite, stops them, and exits with pytest's code.
 test: $(STAMP)
 	deploy/clickhouse.sh up
-	TUIKE_TEST_CLICKHOUSE=clickhouse://127.0.0.1:9000/tuike_test $(BIN)/pytest -q -x --durations=10; \
-	  rc=$$?; deploy/clickhouse.sh down; exit $$rc
+	deploy/kafka.sh up || { deploy/clickhouse.sh down; exit 1; }
+	TUIKE_TEST_CLICKHOUSE=clickhouse://127.0.0.1:9000/tuike_test TUIKE_TEST_KAFKA=127.0.0.1:9092 \
+	  $(BIN)/pytest -q -x --durations=10; \
+	  rc=$$?; deploy/kafka.sh down; deploy/clickhouse.sh down; exit $$rc
 
-# Without the server: the tests that need it are skipped.
+# Without the servers: the tests that need them are skipped.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not server"
+	$(BIN)/pytest -q -m "not server and not kafka"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.embedded_throughput
