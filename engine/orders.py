@@ -25,11 +25,15 @@ FACT_FIELDS = {OrderCompleted: "done", OrderCancelled: "cancel", ReviewDecided: 
 def handle_order(state: dict | None, msg: Message, ctx: Context, out: Output) -> dict:
     state = state or {"refunds": {}, "steps": {}, "waiting": 0}
     if msg.kind == "attributed":
-        current = state.get("attr")
+        # Answers are kept per customer: when an earlier payment by another customer replaced
+        # the first one, the first payer's answer may still arrive later (another partition),
+        # and it must not replace the current payer's.
         body = msg.body
-        if current is not None and current[0] == body["customer"] and current[1] >= body["v"]:
+        answers = state.setdefault("attrs", {})
+        current = answers.get(body["customer"])
+        if current is not None and current[0] >= body["v"]:
             return state  # an older answer than the one applied
-        state["attr"] = [body["customer"], body["v"], body["levels"], body["holds"]]
+        answers[body["customer"]] = [body["v"], body["levels"], body["holds"]]
     elif not _record(state, msg, ctx, out):
         return state
     _reconcile(msg.key, state, msg.cause, ctx, out)
@@ -128,11 +132,8 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
     paid = state.get("paid")
     if paid is None:
         return
-    attr = state.get("attr")
-    if attr is None or attr[0] != paid["c"]:
-        levels, holds = [], []  # no answer yet for this payment's customer
-    else:
-        levels, holds = attr[2], attr[3]
+    answer = state.get("attrs", {}).get(paid["c"])
+    levels, holds = (answer[1], answer[2]) if answer else ([], [])  # no answer yet: nothing to pay
     desired = desired_steps(paid, state["refunds"], state.get("done"), state.get("cancel"),
                             state["terms"], levels, holds, ctx.config.hold_days)
     held: dict[str, list] = state["steps"]
