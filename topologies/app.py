@@ -25,7 +25,8 @@ At-least-once, in this order per batch, so a crash anywhere repeats work but nev
 1. run the batch against a write-back cache of the tables (nothing written yet);
 2. send the routed messages, ledger rows, facts and dead letters, and wait for Kafka's acks;
 3. write each touched key once to its table (one changelog record per key, not per event);
-4. leave the batch, which acks its records; Faust commits offsets after flushing the producer.
+4. commit the batch's offsets — tuike's own book (:mod:`topologies.offsets`), not Faust's, whose
+   acks around rebalances commit records it skipped.
 A crash before 3 replays the batch from the old state: the same messages and rows again, with
 the same ids, which every receiver and the sink count once. A crash after 3 but before the
 commit redelivers records the state already holds: the engine calls them duplicates.
@@ -54,11 +55,14 @@ from sinks.base import Ledger
 from tuike.inputs import decode_record, parse_record
 
 from .codec import decode_messages, encode_dead_letter, encode_messages, encode_sink
+from .offsets import OffsetBook, disable_faust_commits
 from .partitioning import partition_of
 from .settings import StreamSettings
 from .sink import SinkStats, batch_of, write_until_done
 
 log = logging.getLogger("tuike.worker")
+disable_faust_commits()  # offsets are tuike's: topologies/offsets.py
+
 
 STAGE_OF = {PROMOTERS: "promoters", WATCHERS: "promoters", CUSTOMERS: "customers", ORDERS: "orders"}
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -280,6 +284,12 @@ class Topology:
         self.tables = {p: self.app.Table(p, **table_options) for p in (PROMOTERS, WATCHERS, CUSTOMERS, ORDERS)}
         self.promoter_facts = self.app.GlobalTable("promoter-facts", **table_options)
         self.ctx = Context(config, PromoterView(self.promoter_facts, n))
+        self.offsets = OffsetBook(self.app, settings.app_id(generation), broker)
+
+        @self.app.on_partitions_revoked.connect
+        async def forget_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
+            self.offsets.forget(revoked)
+
         self.sink_topic = settings.internal(generation, "ledger")
         self._sink_partition = 0
         self.stats: dict[str, BatchResult] = defaultdict(BatchResult)
@@ -317,7 +327,9 @@ class Topology:
 
         async def process(stream):
             async for events in stream.take_events(settings.batch, within=settings.batch_ms / 1000):
-                result = await stage.apply(events)
+                admitted, offsets = await self.offsets.admit(events)
+                result = await stage.apply(admitted)
+                await self.offsets.commit(offsets)
                 totals.records += result.records
                 totals.entries += result.entries
                 totals.dead_letters += result.dead_letters
@@ -332,10 +344,13 @@ class Topology:
 
         async def sink(stream):
             async for events in stream.take_events(records_per_insert, within=settings.sink_ms / 1000):
+                admitted, offsets = await self.offsets.admit(events)
                 records = [(e.message.topic, e.message.value, f"{e.message.partition}:{e.message.offset}")
-                           for e in events]
+                           for e in admitted]
                 batch = batch_of(records, self.sink_topic)
                 batch.generation = self.generation
-                await write_until_done(ledger, batch, self.sink_stats, self.ledger_thread)
+                if len(batch):
+                    await write_until_done(ledger, batch, self.sink_stats, self.ledger_thread)
+                await self.offsets.commit(offsets)
 
         return sink
