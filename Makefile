@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench install clickhouse-up clickhouse-down kafka-up kafka-down clean
+.PHONY: demo test test-fast bench bench-stream install clickhouse-up clickhouse-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,19 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.embedded_throughput
+
+# The streaming pipeline against a raw aiokafka loop and a bare Faust agent, plus latency at a
+# steady rate (benchmarks/stream_throughput.py). Starts Kafka and ClickHouse like `make test`,
+# stops afterwards only the ones it started, and exits with the benchmark's code.
+# Options: make bench-stream BENCH_STREAM_ARGS="--events 50000 --workers 2 --partitions 4"
+bench-stream: $(STAMP)
+	@kafka_was_up=0; clickhouse_was_up=0; \
+	deploy/kafka.sh status >/dev/null 2>&1 && kafka_was_up=1; \
+	deploy/clickhouse.sh status >/dev/null 2>&1 && clickhouse_was_up=1; \
+	down() { [ $$kafka_was_up = 1 ] || deploy/kafka.sh down; [ $$clickhouse_was_up = 1 ] || deploy/clickhouse.sh down; }; \
+	deploy/clickhouse.sh up && deploy/kafka.sh up || { down; exit 1; }; \
+	$(BIN)/python -m benchmarks.stream_throughput $(BENCH_STREAM_ARGS); \
+	rc=$$?; down; exit $$rc
 
 clickhouse-up:
 	deploy/clickhouse.sh up

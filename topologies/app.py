@@ -275,8 +275,8 @@ class Topology:
             producer_max_batch_size=1_048_576,
             producer_max_request_size=4_194_304,
             stream_buffer_maxsize=8192,
-            broker_commit_interval=1.0,
-            broker_commit_every=50_000,
+            broker_session_timeout=10.0,  # a killed worker's partitions move after 10 s, not 60
+            broker_heartbeat_interval=3.0,
         )
         raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         table_options = dict(default=None, partitions=n, options={"driver": "rocksdict"},
