@@ -55,7 +55,7 @@ from sinks.base import Ledger
 from tuike.inputs import decode_record, parse_record
 
 from .codec import decode_messages, encode_dead_letter, encode_messages, encode_sink
-from .offsets import OffsetBook, disable_faust_commits
+from .offsets import COMMIT_SECONDS, OffsetBook, disable_faust_commits
 from .partitioning import partition_of
 from .settings import StreamSettings
 from .sink import SinkStats, batch_of, write_until_done
@@ -288,7 +288,11 @@ class Topology:
 
         @self.app.on_partitions_revoked.connect
         async def forget_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
-            self.offsets.forget(revoked)
+            await self.offsets.forget(revoked)
+
+        @self.app.timer(COMMIT_SECONDS)
+        async def commit_durable() -> None:
+            await self.offsets.flush()
 
         self.sink_topic = settings.internal(generation, "ledger")
         self._sink_partition = 0

@@ -12,7 +12,9 @@ to 20% of a backlog). The workers therefore disable Faust's commits and keep the
   an offset above it means Faust skipped records — the rest of that partition in the batch is
   held back and the consumer is sent back to ``expected`` to fetch them again.
 - Once the batch is durable (outputs, then state, both acked by Kafka), ``expected`` of every
-  partition it advanced is committed through Faust's consumer (the group member).
+  partition it advanced may be committed; commits go through Faust's consumer (the group
+  member) at most every ``COMMIT_SECONDS`` (a timer flushes the rest, and so does a
+  revocation), so a small batch does not pay a round trip to the group coordinator.
 
 So a committed offset always means "processed and durable", whatever Faust does with acks.
 """
@@ -20,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiokafka import TopicPartition
 from faust.types import TP
 
 log = logging.getLogger("tuike.offsets")
+COMMIT_SECONDS = 0.5
 
 
 def disable_faust_commits() -> None:
@@ -50,16 +54,21 @@ class OffsetBook:
         self.group = group
         self.broker = broker
         self.expected: dict[TP, int] = {}
-        self.refetching: dict[TP, int] = {}  # partitions sent back, and where to
+        self.refetching: dict[TP, tuple[int, float]] = {}  # partitions sent back: where to, when
+        self.pending: dict[TP, int] = {}  # durable, not yet committed
+        self.last_commit = 0.0
         self.seeks = 0  # times Faust skipped records and the consumer was sent back
         self._admin: Any = None
         self._lookup = asyncio.Lock()  # one admin client, shared by the agents
 
-    def forget(self, tps: set[TP]) -> None:
-        """Partitions revoked: another worker may advance them; ask the group again next time."""
+    async def forget(self, tps: set[TP]) -> None:
+        """Partitions revoked: commit what is durable, then ask the group again next time
+        (another worker may advance them meanwhile)."""
+        for tp in tps:
+            self.refetching.pop(tp, None)
+        await self.flush()
         for tp in tps:
             self.expected.pop(tp, None)
-            self.refetching.pop(tp, None)
 
     async def admit(self, events: list) -> tuple[list, dict[TP, int]]:
         """The events of a batch to process, in order (redeliveries and records after a gap are
@@ -85,22 +94,41 @@ class OffsetBook:
             self.refetching.pop(tp, None)
             admitted.append(event)
         for tp, want in gaps.items():
-            if self.refetching.get(tp) == want:
-                continue  # already sent back; these are records fetched before the seek
-            self.refetching[tp] = want
-            self.seeks += 1
-            log.info("records %s from offset %d were skipped by the consumer; fetching them again", tp, want)
-            await self.app.consumer.seek(tp, want)
+            await self._refetch(tp, want)
         return admitted, {e.message.tp: self.expected[e.message.tp] for e in admitted}
 
     async def commit(self, offsets: dict[TP, int]) -> None:
-        """Commit offsets of a durable batch."""
+        """Offsets of a durable batch: committed now, or with the next flush."""
+        self.pending.update(offsets)
+        if time.monotonic() - self.last_commit >= COMMIT_SECONDS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit what is durable; re-seek partitions whose refetch has not arrived."""
+        now = time.monotonic()
+        for tp, (want, since) in list(self.refetching.items()):
+            if now - since >= COMMIT_SECONDS and tp in self.expected:
+                await self._refetch(tp, want)
+        offsets, self.pending = self.pending, {}
+        self.last_commit = time.monotonic()
         if not offsets:
             return
         try:
             await self.app.consumer._commit(offsets)
         except Exception as exc:  # a rebalance under way: the records come again and count once
             log.warning("commit of %d partitions failed (%s); they will be redelivered", len(offsets), exc)
+
+    async def _refetch(self, tp: TP, want: int) -> None:
+        """Send the consumer back to ``want``. Records fetched before the seek may still be
+        drained after it, and Faust then drops the refetched ones as already read; so every
+        batch that still shows the gap, and :meth:`flush` while nothing arrives, seeks again."""
+        self.refetching[tp] = (want, time.monotonic())
+        self.seeks += 1
+        log.info("records %s from offset %d were skipped by the consumer; fetching them again", tp, want)
+        try:
+            await self.app.consumer.seek(tp, want)
+        except Exception as exc:  # revoked meanwhile: the next owner starts from the commit
+            log.warning("could not seek %s back to %d (%s)", tp, want, exc)
 
     async def _starting_offsets(self, tps: set[TP]) -> dict[TP, int]:
         """The group's committed offset per partition, or the log start where it has none."""

@@ -8,9 +8,9 @@ every topic and the consumer group, so environments can share a cluster). Pure: 
 | ``topic_prefix`` | ``tuike`` | prefix of every topic, internal topic and consumer group |
 | ``partitions`` | 4 | partitions of every topic tuike creates (all must be equal: co-partitioning) |
 | ``batch`` | 2000 | events a stateful agent takes at once (``stream.take``) |
-| ``batch_ms`` | 50 | how long an agent waits to fill a batch |
+| ``batch_ms`` | 20 | how long an agent waits to fill a batch (each of the 3 hops adds up to this) |
 | ``sink_batch`` | 20000 | ledger rows per ClickHouse insert at most |
-| ``sink_ms`` | 200 | how long the sink waits to fill an insert (bounds ledger latency) |
+| ``sink_ms`` | 100 | how long the sink waits to fill an insert (bounds ledger latency) |
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ class StreamSettings:
     topic_prefix: str = "tuike"
     partitions: int = 4
     batch: int = 2000
-    batch_ms: int = 50
+    batch_ms: int = 20
     sink_batch: int = 20_000
-    sink_ms: int = 200
+    sink_ms: int = 100
 
     def topic(self, name: str) -> str:
         """``tuike.orders``, ``tuike.deadletter``, and internal ``tuike.g0.to-customers``…"""
