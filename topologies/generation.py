@@ -87,7 +87,7 @@ async def start_replay(broker: str, settings: StreamSettings, start: str | None)
     Rewinding keeps the state, so every event the workers already hold comes back as a
     duplicate and changes nothing; events the workers never saw (or dead-lettered before a
     fix) are applied. Rebuilding derives everything again into a new generation."""
-    from .admin import _consumer, group_members
+    from .admin import _admin, _consumer, _describe_partitions, group_members
 
     current = await read_control(broker, settings)
     generation = int(current["generation"]) if current else 0
@@ -96,11 +96,16 @@ async def start_replay(broker: str, settings: StreamSettings, start: str | None)
     if members:
         raise ReplayRefused(f"{members} worker(s) of group {group} are running: stop every `tuike worker` "
                             "first (a replay under running workers would mix two derivations)")
+    admin = await _admin(broker)
+    try:
+        parts = await _describe_partitions(admin, list(settings.inputs))
+    finally:
+        await admin.close()
+    tps = [TopicPartition(t, p) for t in settings.inputs for p in parts.get(t, ())]
+    if not tps:
+        raise ReplayRefused(f"no input topics {', '.join(settings.inputs)} on {broker}: nothing to replay")
     consumer = await _consumer(broker)
     try:
-        tps = [TopicPartition(t, p) for t in settings.inputs for p in sorted(consumer.partitions_for_topic(t) or ())]
-        if not tps:
-            raise ReplayRefused(f"no input topics {', '.join(settings.inputs)} on {broker}: nothing to replay")
         ends = await consumer.end_offsets(tps)
         if start in (None, "earliest"):
             begins = await consumer.beginning_offsets(tps)

@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
 log = logging.getLogger("tuike.offsets")
@@ -114,9 +115,12 @@ class OffsetBook:
         if not offsets:
             return
         try:
-            await self.app.consumer._commit(offsets)
-        except Exception as exc:  # a rebalance under way: the records come again and count once
-            log.warning("commit of %d partitions failed (%s); they will be redelivered", len(offsets), exc)
+            done = await self.app.consumer._commit(offsets)
+        except Exception as exc:  # a rebalance under way
+            log.warning("commit of %d partitions failed (%s); trying again", len(offsets), exc)
+            done = False
+        if not done:  # keep what is still ours for the next flush; a revoked partition is the next owner's
+            self.pending = {**{tp: o for tp, o in offsets.items() if tp in self.expected}, **self.pending}
 
     async def _refetch(self, tp: TP, want: int) -> None:
         """Send the consumer back to ``want``. Records fetched before the seek may still be
@@ -126,7 +130,7 @@ class OffsetBook:
         self.seeks += 1
         log.info("records %s from offset %d were skipped by the consumer; fetching them again", tp, want)
         try:
-            await self.app.consumer.seek(tp, want)
+            await self.app.consumer.seek_wait({tp: want})  # in the consumer's own thread
         except Exception as exc:  # revoked meanwhile: the next owner starts from the commit
             log.warning("could not seek %s back to %d (%s)", tp, want, exc)
 
@@ -138,7 +142,15 @@ class OffsetBook:
             self._admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
             await self._admin.start()
         wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-        committed = await self._admin.list_consumer_group_offsets(self.group, partitions=wanted)
+        for attempt in range(20):  # the coordinator may not be known yet right after start
+            try:
+                committed = await self._admin.list_consumer_group_offsets(self.group, partitions=wanted)
+                break
+            except KafkaError as exc:
+                if attempt == 19:
+                    raise
+                log.info("committed offsets of %s not available yet (%s); retrying", self.group, exc)
+                await asyncio.sleep(0.25)
         out: dict[TP, int] = {}
         missing = []
         for tp in tps:
