@@ -32,7 +32,7 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
     state = state or _empty()
     event = msg.body
     if msg.kind == "recheck":
-        _remember(state, msg.body["promoter"], msg.body["facts"], ctx)
+        _remember(state, msg.body["promoter"], msg.body["facts"])
     lookup = _promoters(state, ctx)
     if msg.kind == "order":  # the order processor accepted a payment by this customer
         order_id = msg.body["order"]
@@ -43,8 +43,11 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
             _attribute(msg.key, state, msg.cause, ctx, lookup, out, only=order_id)
             return state
     elif msg.kind == "drop":  # the payment was replaced by an earlier one of another customer
-        state["orders"].pop(msg.body["order"], None)
-        state["sent"].pop(msg.body["order"], None)
+        order_id = msg.body["order"]
+        state["orders"].pop(order_id, None)
+        sent = state["sent"].get(order_id)
+        if sent:  # keep counting versions: if this customer pays it again, the answer must be newer
+            state["sent"][order_id] = [sent[0], None]
     elif isinstance(event, CustomerBound):
         if not _insert(state["binds"], [event.ts_ms, event.event_id, event.promoter_id]):
             out.duplicates += 1
@@ -62,18 +65,19 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
     return state
 
 
-def _remember(state: dict, promoter_id: str, facts: dict, ctx: Context) -> None:
-    """Keep facts a recheck brought while this worker's view of promoters is older than them."""
-    have = ctx.promoter(promoter_id)
-    if have is None or have["v"] < facts["v"]:
-        state.setdefault("told", {})[promoter_id] = facts
+def _remember(state: dict, promoter_id: str, facts: dict) -> None:
+    """Keep facts a recheck brought. They stay: the view a later computation reads may be
+    another worker's replica, further behind (facts only grow, so keeping the newest is safe)."""
+    told = state.setdefault("told", {})
+    mine = told.get(promoter_id)
+    if mine is None or mine["v"] < facts["v"]:
+        told[promoter_id] = facts
 
 
 def _promoters(state: dict, ctx: Context) -> Lookup:
     """The context's promoter view, overlaid with newer facts that rechecks told this customer.
 
-    Facts only grow (a higher version holds every earlier fact), so the newer of the two is
-    right; an overlay entry is dropped as soon as the view has caught up with it.
+    Facts only grow (a higher version holds every earlier fact), so the newer of the two is right.
     """
     told = state.get("told")
     if not told:
@@ -82,12 +86,7 @@ def _promoters(state: dict, ctx: Context) -> Lookup:
     def lookup(promoter_id: str) -> dict | None:
         mine = told.get(promoter_id)
         have = ctx.promoter(promoter_id)
-        if mine is None:
-            return have
-        if have is not None and have["v"] >= mine["v"]:
-            del told[promoter_id]
-            if not told:
-                del state["told"]
+        if mine is None or (have is not None and have["v"] >= mine["v"]):
             return have
         return mine
 
