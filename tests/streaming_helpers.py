@@ -1,0 +1,445 @@
+"""Helpers for tests/test_streaming.py: real `tuike worker` processes on a real broker and
+ClickHouse server, waiting for them to finish, and comparing ledgers.
+
+Nothing here is mocked. A :class:`Worker` is a child process of its own session (so a signal
+sent to it never reaches pytest), killed by its own pid only, its stdout and stderr in
+``<data-dir>/worker.log``. :func:`wait_until_done` polls the consumer group's lag and the
+ledger until both are still; :func:`summarize` reads the figures the tests compare from either
+ledger (chDB or server), with the same SQL.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable
+
+REPO = Path(__file__).resolve().parents[1]
+_SCRIPT = Path(sys.executable).with_name("tuike")
+TUIKE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tuike.cli"]
+
+T0 = time.monotonic()
+
+
+def note(text: str) -> None:
+    """A progress line for `pytest -s` (the time since the module was imported)."""
+    print(f"[{time.monotonic() - T0:7.1f}s] {text}", flush=True)
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TUIKE_BROKER", "TUIKE_CLICKHOUSE")}
+    env["TUIKE_PROGRESS"] = "0"
+    return env
+
+
+def tuike(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*TUIKE, *args], cwd=cwd, env=child_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ok(p: subprocess.CompletedProcess, code: int = 0) -> subprocess.CompletedProcess:
+    assert p.returncode == code, (f"`tuike {' '.join(p.args[len(TUIKE):])}` exited {p.returncode}, wanted {code}\n"
+                                  f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    assert "Traceback" not in p.stderr, f"a traceback (a bug):\n{p.stderr}"
+    return p
+
+
+def write_config(path: Path, prefix: str, partitions: int = 4) -> Path:
+    path.write_text(f"kafka:\n  topic_prefix: {prefix}\n  partitions: {partitions}\n")
+    return path
+
+
+# --- workers -----------------------------------------------------------------------------
+
+
+class Worker:
+    """One `tuike worker` process with its own --data-dir."""
+
+    def __init__(self, name: str, data_dir: Path, *, config: Path, clickhouse: str, broker: str):
+        self.name = name
+        self.data_dir = data_dir
+        self.args = ["worker", "--clickhouse", clickhouse, "--data-dir", str(data_dir), "--broker", broker,
+                     "--config", str(config), "--loglevel", os.environ.get("TUIKE_TEST_WORKER_LOGLEVEL", "warning")]
+        self.log = data_dir / "worker.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.terminating = False
+
+    def start(self) -> "Worker":
+        assert not self.alive(), f"{self.name} is already running"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        self.terminating = False
+        with open(self.log, "ab") as log:
+            log.write(f"==== start {self.starts} ====\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen([*TUIKE, *self.args], cwd=self.data_dir, env=child_env(),
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, n: int = 25) -> str:
+        return "\n".join(self.text().splitlines()[-n:])
+
+    def last_progress(self) -> str:
+        lines = [ln for ln in self.text().splitlines() if ln.startswith("tuike worker:")]
+        return lines[-1][len("tuike worker: "):] if lines else "(no progress line yet)"
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all, as a crashed machine."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def terminate(self) -> None:
+        """SIGTERM, once (a second one during Faust's shutdown would kill it mid-way)."""
+        if self.alive() and not self.terminating:
+            self.terminating = True
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 45) -> int | None:
+        """SIGTERM, wait; SIGKILL if it did not stop in time. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                self.terminate()
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                note(f"{self.name} (pid {self.proc.pid}) did not stop {timeout:.0f} s after SIGTERM: SIGKILL")
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+            except ProcessLookupError:
+                pass
+        return self.proc.returncode
+
+
+class Workers(list):
+    """The workers of one test; ``stop_all`` in a finally or a fixture's teardown."""
+
+    def stop_all(self) -> list[int | None]:
+        """SIGTERM to every running worker at once (one leaving alone would start a rebalance the
+        others are caught in), then wait for each; SIGKILL whoever does not stop. Exit codes."""
+        for w in self:
+            w.terminate()
+        codes = []
+        for w in self:
+            try:
+                codes.append(w.stop())
+            except Exception as exc:  # keep stopping the others
+                note(f"stopping {w.name}: {exc!r}")
+                codes.append(None)
+        return codes
+
+    def describe(self, tail: int = 20) -> str:
+        return "\n".join(f"--- {w.name} (pid {w.pid}, {'alive' if w.alive() else f'exit {w.proc.returncode if w.proc else None}'}),"
+                         f" {w.log}:\n{w.tail(tail)}" for w in self)
+
+
+# --- Kafka state -------------------------------------------------------------------------
+
+
+def group_topics(settings: Any, generation: int) -> list[str]:
+    """Every topic the workers' group of ``generation`` consumes (changelogs are read by table
+    recovery, not by the group): the inputs, the dead letters, the routed and the sink topics."""
+    internal = [settings.internal(generation, n) for n in ("ledger", "to-promoters", "to-customers", "to-orders")]
+    return [*settings.inputs, settings.deadletter, *internal]
+
+
+def lag_rows(broker: str, settings: Any, generation: int) -> list:
+    from topologies.admin import consumer_lag_sync
+
+    return consumer_lag_sync(broker, settings.app_id(generation), group_topics(settings, generation), settings)
+
+
+def input_progress(rows: Iterable, settings: Any) -> tuple[int, int]:
+    """(committed, end) summed over the four input topics."""
+    inputs = [r for r in rows if r.topic in settings.inputs]
+    return sum(r.committed or 0 for r in inputs), sum(r.end for r in inputs)
+
+
+def format_lag(rows: Iterable) -> str:
+    return "\n".join(f"  {r.topic:<34} p{r.partition}  committed {r.committed}  end {r.end}  lag {r.lag}" for r in rows)
+
+
+def members(broker: str, group: str) -> int:
+    from topologies.admin import group_members_sync
+
+    return group_members_sync(broker, group)
+
+
+def assignment(broker: str, group: str) -> tuple[str, dict[str, int]]:
+    """The group's state and, per member, how many input partitions it is assigned."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    async def run():
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            return await admin.describe_consumer_groups([group])
+        finally:
+            await admin.close()
+
+    state, out = "Dead", {}
+    for response in asyncio.run(run()):
+        for g in response.to_object()["groups"]:
+            if g["group"] != group:
+                continue
+            state = g["state"]
+            for m in g["members"]:
+                parts = 0
+                if m["member_assignment"]:
+                    decoded = ConsumerProtocolMemberAssignment.decode(m["member_assignment"])
+                    parts = sum(len(ps) for _t, ps in decoded.assignment)
+                out[m["member_id"]] = parts
+    return state, out
+
+
+def wait_for_members(broker: str, group: str, n: int, workers: Workers, timeout: float = 120) -> float:
+    """Until ``group`` is Stable with ``n`` members, each assigned partitions (so every worker
+    takes part from the first record on)."""
+    t0 = time.monotonic()
+    while True:
+        check_alive(workers)
+        state, parts = assignment(broker, group)
+        if state == "Stable" and len(parts) == n and all(parts.values()):
+            return time.monotonic() - t0
+        assert time.monotonic() - t0 < timeout, (f"group {group} is {state} with {len(parts)} members "
+                                                 f"(partitions each: {sorted(parts.values())}), not {n} with "
+                                                 f"partitions, {timeout:.0f} s after the workers started\n"
+                                                 f"{workers.describe()}")
+        time.sleep(1)
+
+
+def check_alive(workers: Workers) -> None:
+    dead = [w for w in workers if not w.alive()]
+    assert not dead, "a worker died:\n" + workers.describe(40)
+
+
+# --- ledgers -----------------------------------------------------------------------------
+
+
+def ledger_activity(ledger: Any, generation: int) -> tuple[int, int]:
+    """Rows ever inserted (duplicates included, so any insert changes it): ledger, dead letters."""
+    rows = ledger.query(f"SELECT count() FROM ledger_entries WHERE generation = {generation}").rows[0][0]
+    dead = ledger.query("SELECT count() FROM dead_letters_raw").rows[0][0]
+    return int(rows), int(dead)
+
+
+def live_generation(ledger: Any) -> int:
+    return int(ledger.query("SELECT max(generation) FROM ledger_generations").rows[0][0] or 0)
+
+
+@dataclass
+class Done:
+    seconds: float
+    ledger_rows: int
+    dead_rows: int
+    lag: list
+
+
+def wait_until_done(*, broker: str, settings: Any, generation: int, clickhouse: str, workers: Workers,
+                    timeout: float = 240, stable: float = 6.0, label: str = "",
+                    until_live: bool = False) -> Done:
+    """Poll until every topic of the group has lag 0 (the inputs fully committed) and the ledger
+    has not changed for ``stable`` seconds (and, with ``until_live``, the views show
+    ``generation``). Prints progress every ~10 s; fails with the lag and the workers' logs."""
+    from sinks.server_sink import ServerLedger
+
+    t0 = time.monotonic()
+    last_note = 0.0
+    last_activity: tuple[int, int] | None = None
+    still_since = time.monotonic()
+    ledger = ServerLedger(clickhouse)
+    try:
+        while True:
+            check_alive(workers)
+            rows = lag_rows(broker, settings, generation)
+            activity = ledger_activity(ledger, generation)
+            live = live_generation(ledger)
+            now = time.monotonic()
+            if activity != last_activity:
+                last_activity, still_since = activity, now
+            committed, end = input_progress(rows, settings)
+            lag = sum(r.lag for r in rows)
+            inputs_done = end > 0 and committed == end
+            if now - last_note >= 10:
+                last_note = now
+                note(f"{label} {now - t0:5.0f}s: inputs {committed:,}/{end:,}, lag {lag:,}, ledger rows "
+                     f"{activity[0]:,} (+{activity[1]:,} dead letters), views on generation {live}; "
+                     + " | ".join(f"{w.name}: {w.last_progress()}" for w in workers))
+            if lag == 0 and inputs_done and now - still_since >= stable and (not until_live or live == generation):
+                note(f"{label} done in {now - t0:.0f}s: {activity[0]:,} ledger rows inserted, "
+                     f"{activity[1]:,} dead letters, lag 0 on {len(rows)} partitions")
+                return Done(now - t0, activity[0], activity[1], rows)
+            if now - t0 > timeout:
+                raise AssertionError(
+                    f"{label}: not caught up {timeout:.0f} s after waiting started: inputs {committed:,}/{end:,} "
+                    f"committed, total lag {lag:,}, ledger last changed {now - still_since:.0f} s ago, views on "
+                    f"generation {live} (want {generation})\nlag of group {settings.app_id(generation)}:\n"
+                    f"{format_lag(rows)}\n{workers.describe(30)}")
+            time.sleep(2)
+    finally:
+        ledger.close()
+
+
+@dataclass
+class Summary:
+    """What the tests compare between two ledgers."""
+
+    name: str
+    net: set = field(default_factory=set)  # (order_id, sku, beneficiary, level, net amount), net != 0
+    status: set = field(default_factory=set)  # (beneficiary, status_after, amount), amount != 0
+    kinds: dict = field(default_factory=dict)  # kind -> (rows, sum)
+    count: int = 0
+    unique: int = 0
+    dead: list = field(default_factory=list)  # (source, position, reason)
+
+    def sum_of(self, *kinds: str) -> Decimal:
+        return sum((self.kinds.get(k, (0, Decimal(0)))[1] for k in kinds), Decimal("0.00"))
+
+    @property
+    def engine_refusals(self) -> Counter:
+        return Counter(reason for source, _p, reason in self.dead if source == "engine")
+
+    @property
+    def invalid_input(self) -> Counter:
+        return Counter(reason for source, _p, reason in self.dead if source != "engine")
+
+
+SUMMARY_SQL = {
+    "net": "SELECT order_id, item_sku, beneficiary_id, level, sum(amount) AS s FROM commission_ledger "
+           "GROUP BY order_id, item_sku, beneficiary_id, level HAVING s != 0",
+    "status": "SELECT beneficiary_id, status_after, sum(amount) AS s FROM commission_ledger "
+              "GROUP BY beneficiary_id, status_after HAVING s != 0",
+    "kinds": "SELECT kind, count(), sum(amount) FROM commission_ledger GROUP BY kind",
+    "count": "SELECT count(), uniqExact(entry_id) FROM commission_ledger",
+    "dead": "SELECT source, position, reason FROM dead_letters",
+}
+
+
+def summarize(ledger: Any, name: str) -> Summary:
+    q = {k: ledger.query(sql).rows for k, sql in SUMMARY_SQL.items()}
+    s = Summary(name)
+    s.net = {(o, sku, b, int(lv), Decimal(a)) for o, sku, b, lv, a in q["net"]}
+    s.status = {(b, st, Decimal(a)) for b, st, a in q["status"]}
+    s.kinds = {k: (int(n), Decimal(a)) for k, n, a in q["kinds"]}
+    s.count, s.unique = (int(x) for x in q["count"][0])
+    s.dead = [tuple(r) for r in q["dead"]]
+    return s
+
+
+def summarize_chdb(data_dir: Path, name: str) -> Summary:
+    """The embedded ledger in ``data_dir`` (open only once its `tuike run` has finished)."""
+    from sinks.chdb_sink import ChdbLedger
+
+    return _summarize_closing(ChdbLedger(data_dir), name)
+
+
+def summarize_server(clickhouse: str, name: str) -> Summary:
+    from sinks.server_sink import ServerLedger
+
+    return _summarize_closing(ServerLedger(clickhouse), name)
+
+
+def _summarize_closing(ledger, name: str) -> Summary:
+    try:
+        return summarize(ledger, name)
+    finally:
+        ledger.close()
+
+
+def _first(items: Iterable, n: int = 8) -> str:
+    items = sorted(items, key=repr)
+    return "\n".join(f"      {x}" for x in items[:n]) + (f"\n      … {len(items) - n} more" if len(items) > n else "")
+
+
+def _by_partition(keys: set, partitions: int) -> dict[int, int]:
+    from topologies.partitioning import partition_of
+
+    orders = {k[0] for k in keys}
+    out: dict[int, int] = {}
+    for o in orders:
+        p = partition_of(o, partitions)
+        out[p] = out.get(p, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def compare(ref: Summary, got: Summary, *, refusals_must_match: bool = False, partitions: int = 4) -> list[str]:
+    """Assert the invariants between two ledgers of the same events (contract §1.2, §4); print
+    the figures that may legitimately differ. Returns the printed notes (discrepancies that are
+    allowed), for the report."""
+    problems: list[str] = []
+    notes: list[str] = []
+    for what, a, b in (("net money per (order_id, item_sku, beneficiary_id, level)", ref.net, got.net),
+                       ("net money per (beneficiary_id, status_after)", ref.status, got.status)):
+        if a != b:
+            where = ""
+            if len(next(iter(a | b))) == 5:  # per order: which partitions the orders that differ live in
+                where = (f"\n    orders that differ, per partition of order_id: only in {ref.name} "
+                         f"{_by_partition(a - b, partitions)}, only in {got.name} {_by_partition(b - a, partitions)}; "
+                         f"money only in {ref.name} {sum(k[4] for k in a - b)}, only in {got.name} {sum(k[4] for k in b - a)}")
+            problems.append(f"{what} differs: {len(a)} rows in {ref.name}, {len(b)} in {got.name}; "
+                            f"{len(a - b)} only in {ref.name}:\n{_first(a - b)}\n    {len(b - a)} only in {got.name}:\n"
+                            f"{_first(b - a)}{where}")
+    kinds = sorted(set(ref.kinds) | set(got.kinds))
+    table = [f"    {'kind':<9}{ref.name + ' rows':>22}{got.name + ' rows':>22}{ref.name + ' sum':>22}{got.name + ' sum':>22}"]
+    for k in kinds:
+        rn, rs = ref.kinds.get(k, (0, Decimal("0.00")))
+        gn, gs = got.kinds.get(k, (0, Decimal("0.00")))
+        table.append(f"    {k:<9}{rn:>22,}{gn:>22,}{rs:>22}{gs:>22}")
+        if k not in ("accrue", "reverse") and rs != gs:
+            problems.append(f"sum(amount) of kind {k}: {ref.name} {rs}, {got.name} {gs}")
+        if (rn, rs) != (gn, gs):
+            notes.append(f"kind {k}: {ref.name} {rn:,} rows sum {rs}, {got.name} {gn:,} rows sum {gs}")
+    ra, ga = ref.sum_of("accrue", "reverse"), got.sum_of("accrue", "reverse")
+    table.append(f"    {'acc+rev':<9}{'':>22}{'':>22}{ra:>22}{ga:>22}")
+    if ra != ga:
+        problems.append(f"sum(amount) of accrue + reverse: {ref.name} {ra}, {got.name} {ga}")
+    table.append(f"    {'total':<9}{ref.count:>22,}{got.count:>22,}{ref.sum_of(*ref.kinds):>22}{got.sum_of(*got.kinds):>22}")
+    for s in (ref, got):
+        if s.count != s.unique:
+            problems.append(f"{s.name}: commission_ledger has {s.count:,} rows but {s.unique:,} distinct entry_id: "
+                            f"{s.count - s.unique:,} counted twice")
+    if ref.invalid_input != got.invalid_input:
+        problems.append(f"dead letters of invalid input (by reason) differ: {sum(ref.invalid_input.values())} in "
+                        f"{ref.name}, {sum(got.invalid_input.values())} in {got.name}; only in {ref.name}: "
+                        f"{dict(ref.invalid_input - got.invalid_input)}; only in {got.name}: "
+                        f"{dict(got.invalid_input - ref.invalid_input)}")
+    if ref.engine_refusals != got.engine_refusals:
+        msg = (f"engine refusals in dead_letters differ: {sum(ref.engine_refusals.values())} in {ref.name}, "
+               f"{sum(got.engine_refusals.values())} in {got.name}; only in {ref.name}: "
+               f"{sorted((ref.engine_refusals - got.engine_refusals).elements())}; only in {got.name}: "
+               f"{sorted((got.engine_refusals - ref.engine_refusals).elements())}")
+        (problems if refusals_must_match else notes).append(msg)
+    note(f"{ref.name} vs {got.name}: {len(ref.net):,} / {len(got.net):,} non-zero (order, item, beneficiary, level) "
+         f"nets; {len(ref.status):,} / {len(got.status):,} (beneficiary, status) balances; dead letters "
+         f"{len(ref.dead)} / {len(got.dead)}\n" + "\n".join(table))
+    for n in notes:
+        note(f"  allowed difference: {n}")
+    assert not problems, f"{got.name} is not the ledger of {ref.name}:\n  - " + "\n  - ".join(problems)
+    return notes
