@@ -663,7 +663,7 @@ async def phase_latency(run: Run, watch: Watch, workers: list[subprocess.Popen],
     from topologies.admin import ROUTES
 
     args = run.args
-    rate = max(run.results["pipeline"]["rate"] / 2, 50.0)
+    rate = args.rate or max(run.results["pipeline"]["rate"] / 2, 50.0)
     count = max(int(rate * args.duration), 1000)
     raw = run.tmp / "batch2-raw.jsonl"
     events_path = run.tmp / "batch2.jsonl"
@@ -858,7 +858,8 @@ async def main_async(args: argparse.Namespace) -> int:
     from tuike.demo import DEMO_CONFIG_YAML
 
     config = tmp / "tuike.yaml"
-    config.write_text(DEMO_CONFIG_YAML + f"\nkafka:\n  topic_prefix: {prefix}\n  partitions: {args.partitions}\n")
+    extra = "".join(f"  {k.strip()}: {v.strip()}\n" for k, _, v in (kv.partition("=") for kv in args.kafka))
+    config.write_text(DEMO_CONFIG_YAML + f"\nkafka:\n  topic_prefix: {prefix}\n  partitions: {args.partitions}\n{extra}")
     run = Run(args, tmp, prefix, db, config)
     run.results.update({"started": datetime.now().isoformat(timespec="seconds"), "events": args.events,
                         "workers": args.workers, "partitions": args.partitions, "seed": args.seed,
@@ -931,6 +932,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
     ap.add_argument("--seed", type=int, default=1, help="the backlog's shop (the latency shop is seed+1)")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of steady load for the latency (0: skip)")
+    ap.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
+                    help="a kafka: setting for the workers, e.g. --kafka sink_ms=300 (repeatable)")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="events/s of the steady load (default: half the measured pipeline rate)")
     ap.add_argument("--broker", default=DEFAULT_BROKER, help=f"Kafka bootstrap server (default {DEFAULT_BROKER})")
     ap.add_argument("--clickhouse", default=DEFAULT_CLICKHOUSE,
                     help=f"ClickHouse server, without database (default {DEFAULT_CLICKHOUSE})")
