@@ -31,6 +31,7 @@ from faust.types import TP
 
 log = logging.getLogger("tuike.offsets")
 COMMIT_SECONDS = 0.5
+SEEK_TIMEOUT = 10.0
 
 
 def disable_faust_commits() -> None:
@@ -130,9 +131,24 @@ class OffsetBook:
         self.seeks += 1
         log.info("records %s from offset %d were skipped by the consumer; fetching them again", tp, want)
         try:
-            await self.app.consumer.seek_wait({tp: want})  # in the consumer's own thread
-        except Exception as exc:  # revoked meanwhile: the next owner starts from the commit
-            log.warning("could not seek %s back to %d (%s)", tp, want, exc)
+            await asyncio.wait_for(self._seek(tp, want), SEEK_TIMEOUT)
+        except Exception as exc:  # revoked meanwhile, or busy: flush() tries again while it is missing
+            log.warning("could not seek %s back to %d (%r); trying again", tp, want, exc)
+
+    async def _seek(self, tp: TP, offset: int) -> None:
+        """Seek in the consumer's own thread (aiokafka is not thread-safe), and tell Faust's
+        drain loop the records from ``offset`` on are wanted again. Unlike Faust's
+        ``seek_wait`` it does not wait for the position, which was seen to hang."""
+        thread = self.app.consumer._thread
+
+        async def seek() -> None:
+            thread._ensure_consumer().seek(tp, offset)
+            if offset > 0:
+                thread.consumer._read_offset[tp] = offset
+            else:
+                thread.consumer._read_offset.pop(tp, None)
+
+        await thread.call_thread(seek)
 
     async def _starting_offsets(self, tps: set[TP]) -> dict[TP, int]:
         """The group's committed offset per partition, or the log start where it has none."""
