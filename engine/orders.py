@@ -163,19 +163,18 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
             beneficiary_id=step.beneficiary, level=step.level, kind=kind, amount=delta,
             rate=step.rate, rule_id=step.rule_id, currency=paid["cur"], status_after=step.bucket,
         ))
-    if touched:
-        for who, by in sorted(_net_by_status(held, touched).items()):
-            out.messages.append(Message(TALLIES, who, "tally", {"order": order_id, "by": by}, cause))
+    for who in sorted(touched):
+        out.messages.append(Message(TALLIES, who, "tally", {"order": order_id, "by": _net_by_status(held, who)}, cause))
 
 
-def _net_by_status(held: dict[str, list], touched: set[str]) -> dict[str, dict[str, str]]:
-    """What the ledger holds from this order per beneficiary in ``touched`` and status (zeros left out)."""
-    net: dict[str, dict[str, Decimal]] = {who: {} for who in touched}
+def _net_by_status(held: dict[str, list], who: str) -> dict[str, str]:
+    """What the ledger holds for ``who`` from this order, per status (zeros left out)."""
+    net: dict[str, Decimal] = {}
     for key, have in held.items():
-        _sku, who, _level, _kind, _cause, bucket = parse_step_key(key)
-        if who in net:
-            net[who][bucket] = net[who].get(bucket, ZERO) + Decimal(have[0])
-    return {who: {status: str(a) for status, a in sorted(by.items()) if a} for who, by in net.items()}
+        _sku, beneficiary, _level, _kind, _cause, bucket = parse_step_key(key)
+        if beneficiary == who:
+            net[bucket] = net.get(bucket, ZERO) + Decimal(have[0])
+    return {status: str(amount) for status, amount in sorted(net.items()) if amount}
 
 
 def _held_step(key: str, have: list) -> Step:
