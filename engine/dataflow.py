@@ -11,7 +11,6 @@ routes them through Kafka topics keyed the same way. Equivalence holds by constr
 | watchers | promoter_id | customers whose attribution read this promoter | watch, changed |
 | customers | customer_id | binds, clicks, paid orders, what was sent per order | customer.bound, click, order.paid, recheck |
 | orders | order_id | order facts, frozen terms, what the ledger holds per step | order.*, review.decided, attributed |
-| tallies | beneficiary_id | net per status, per order and in total (display only) | tally |
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from .config import Config
 from .dead_letter import DeadLetter
 from .ledger_entry import LedgerEntry
 
-PROMOTERS, WATCHERS, CUSTOMERS, ORDERS, TALLIES = "promoters", "watchers", "customers", "orders", "tallies"
+PROMOTERS, WATCHERS, CUSTOMERS, ORDERS = "promoters", "watchers", "customers", "orders"
 
 
 @dataclass(frozen=True, slots=True)

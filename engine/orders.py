@@ -13,7 +13,7 @@ import orjson
 
 from schemas.events import OrderCancelled, OrderCompleted, OrderPaid, OrderRefunded, ReviewDecided
 
-from .dataflow import CUSTOMERS, TALLIES, Context, Message, Output
+from .dataflow import CUSTOMERS, Context, Message, Output
 from .dead_letter import DeadLetter
 from .ledger_entry import LedgerEntry, entry_id, step_entry_id
 from .lifecycle import Step, desired_steps, parse_step_key, refund_shares
@@ -139,7 +139,6 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
     held: dict[str, list] = state["steps"]
     changed = [k for k, step in desired.items() if k not in held or held[k][0] != str(step.amount)]
     changed += [k for k, have in held.items() if k not in desired and have[0] != "0.00"]
-    touched: set[str] = set()
     for key in sorted(changed):
         have = held.get(key)
         want = desired[key].amount if key in desired else ZERO
@@ -155,7 +154,6 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
             kind = "accrue" if delta > 0 else "reverse"
         else:
             kind = "reverse" if delta < 0 else "accrue"
-        touched.add(step.beneficiary)
         out.entries.append(LedgerEntry(
             entry_id=step_entry_id(order_id, key, n),
             event_id=step.cause if n == 0 else cause,
@@ -163,18 +161,6 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
             beneficiary_id=step.beneficiary, level=step.level, kind=kind, amount=delta,
             rate=step.rate, rule_id=step.rule_id, currency=paid["cur"], status_after=step.bucket,
         ))
-    for who in sorted(touched):
-        out.messages.append(Message(TALLIES, who, "tally", {"order": order_id, "by": _net_by_status(held, who)}, cause))
-
-
-def _net_by_status(held: dict[str, list], who: str) -> dict[str, str]:
-    """What the ledger holds for ``who`` from this order, per status (zeros left out)."""
-    net: dict[str, Decimal] = {}
-    for key, have in held.items():
-        _sku, beneficiary, _level, _kind, _cause, bucket = parse_step_key(key)
-        if beneficiary == who:
-            net[bucket] = net.get(bucket, ZERO) + Decimal(have[0])
-    return {status: str(amount) for status, amount in sorted(net.items()) if amount}
 
 
 def _held_step(key: str, have: list) -> Step:

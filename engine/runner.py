@@ -13,10 +13,9 @@ from schemas.events import Click, CustomerBound, Event, PromoterBanned, Promoter
 
 from .config import Config
 from .customers import handle_customer
-from .dataflow import CUSTOMERS, ORDERS, PROMOTERS, TALLIES, WATCHERS, Context, Message, Output
+from .dataflow import CUSTOMERS, ORDERS, PROMOTERS, WATCHERS, Context, Message, Output
 from .orders import handle_order
 from .promoters import handle_promoter, handle_watchers
-from .tallies import handle_tally
 from .store import Store
 
 Handler = Callable[[dict | None, Message, Context, Output], dict | None]
@@ -26,7 +25,6 @@ HANDLERS: dict[str, Handler] = {
     WATCHERS: handle_watchers,
     CUSTOMERS: handle_customer,
     ORDERS: handle_order,
-    TALLIES: handle_tally,
 }
 
 

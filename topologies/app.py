@@ -1,13 +1,12 @@
 """The Faust app: the engine's processors as agents on Kafka, state in RocksDB tables.
 
-Four stateful agents, one per key space, each at concurrency 1 (faust-streaming #606):
+Three stateful agents, one per key space, each at concurrency 1 (faust-streaming #606):
 
 | agent | consumes | processors (tables) | key |
 |---|---|---|---|
 | promoters | ``tuike.promoters``, ``gN.to-promoters`` | promoters, watchers | promoter_id |
 | customers | ``tuike.binds``, ``tuike.clicks``, ``gN.to-customers`` | customers | customer_id |
 | orders | ``tuike.orders``, ``gN.to-orders`` | orders | order_id |
-| tallies | ``gN.to-tallies`` | tallies (per beneficiary, display only) | beneficiary_id |
 
 An unexpected error stops the worker (``CrashingSupervisor``) rather than one agent silently:
 restarted, it resumes from the last commit. Plus the ClickHouse sink (:mod:`topologies.sink`) on ``gN.ledger`` and ``tuike.deadletter``.
@@ -48,7 +47,7 @@ from faust.types import TP
 from mode import CrashingSupervisor
 
 from engine.config import Config
-from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, TALLIES, WATCHERS, Context, Message, Output
+from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, WATCHERS, Context, Message, Output
 from engine.dead_letter import DeadLetter
 from engine.runner import route, step
 from schemas.facts import facts_of
@@ -65,14 +64,12 @@ log = logging.getLogger("tuike.worker")
 disable_faust_commits()  # offsets are tuike's: topologies/offsets.py
 
 
-STAGE_OF = {PROMOTERS: "promoters", WATCHERS: "promoters", CUSTOMERS: "customers", ORDERS: "orders",
-            TALLIES: "tallies"}
+STAGE_OF = {PROMOTERS: "promoters", WATCHERS: "promoters", CUSTOMERS: "customers", ORDERS: "orders"}
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # stage: (its processors, the input topics of contract §1.3 it consumes)
     "promoters": ((PROMOTERS, WATCHERS), ("promoters",)),
     "customers": ((CUSTOMERS,), ("binds", "clicks")),
     "orders": ((ORDERS,), ("orders",)),
-    "tallies": ((TALLIES,), ()),  # fed by the orders stage only
 }
 CHUNK = 1000  # routed messages or sink rows per Kafka record (records stay well under 1 MB)
 
@@ -284,7 +281,7 @@ class Topology:
         raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         table_options = dict(default=None, partitions=n, options={"driver": "rocksdict"},
                              key_type=bytes, value_type=bytes)  # bytes: the "raw" codec, no Faust JSON per access
-        self.tables = {p: self.app.Table(p, **table_options) for p in (PROMOTERS, WATCHERS, CUSTOMERS, ORDERS, TALLIES)}
+        self.tables = {p: self.app.Table(p, **table_options) for p in (PROMOTERS, WATCHERS, CUSTOMERS, ORDERS)}
         self.promoter_facts = self.app.GlobalTable("promoter-facts", **table_options)
         self.ctx = Context(config, PromoterView(self.promoter_facts, n))
         self.offsets = OffsetBook(self.app, settings.app_id(generation), broker)
