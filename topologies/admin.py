@@ -369,10 +369,8 @@ async def produce_records(broker: str, settings: StreamSettings, records: Iterab
 # --- groups ----------------------------------------------------------------------------------
 
 
-def default_group(settings: StreamSettings, broker: str | None = None) -> str:
+def default_group(settings: StreamSettings, broker: str) -> str:
     """The consumer group of the current workers: the current generation's (topologies/generation.py)."""
-    if broker is None:
-        return settings.app_id(0)
     from .generation import current_generation
 
     return settings.app_id(current_generation(broker, settings))

@@ -162,7 +162,6 @@ class BatchResult:
     records: int = 0
     entries: int = 0
     dead_letters: int = 0
-    routed: int = 0
 
 
 class Stage:
@@ -199,7 +198,6 @@ class Stage:
             dead.append((d, d.key))
         sends = []
         for (topic, part), msgs in remote.items():
-            result.routed += len(msgs)
             for i in range(0, len(msgs), CHUNK):
                 sends.append(await t.send(topic, None, encode_messages(msgs[i:i + CHUNK]), part))
         sends.extend(await self._sink(out.entries, facts))
@@ -255,7 +253,6 @@ class Topology:
 
     def __init__(self, config: Config, settings: StreamSettings, *, broker: str, data_dir: Path,
                  generation: int = 0, ledger: Ledger | None = None):
-        self.config = config
         self.settings = settings
         self.generation = generation
         n = settings.partitions
@@ -337,7 +334,6 @@ class Topology:
                 totals.records += result.records
                 totals.entries += result.entries
                 totals.dead_letters += result.dead_letters
-                totals.routed += result.routed
 
         process.__name__ = stage.name
         return process

@@ -59,7 +59,6 @@ class OffsetBook:
         self.refetching: dict[TP, tuple[int, float]] = {}  # partitions sent back: where to, when
         self.pending: dict[TP, int] = {}  # durable, not yet committed
         self.last_commit = 0.0
-        self.seeks = 0  # times Faust skipped records and the consumer was sent back
         self._admin: Any = None
         self._lookup = asyncio.Lock()  # one admin client, shared by the agents
 
@@ -128,7 +127,6 @@ class OffsetBook:
         drained after it, and Faust then drops the refetched ones as already read; so every
         batch that still shows the gap, and :meth:`flush` while nothing arrives, seeks again."""
         self.refetching[tp] = (want, time.monotonic())
-        self.seeks += 1
         log.info("records %s from offset %d were skipped by the consumer; fetching them again", tp, want)
         try:
             await asyncio.wait_for(self._seek(tp, want), SEEK_TIMEOUT)
