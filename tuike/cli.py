@@ -28,10 +28,11 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_BROKER = "127.0.0.1:9092"  # contract §5 (topologies.admin.DEFAULT_BROKER too)
@@ -192,6 +193,24 @@ def _stream_settings(config: Any):
         raise UsageError("bad configuration:\n" + "\n".join(f"  {p}" for p in exc.problems)) from None
 
 
+@contextmanager
+def _kafka_errors(broker: str) -> Iterator[None]:
+    """What the streaming commands say when Kafka refuses: a topic laid out wrongly is bad
+    input (2); an unreachable broker or a failed send is operational (1)."""
+    from aiokafka.errors import KafkaError
+
+    from topologies.admin import BrokerUnreachable, ProduceError, TopicLayoutError
+
+    try:
+        yield
+    except TopicLayoutError as exc:
+        raise UsageError(str(exc)) from None
+    except (BrokerUnreachable, ProduceError) as exc:
+        raise OperationalError(str(exc)) from None
+    except KafkaError as exc:
+        raise OperationalError(f"Kafka at {broker}: {exc}") from None
+
+
 def _stderr(msg: str) -> None:
     sys.stderr.write(msg + ("" if msg.endswith("\n") else "\n"))
     sys.stderr.flush()
@@ -302,10 +321,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from topologies.admin import (BrokerUnreachable, ProduceError, TopicLayoutError, ensure_topics_sync,
-                                  input_topic_specs, produce_records_sync)
+    from topologies.admin import ensure_topics_sync, input_topic_specs, produce_records_sync
 
     from .inputs import EventFileError, read_records
     from .progress import Progress
@@ -321,17 +337,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     progress = Progress("published", "events")
     try:
-        ensure_topics_sync(broker, input_topic_specs(settings))
-        stats = produce_records_sync(broker, settings, records, progress)
+        with _kafka_errors(broker):
+            ensure_topics_sync(broker, input_topic_specs(settings))
+            stats = produce_records_sync(broker, settings, records, progress)
     except EventFileError as exc:  # a damaged gzip or Parquet file, found on the way
         raise UsageError(f"{exc} (the records before it were published; producing the repaired file again is "
                          "safe: the workers ignore an event_id they have seen)") from None
-    except TopicLayoutError as exc:
-        raise UsageError(str(exc)) from None
-    except (BrokerUnreachable, ProduceError) as exc:
-        raise OperationalError(str(exc)) from None
-    except KafkaError as exc:
-        raise OperationalError(f"Kafka at {broker}: {exc}") from None
     progress.done(stats.records, stats.dead_lettered)
     source = "stdin" if args.events == "-" else args.events
     w = sys.stdout.write
@@ -354,9 +365,6 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from topologies.admin import BrokerUnreachable, TopicLayoutError
     from topologies.worker import run_worker
 
     config = _load_config(args.config)
@@ -368,13 +376,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     ledger = _open_ledger(args.clickhouse, data_dir)
     try:
-        run_worker(config, settings, broker=broker, ledger=ledger, data_dir=data_dir, loglevel=args.loglevel)
-    except TopicLayoutError as exc:
-        raise UsageError(str(exc)) from None
-    except BrokerUnreachable as exc:
-        raise OperationalError(str(exc)) from None
-    except KafkaError as exc:
-        raise OperationalError(f"Kafka at {broker}: {exc}") from None
+        with _kafka_errors(broker):
+            run_worker(config, settings, broker=broker, ledger=ledger, data_dir=data_dir, loglevel=args.loglevel)
     finally:
         ledger.close()
     return EXIT_OK
@@ -383,22 +386,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import asyncio
 
-    from aiokafka.errors import KafkaError
-
-    from topologies.admin import BrokerUnreachable
     from topologies.generation import ReplayRefused, start_replay
 
     config = _load_config(args.config)
     settings = _stream_settings(config)
     broker = _broker(args)
     try:
-        plan = asyncio.run(start_replay(broker, settings, args.start))
+        with _kafka_errors(broker):
+            plan = asyncio.run(start_replay(broker, settings, args.start))
     except ReplayRefused as exc:
         raise UsageError(str(exc)) from None
-    except BrokerUnreachable as exc:
-        raise OperationalError(str(exc)) from None
-    except KafkaError as exc:
-        raise OperationalError(f"Kafka at {broker}: {exc}") from None
     if plan.rebuild:
         print(f"generation {plan.generation} created: the workers you start next (group {plan.group}) rebuild their "
               "state from the beginning of the input topics and derive the ledger again beside the current one.\n"
@@ -414,21 +411,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_lag(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from topologies.admin import BrokerUnreachable, consumer_lag_sync, default_group, group_members_sync
+    from topologies.admin import consumer_lag_sync, default_group, group_members_sync
 
     config = _load_config(args.config)
     settings = _stream_settings(config)
     broker = _broker(args)
-    try:
+    with _kafka_errors(broker):
         group = args.group or default_group(settings, broker)
         rows = consumer_lag_sync(broker, group, None, settings)
         members = group_members_sync(broker, group)
-    except BrokerUnreachable as exc:
-        raise OperationalError(str(exc)) from None
-    except KafkaError as exc:
-        raise OperationalError(f"Kafka at {broker}: {exc}") from None
     who = f"group {group} ({members} member{'s' if members != 1 else ''})"
     if not rows:
         print(f"{who}: no offsets committed, and none of the input topics {', '.join(settings.inputs)} exists "
