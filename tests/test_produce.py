@@ -8,12 +8,8 @@ test; the partition is checked against `partition_of` (Kafka's default partition
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
 import socket
-import subprocess
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -30,6 +26,8 @@ from topologies.partitioning import partition_of
 from tuike.generate import generate_shop, write_events
 from tuike.inputs import read_records
 
+from tests.streaming_helpers import ok, tuike
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(promoters=20, customers=150, orders=200)
 
@@ -45,19 +43,6 @@ CONTRACT = {
     "order.cancelled": ("orders", "order_id"),
     "review.decided": ("orders", "order_id"),
 }
-
-
-def tuike(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("TUIKE_BROKER", "TUIKE_CLICKHOUSE")}
-    env["TUIKE_PROGRESS"] = "0"
-    return subprocess.run([sys.executable, "-m", "tuike.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def ok(p: subprocess.CompletedProcess, code: int = 0) -> subprocess.CompletedProcess:
-    assert p.returncode == code, f"exit {p.returncode}, wanted {code}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
-    assert "Traceback" not in p.stderr, p.stderr
-    return p
 
 
 @pytest.fixture
