@@ -41,7 +41,11 @@ def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger:
     state_dir.parent.mkdir(parents=True, exist_ok=True)
     topology = Topology(config, settings, broker=broker, data_dir=state_dir, generation=generation, ledger=ledger)
     n = settings.partitions
-    ensure_topics_sync(broker, [(t, n, False) for t in topology.topics()] + [(settings.control, 1, True)])
+    # Faust creates its changelog topics itself, but a worker that starts while one is not yet in
+    # the cluster's metadata was seen never to join its group: create them first, compacted.
+    changelogs = [t.changelog_topic_name for t in (*topology.tables.values(), topology.promoter_facts)]
+    ensure_topics_sync(broker, [(t, n, False) for t in topology.topics()]
+                       + [(t, n, True) for t in changelogs] + [(settings.control, 1, True)])
     _report_progress(topology)
     if control:
         _go_live_when_caught_up(topology, broker, ledger, control)
