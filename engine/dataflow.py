@@ -11,6 +11,7 @@ routes them through Kafka topics keyed the same way. Equivalence holds by constr
 | watchers | promoter_id | customers whose attribution read this promoter | watch, changed |
 | customers | customer_id | binds, clicks, paid orders, what was sent per order | customer.bound, click, order.paid, recheck |
 | orders | order_id | order facts, frozen terms, what the ledger holds per step | order.*, review.decided, attributed |
+| tallies | beneficiary_id | running totals per status, kind and level | the order processor's rows |
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .config import Config
 from .dead_letter import DeadLetter
 from .ledger_entry import LedgerEntry
 
-PROMOTERS, WATCHERS, CUSTOMERS, ORDERS = "promoters", "watchers", "customers", "orders"
+PROMOTERS, WATCHERS, CUSTOMERS, ORDERS, TALLIES = "promoters", "watchers", "customers", "orders", "tallies"
 
 
 @dataclass(frozen=True, slots=True)

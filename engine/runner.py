@@ -13,10 +13,11 @@ from schemas.events import Click, CustomerBound, Event, PromoterBanned, Promoter
 
 from .config import Config
 from .customers import handle_customer
-from .dataflow import CUSTOMERS, ORDERS, PROMOTERS, WATCHERS, Context, Message, Output
+from .dataflow import CUSTOMERS, ORDERS, PROMOTERS, TALLIES, WATCHERS, Context, Message, Output
 from .orders import handle_order
 from .promoters import handle_promoter, handle_watchers
 from .store import Store
+from .tallies import handle_tally, tally_messages
 
 Handler = Callable[[dict | None, Message, Context, Output], dict | None]
 
@@ -25,6 +26,7 @@ HANDLERS: dict[str, Handler] = {
     WATCHERS: handle_watchers,
     CUSTOMERS: handle_customer,
     ORDERS: handle_order,
+    TALLIES: handle_tally,
 }
 
 
@@ -68,7 +70,10 @@ class Engine:
 
     def feed(self, event: Event, out: Output | None = None) -> Output:
         out = out if out is not None else Output()
+        first = len(out.entries)
         queue = deque(route(event))
         while queue:
             queue.extend(step(queue.popleft(), self.store, self.ctx, out))
+        for msg in tally_messages(out.entries[first:], event.event_id):
+            step(msg, self.store, self.ctx, out)
         return out

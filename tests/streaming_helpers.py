@@ -196,11 +196,15 @@ def assignment(broker: str, group: str) -> tuple[str, dict[str, int]]:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
+    from aiokafka.errors import CoordinatorNotAvailableError
+
     async def run():
         admin = AIOKafkaAdminClient(bootstrap_servers=broker)
         await admin.start()
         try:
             return await admin.describe_consumer_groups([group])
+        except CoordinatorNotAvailableError:  # a fresh broker: __consumer_offsets not created yet
+            return []
         finally:
             await admin.close()
 

@@ -14,12 +14,14 @@ Every topic has the same partition count, so Faust gives partition *p* of all of
 worker (co-partitioning) and a key meets its state there.
 
 Each agent takes a batch of records (``stream.take_events``) and runs the engine's
-:func:`~engine.runner.step` on them. A message a step produces is handled at once when its
-processor belongs to this agent and its key lives in the same partition (a ban reaching the
-promoter's watchers); otherwise it is sent to the partition that owns its key, packed with the
-batch's other messages for that partition into one record (:mod:`topologies.codec`). Promoter
-facts are mirrored into a GlobalTable that every worker reads; it may lag, which the engine
-tolerates by design (rechecks carry the facts they announce).
+:func:`~engine.runner.step` on them. Every message a step produces is sent to the partition
+that owns its key, packed with the batch's other messages for that partition into one record
+(:mod:`topologies.codec`) — even when that is the partition being processed (a promoter's
+change reaching its own watchers): a step's effects are then its key's state plus sends that
+are acked before any state is written, so a crash between two keys' writes cannot lose the
+effect one key's step had on another (a redo finds the first key done and produces nothing).
+Promoter facts are mirrored into a GlobalTable that every worker reads; it may lag, which the
+engine tolerates by design (rechecks carry the facts they announce).
 
 At-least-once, in this order per batch, so a crash anywhere repeats work but never loses it:
 1. run the batch against a write-back cache of the tables (nothing written yet);
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict, deque
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,13 +189,13 @@ class Stage:
         for event in events:
             message = event.message
             part = store.partition = message.partition
-            queue = deque(self._messages(message, facts, dead))
-            while queue:
-                msg = queue.popleft()
+            for msg in self._messages(message, facts, dead):
                 if msg.processor in self.processors and partition_of(msg.key, n) == part:
-                    queue.extend(step(msg, store, t.ctx, out))
-                else:
-                    remote[(t.routed_topic(STAGE_OF[msg.processor]), partition_of(msg.key, n))].append(msg)
+                    produced = step(msg, store, t.ctx, out)
+                else:  # a click keyed by click_id belongs to its customer's partition
+                    produced = [msg]
+                for m in produced:
+                    remote[(t.routed_topic(STAGE_OF[m.processor]), partition_of(m.key, n))].append(m)
         for d in out.dead_letters:
             dead.append((d, d.key))
         sends = []
