@@ -163,7 +163,7 @@ class Workers(list):
 def group_topics(settings: Any, generation: int) -> list[str]:
     """Every topic the workers' group of ``generation`` consumes (changelogs are read by table
     recovery, not by the group): the inputs, the dead letters, the routed and the sink topics."""
-    internal = [settings.internal(generation, n) for n in ("ledger", "to-promoters", "to-customers", "to-orders")]
+    internal = [settings.internal(generation, n) for n in ("ledger", "to-promoters", "to-customers", "to-orders", "to-tallies")]
     return [*settings.inputs, settings.deadletter, *internal]
 
 
@@ -171,6 +171,21 @@ def lag_rows(broker: str, settings: Any, generation: int) -> list:
     from topologies.admin import consumer_lag_sync
 
     return consumer_lag_sync(broker, settings.app_id(generation), group_topics(settings, generation), settings)
+
+
+def tally_balances(broker: str, settings: Any, generation: int) -> set:
+    """(beneficiary, status, net) of the workers' commission tallies, as the tallies table's
+    changelog holds them (the latest value per key), zeros dropped: comparable with
+    :attr:`Summary.status`."""
+    import orjson
+
+    from tests.test_produce import read_topics
+
+    latest = {}
+    for _topic, _part, _offset, key, value in read_topics(broker, [f"{settings.app_id(generation)}-tallies-changelog"]):
+        latest[key.decode()] = orjson.loads(value)
+    return {(who, status, Decimal(net)) for who, tally in latest.items() for status, net in tally["status"].items()
+            if Decimal(net) != 0}
 
 
 def input_progress(rows: Iterable, settings: Any) -> tuple[int, int]:

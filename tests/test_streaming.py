@@ -33,7 +33,8 @@ import pytest
 from tests.test_produce import read_topics
 from tests.streaming_helpers import (REPO, Summary, Workers, Worker, check_alive, compare,
                                      input_progress, lag_rows, ledger_activity, live_generation, members, note, ok,
-                                     summarize_chdb, summarize_server, tuike, wait_for_members, wait_until_done)
+                                     summarize_chdb, summarize_server, tally_balances, tuike, wait_for_members,
+                                     wait_until_done)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.server, pytest.mark.slow]
 
@@ -224,6 +225,9 @@ def streamed(shop, reference, kafka_broker, clickhouse_server, tmp_path_factory)
 
 def test_two_workers_write_the_embedded_ledger(streamed: Streamed, reference: Summary):
     compare(reference, streamed.summary)
+    tallies = tally_balances(streamed.env.broker, streamed.env.settings, 0)
+    assert tallies == reference.status, (f"{len(tallies ^ reference.status)} (beneficiary, status, net) of the "
+                                         f"tallies differ from the ledger: {sorted(tallies ^ reference.status)[:6]}")
     check_alive(streamed.env.workers)
     note(f"equivalence: produce to caught up in {streamed.seconds:.0f}s")
 
@@ -266,6 +270,7 @@ def test_replay_rebuilds_generation_1_with_the_same_money(streamed: Streamed, re
 
     compare(streamed.summary, rebuilt)  # every invariant sum of generation 0, unchanged
     compare(reference, rebuilt)
+    assert tally_balances(env.broker, env.settings, 1) == reference.status, "generation 1's tallies are not the ledger's"
     if rebuilt.count != streamed.summary.count:
         msg = (f"commission_ledger count() changed by the replay: {streamed.summary.count:,} rows in generation 0, "
                f"{rebuilt.count:,} in generation 1 (the same net money through other correction steps, contract §4; "
@@ -311,6 +316,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(shop, refe
              f"({done.ledger_rows - got.count:,} re-inserted rows collapsed); produce to caught up "
              f"{time.monotonic() - t0:.0f}s")
         compare(reference, got)
+        assert tally_balances(env.broker, env.settings, 0) == reference.status, "the tallies are not the ledger's"
         assert "==== start 2 ====" in victim.text()
 
 

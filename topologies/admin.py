@@ -84,6 +84,7 @@ class TopicSpec(NamedTuple):
     name: str
     partitions: int
     compacted: bool = False
+    configs: dict[str, str] | None = None  # more topic configs, for a topic created here
 
 
 # --- clients ---------------------------------------------------------------------------------
@@ -172,7 +173,8 @@ async def ensure_topics(broker: str, specs: Iterable[TopicSpec | tuple], replica
         created: list[str] = []
         if missing:
             new = [NewTopic(s.name, s.partitions, replication_factor,
-                            topic_configs={"cleanup.policy": "compact"} if s.compacted else None) for s in missing]
+                            topic_configs={**({"cleanup.policy": "compact"} if s.compacted else {}), **(s.configs or {})}
+                            or None) for s in missing]
             response = await admin.create_topics(new)
             for name, code, *rest in response.topic_errors:
                 if code == 0:

@@ -39,7 +39,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,16 @@ from faust.types import TP
 from mode import CrashingSupervisor
 
 from engine.config import Config
-from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, WATCHERS, Context, Message, Output
+from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, TALLIES, WATCHERS, Context, Message, Output
 from engine.dead_letter import DeadLetter
 from engine.runner import route, step
+from engine.tallies import tally_messages
 from schemas.facts import facts_of
 from sinks.base import Ledger
 from tuike.inputs import decode_record, parse_record
 
 from .codec import decode_messages, encode_dead_letter, encode_messages, encode_sink
+from .journal import Entry, Journal, Send, State, encode
 from .offsets import COMMIT_SECONDS, OffsetBook, disable_faust_commits
 from .partitioning import partition_of
 from .settings import StreamSettings
@@ -66,33 +68,32 @@ log = logging.getLogger("tuike.worker")
 disable_faust_commits()  # offsets are tuike's: topologies/offsets.py
 
 
-STAGE_OF = {PROMOTERS: "promoters", WATCHERS: "promoters", CUSTOMERS: "customers", ORDERS: "orders"}
+STAGE_OF = {PROMOTERS: "promoters", WATCHERS: "promoters", CUSTOMERS: "customers", ORDERS: "orders",
+            TALLIES: "tallies"}
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # stage: (its processors, the input topics of contract §1.3 it consumes)
     "promoters": ((PROMOTERS, WATCHERS), ("promoters",)),
     "customers": ((CUSTOMERS,), ("binds", "clicks")),
     "orders": ((ORDERS,), ("orders",)),
+    "tallies": ((TALLIES,), ()),  # fed by the orders stage only
 }
+MIRROR = "promoter-facts"  # the GlobalTable every worker reads promoter facts from
 CHUNK = 1000  # routed messages or sink rows per Kafka record (records stay well under 1 MB)
 
 
 class BatchStore:
-    """The engine's store over Faust tables for one batch: reads through, writes back at the end.
+    """The engine's store over Faust tables for one batch: reads through, collects the writes.
 
-    Values are orjson bytes. Reads and writes go to the table's RocksDB partition and its
-    changelog directly, the way ``Table.__setitem__`` would, minus Faust's per-write machinery
-    (codec, FutureMessage, producer buffer): that machinery costs 4× a bare agent's rate
-    (``stack.md``), and a batch writes thousands of keys. The changelog records go out with
-    the batch's other sends; once Kafka acked them the partition's persisted offset is moved,
-    as Faust does, so a restart replays only newer changelog records.
+    Values are orjson bytes, read from the table's RocksDB partition directly (``Table.get``
+    adds Faust's per-access machinery, which costs 4× a bare agent's rate, ``stack.md``). The
+    writes are not made here: :meth:`states` hands them to the batch's journal entry, and
+    :meth:`Topology.apply` writes them, locally and to each table's changelog.
     """
 
-    def __init__(self, topology: "Topology", tables: dict[str, faust.Table], mirror: faust.GlobalTable | None):
-        self.topology = topology
+    def __init__(self, tables: dict[str, faust.Table]):
         self.tables = tables
-        self.mirror = mirror
         self.values: dict[tuple[str, str], Any] = {}
-        self.dirty: dict[tuple[str, str], int] = {}  # -> the partition that holds the key
+        self.dirty: dict[int, dict[tuple[str, str], None]] = defaultdict(dict)  # partition -> keys, in order
         self.partition = 0
 
     def get(self, table: str, key: str) -> Any | None:
@@ -106,31 +107,17 @@ class BatchStore:
 
     def put(self, table: str, key: str, value: Any) -> None:
         self.values[(table, key)] = value
-        self.dirty[(table, key)] = self.partition
+        self.dirty[self.partition][(table, key)] = None
 
-    async def write(self) -> list[tuple[faust.Table, asyncio.Future]]:
-        """Write every touched key once, locally and to its changelog; the sends' futures."""
-        sends = []
-        for (name, key), partition in self.dirty.items():
+    def states(self, partition: int) -> list[State]:
+        """The new value of every key written in ``partition``; a promoter's also for the mirror."""
+        out: list[State] = []
+        for name, key in self.dirty.get(partition, ()):
             data = orjson.dumps(self.values[(name, key)])
-            for table in (self.tables[name], self.mirror if name == PROMOTERS else None):
-                if table is not None:
-                    k = key.encode()
-                    table.data._db_for_partition(partition).put(k, data)
-                    sends.append((table, await self.topology.send(table.changelog_topic_name, k, data, partition)))
-        self.dirty.clear()
-        return sends
-
-    @staticmethod
-    def persisted(sends: list[tuple[faust.Table, asyncio.Future]]) -> None:
-        """Record the acked changelog offsets in each partition's database."""
-        last: dict[tuple[faust.Table, int], int] = {}
-        for table, future in sends:
-            meta = future.result()
-            key = (table, meta.partition)
-            last[key] = max(last.get(key, -1), meta.offset)
-        for (table, partition), offset in last.items():
-            table.data.set_persisted_offset(TP(table.changelog_topic_name, partition), offset)
+            out.append((name, key, data))
+            if name == PROMOTERS:
+                out.append((MIRROR, key, data))
+        return out
 
 
 class PromoterView:
@@ -164,55 +151,101 @@ class BatchResult:
     records: int = 0
     entries: int = 0
     dead_letters: int = 0
+    redone: int = 0  # journal entries applied again after taking a partition over
+
+
+@dataclass
+class PartitionWork:
+    """What a batch produced in one partition, before it becomes a journal entry."""
+    out: Output = field(default_factory=Output)
+    remote: dict[tuple[str, int], list[Message]] = field(default_factory=lambda: defaultdict(list))
+    facts: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
+    dead: list[tuple[DeadLetter, str]] = field(default_factory=list)
 
 
 class Stage:
-    """One agent's work: a batch of records in, sends and table writes out."""
+    """One agent's work: a batch of records in, one journal entry per partition out."""
 
     def __init__(self, name: str, topology: "Topology"):
         self.name = name
         self.t = topology
         self.processors, inputs = STAGES[name]
-        self.input_topics = {topology.settings.topic(n) for n in inputs}
         self.routed_topic = topology.routed_topic(name)
+        self.topics = sorted(topology.settings.topic(n) for n in inputs) + [self.routed_topic]
+        self.journal_topic = topology.settings.internal(topology.generation, f"journal-{name}")
         self.tables = {p: topology.tables[p] for p in self.processors}
+
+    async def take_over(self, partitions: set[int]) -> int:
+        """Before the first batch of a partition this worker was just given: the group's committed
+        offsets, and the journal's last entry applied again when the input it covers was not
+        committed (its batch may have been cut short). Returns the entries applied again."""
+        t = self.t
+        redone = 0
+        for p in sorted(partitions):
+            tps = [TP(topic, p) for topic in self.topics]
+            if all(tp in t.offsets.expected for tp in tps):
+                continue
+            committed = await t.offsets.start(tps)
+            entry = await t.journal.tail(self.journal_topic, p)
+            if entry is None or all(entry.ends.get(tp.topic, 0) <= committed[tp] for tp in tps):
+                continue
+            log.warning("%s partition %d: the last batch journaled (input up to %s) was not committed (%s); "
+                        "applying it again", self.name, p, entry.ends, {tp.topic: o for tp, o in committed.items()})
+            await t.apply({p: entry})
+            await t.offsets.advance({TP(topic, p): offset for topic, offset in entry.ends.items()})
+            redone += 1
+        return redone
 
     async def apply(self, events: list) -> BatchResult:
         t = self.t
         n = t.settings.partitions
-        store = BatchStore(t, self.tables, t.promoter_facts if PROMOTERS in self.processors else None)
-        out = Output()
-        remote: dict[tuple[str, int], list[Message]] = defaultdict(list)
-        facts: dict[str, list[dict]] = defaultdict(list)
-        dead: list[tuple[DeadLetter, str]] = []
-        result = BatchResult(records=len(events))
+        store = BatchStore(self.tables)
+        work: dict[int, PartitionWork] = defaultdict(PartitionWork)
         for event in events:
             message = event.message
             part = store.partition = message.partition
-            for msg in self._messages(message, facts, dead):
+            w = work[part]
+            for msg in self._messages(message, w.facts, w.dead):
                 if msg.processor in self.processors and partition_of(msg.key, n) == part:
-                    produced = step(msg, store, t.ctx, out)
+                    produced = step(msg, store, t.ctx, w.out)
                 else:  # a click keyed by click_id belongs to its customer's partition
                     produced = [msg]
                 for m in produced:
-                    remote[(t.routed_topic(STAGE_OF[m.processor]), partition_of(m.key, n))].append(m)
-        for d in out.dead_letters:
-            dead.append((d, d.key))
-        sends = []
-        for (topic, part), msgs in remote.items():
-            for i in range(0, len(msgs), CHUNK):
-                sends.append(await t.send(topic, None, encode_messages(msgs[i:i + CHUNK]), part))
-        sends.extend(await self._sink(out.entries, facts))
-        for d, key in dead:
-            sends.append(await t.send(t.settings.deadletter, key.encode() if key else None, encode_dead_letter(d), None))
-        if sends:
-            await asyncio.gather(*sends)  # acks=all: durable before the state says it happened
-        written = await store.write()
-        if written:
-            await asyncio.gather(*(f for _, f in written))
-            store.persisted(written)
-        result.entries, result.dead_letters = len(out.entries), len(dead)
+                    w.remote[(t.routed_topic(STAGE_OF[m.processor]), partition_of(m.key, n))].append(m)
+        result = BatchResult(records=len(events))
+        entries: dict[int, Entry] = {}
+        for part, w in work.items():
+            ends = {tp.topic: t.offsets.expected[tp] for tp in (TP(topic, part) for topic in self.topics)}
+            if ORDERS in self.processors and w.out.entries:
+                # the tallies of this batch's beneficiaries; seq grows with every batch of the partition
+                for m in tally_messages(w.out.entries, w.out.entries[0].event_id, str(part), sum(ends.values())):
+                    w.remote[(t.routed_topic("tallies"), partition_of(m.key, n))].append(m)
+            entry = Entry(ends, store.states(part), self._sends(part, w))
+            if entry.states or entry.sends:
+                entries[part] = entry
+            result.entries += len(w.out.entries)
+            result.dead_letters += len(w.dead) + len(w.out.dead_letters)
+        if entries:
+            await t.journal_write(self.journal_topic, entries)
+            await t.apply(entries)
         return result
+
+    def _sends(self, part: int, w: PartitionWork) -> list[Send]:
+        """Routed messages (packed per partition), ledger and fact rows, dead letters."""
+        t = self.t
+        sends: list[Send] = []
+        for (topic, dest), msgs in w.remote.items():
+            sends.extend((topic, dest, None, encode_messages(msgs[i:i + CHUNK])) for i in range(0, len(msgs), CHUNK))
+        entries = w.out.entries
+        fact_rows = [(table, row) for table, rows in w.facts.items() for row in rows]
+        for i in range(0, max(len(entries), len(fact_rows)), CHUNK):
+            chunk_facts: dict[str, list[dict]] = defaultdict(list)
+            for table, row in fact_rows[i:i + CHUNK]:
+                chunk_facts[table].append(row)
+            sends.append((t.sink_topic, part, None, encode_sink(entries[i:i + CHUNK], chunk_facts)))
+        for d, key in w.dead + [(d, d.key) for d in w.out.dead_letters]:
+            sends.append((t.settings.deadletter, None, key.encode() if key else None, encode_dead_letter(d)))
+        return sends
 
     def _messages(self, message: Any, facts: dict[str, list[dict]], dead: list) -> list[Message]:
         """The engine messages a record carries; a record that is not valid becomes a dead letter."""
@@ -235,19 +268,6 @@ class Stage:
         for table, row in facts_of(parsed):
             facts[table].append(row)
         return route(parsed)
-
-    async def _sink(self, entries: list, facts: dict[str, list[dict]]) -> list:
-        """Ledger rows and fact rows, in chunks, to the sink topic (any partition)."""
-        t = self.t
-        sends = []
-        fact_rows = [(table, row) for table, rows in facts.items() for row in rows]
-        for i in range(0, max(len(entries), len(fact_rows)), CHUNK):
-            chunk_facts: dict[str, list[dict]] = defaultdict(list)
-            for table, row in fact_rows[i:i + CHUNK]:
-                chunk_facts[table].append(row)
-            data = encode_sink(entries[i:i + CHUNK], chunk_facts)
-            sends.append(await t.send(t.sink_topic, None, data, t.next_sink_partition()))
-        return sends
 
 
 class Topology:
@@ -272,7 +292,7 @@ class Topology:
             producer_acks=-1,
             producer_linger_ms=5,
             producer_max_batch_size=1_048_576,
-            producer_max_request_size=4_194_304,
+            producer_max_request_size=16_777_216,  # journal parts (topologies/journal.py)
             stream_buffer_maxsize=8192,
             broker_session_timeout=10.0,  # a killed worker's partitions move after 10 s, not 60
             broker_heartbeat_interval=3.0,
@@ -280,10 +300,11 @@ class Topology:
         raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         table_options = dict(default=None, partitions=n, options={"driver": "rocksdict"},
                              key_type=bytes, value_type=bytes)  # bytes: the "raw" codec, no Faust JSON per access
-        self.tables = {p: self.app.Table(p, **table_options) for p in (PROMOTERS, WATCHERS, CUSTOMERS, ORDERS)}
-        self.promoter_facts = self.app.GlobalTable("promoter-facts", **table_options)
+        self.tables = {p: self.app.Table(p, **table_options) for p in STAGE_OF}
+        self.promoter_facts = self.app.GlobalTable(MIRROR, **table_options)
         self.ctx = Context(config, PromoterView(self.promoter_facts, n))
         self.offsets = OffsetBook(self.app, settings.app_id(generation), broker)
+        self.journal = Journal(broker)
 
         @self.app.on_partitions_revoked.connect
         async def forget_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
@@ -294,12 +315,10 @@ class Topology:
             await self.offsets.flush()
 
         self.sink_topic = settings.internal(generation, "ledger")
-        self._sink_partition = 0
         self.stats: dict[str, BatchResult] = defaultdict(BatchResult)
         self.stages = {name: Stage(name, self) for name in STAGES}
         for name, stage in self.stages.items():
-            topics = sorted(stage.input_topics) + [stage.routed_topic]
-            channel = self.app.topic(*topics, partitions=n, **raw)
+            channel = self.app.topic(*stage.topics, partitions=n, **raw)
             self.app.agent(channel, name=name, concurrency=1, supervisor_strategy=CrashingSupervisor)(self._agent(stage))
         self.sink_stats = SinkStats()
         self.ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="ledger")  # one connection, one thread
@@ -313,16 +332,44 @@ class Topology:
         return [*self.settings.inputs, self.settings.deadletter, self.sink_topic,
                 *(self.routed_topic(s) for s in STAGES)]
 
+    def journals(self) -> list[str]:
+        return [stage.journal_topic for stage in self.stages.values()]
+
+    def table(self, name: str) -> faust.Table:
+        return self.promoter_facts if name == MIRROR else self.tables[name]
+
     def routed_topic(self, stage: str) -> str:
         return self.settings.internal(self.generation, f"to-{stage}")
-
-    def next_sink_partition(self) -> int:
-        self._sink_partition = (self._sink_partition + 1) % self.settings.partitions
-        return self._sink_partition
 
     async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None):
         """Hand a record to the producer; returns the future of its ack."""
         return await self.app.producer.send(topic, key, value, partition, None, None)
+
+    async def journal_write(self, topic: str, entries: dict[int, Entry]) -> None:
+        """Journal a batch (one entry per partition) and wait until Kafka has it all."""
+        futures = [await self.send(topic, None, part, p) for p, entry in entries.items() for part in encode(entry)]
+        await asyncio.gather(*futures)
+
+    async def apply(self, entries: dict[int, Entry]) -> None:
+        """Make journaled entries happen: each key written to its table (RocksDB and changelog),
+        each record sent; returns once Kafka acked all, with the tables' persisted offsets moved."""
+        changelog: list[tuple[faust.Table, asyncio.Future]] = []
+        sends = []
+        for p, entry in entries.items():
+            for name, key, data in entry.states:
+                table = self.table(name)
+                k = key.encode()
+                table.data._db_for_partition(p).put(k, data)
+                changelog.append((table, await self.send(table.changelog_topic_name, k, data, p)))
+            for topic, partition, key, value in entry.sends:
+                sends.append(await self.send(topic, key, value, partition))
+        await asyncio.gather(*sends, *(f for _, f in changelog))
+        last: dict[tuple[faust.Table, int], int] = {}
+        for table, future in changelog:
+            meta = future.result()
+            last[(table, meta.partition)] = max(last.get((table, meta.partition), -1), meta.offset)
+        for (table, partition), offset in last.items():
+            table.data.set_persisted_offset(TP(table.changelog_topic_name, partition), offset)
 
     def _agent(self, stage: Stage):
         settings = self.settings
@@ -330,6 +377,7 @@ class Topology:
 
         async def process(stream):
             async for events in stream.take_events(settings.batch, within=settings.batch_ms / 1000):
+                totals.redone += await stage.take_over({e.message.partition for e in events})
                 admitted, offsets = await self.offsets.admit(events)
                 result = await stage.apply(admitted)
                 await self.offsets.commit(offsets)

@@ -74,12 +74,7 @@ class OffsetBook:
     async def admit(self, events: list) -> tuple[list, dict[TP, int]]:
         """The events of a batch to process, in order (redeliveries and records after a gap are
         left out), and the offsets to commit once they are durable."""
-        unknown = {e.message.tp for e in events} - self.expected.keys()
-        if unknown:
-            async with self._lookup:
-                found = await self._starting_offsets(unknown)
-            for tp, offset in found.items():
-                self.expected.setdefault(tp, offset)
+        await self.start({e.message.tp for e in events})
         admitted, gaps = [], {}
         for event in events:
             tp, offset = event.message.tp, event.message.offset
@@ -97,6 +92,23 @@ class OffsetBook:
         for tp, want in gaps.items():
             await self._refetch(tp, want)
         return admitted, {e.message.tp: self.expected[e.message.tp] for e in admitted}
+
+    async def start(self, tps: set[TP] | list[TP]) -> dict[TP, int]:
+        """The next offset to process of each partition; the group's committed one for a
+        partition not seen since it was assigned."""
+        unknown = set(tps) - self.expected.keys()
+        if unknown:
+            async with self._lookup:
+                found = await self._starting_offsets(unknown)
+            for tp, offset in found.items():
+                self.expected.setdefault(tp, offset)
+        return {tp: self.expected[tp] for tp in tps}
+
+    async def advance(self, ends: dict[TP, int]) -> None:
+        """Work up to ``ends`` is durable (a journal entry applied again): skip to there and commit."""
+        moved = {tp: offset for tp, offset in ends.items() if offset > self.expected.get(tp, -1)}
+        self.expected.update(moved)
+        await self.commit(moved)
 
     async def commit(self, offsets: dict[TP, int]) -> None:
         """Offsets of a durable batch: committed now, or with the next flush."""

@@ -23,6 +23,7 @@ from sinks.base import Ledger
 from .admin import ensure_topics_sync
 from .app import Topology
 from .generation import caught_up, read_control
+from .journal import TOPIC_CONFIGS as JOURNAL_CONFIGS
 from .settings import StreamSettings
 
 PROGRESS_SECONDS = 5.0
@@ -45,6 +46,7 @@ def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger:
     # the cluster's metadata was seen never to join its group: create them first, compacted.
     changelogs = [t.changelog_topic_name for t in (*topology.tables.values(), topology.promoter_facts)]
     ensure_topics_sync(broker, [(t, n, False) for t in topology.topics()]
+                       + [(t, n, False, JOURNAL_CONFIGS) for t in topology.journals()]
                        + [(t, n, True) for t in changelogs] + [(settings.control, 1, True)])
     _report_progress(topology)
     if control:

@@ -1,0 +1,139 @@
+"""The batch journal: what a batch changes in one partition, written to Kafka before any of it.
+
+Without it, at-least-once has a hole that idempotent receivers cannot close. A batch sends its
+outputs and writes its state; a worker killed in between leaves the sends delivered and the
+state not written, and the partition's next owner redoes the batch from the old state. The
+redo need not take the same path: the input topics of a stage interleave differently on
+another fetch, and a customer's attribution reads another worker's promoter replica. Two
+paths give rows with the same ids and other amounts (a step revised once on one path, never
+on the other), and the ledger ends up with a mix of both: wrong money.
+
+So every batch of a stage, per partition, first writes one journal entry — the new value of
+every key it touched and every record it will send, plus where its input ends — to
+``gN.journal-<stage>`` (partition = the partition processed) and waits for Kafka's ack. Only
+then are the states written and the records sent (:meth:`Journal.apply`). Whoever takes the
+partition next reads the journal's last complete entry first: when its input end is past the
+group's committed offsets, the entry is applied again (idempotent: the same values, the same
+records with the same ids) and the input is skipped to its end. A batch is thus either never
+visible or visible exactly as it was computed; a key has one history.
+
+An entry larger than ``PART_BYTES`` is split into parts sent in order to the same partition;
+an entry is complete when all its parts are there (a crash mid-journal leaves an incomplete
+entry, which was never applied, and the batch is computed again).
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+PART_BYTES = 4 * 1024 * 1024
+# A journal partition needs its last entry only: keep a few segments, whatever their age.
+TOPIC_CONFIGS = {"max.message.bytes": str(16 * 1024 * 1024), "segment.bytes": str(64 * 1024 * 1024),
+                 "retention.bytes": str(256 * 1024 * 1024), "retention.ms": "-1"}
+
+State = tuple[str, str, bytes]  # (table name, key, value)
+Send = tuple[str, int | None, bytes | None, bytes]  # (topic, partition, key, value)
+
+
+@dataclass
+class Entry:
+    """What one batch changes in one partition."""
+    ends: dict[str, int]  # input topic -> the next offset to process after this batch
+    states: list[State] = field(default_factory=list)
+    sends: list[Send] = field(default_factory=list)
+
+
+def encode(entry: Entry, batch_id: str | None = None) -> list[bytes]:
+    """The entry as journal records: parts of at most about ``PART_BYTES`` each."""
+    batch_id = batch_id or uuid.uuid4().hex
+    parts: list[tuple[list, list]] = [([], [])]
+    size = 0
+    for item, which, n in ([(s, 0, len(s[2])) for s in entry.states] + [(s, 1, len(s[3])) for s in entry.sends]):
+        if size + n > PART_BYTES and (parts[-1][0] or parts[-1][1]):
+            parts.append(([], []))
+            size = 0
+        parts[-1][which].append(item)
+        size += n
+    out = []
+    for i, (states, sends) in enumerate(parts):
+        out.append(orjson.dumps({
+            "id": batch_id, "i": i, "n": len(parts), "ends": entry.ends,
+            "s": [[t, k, v.decode()] for t, k, v in states],
+            "o": [[t, p, k.decode() if k is not None else None, v.decode()] for t, p, k, v in sends],
+        }))
+    return out
+
+
+def last_complete(records: list[bytes]) -> Entry | None:
+    """The last entry all of whose parts are among ``records`` (in journal order)."""
+    parts: dict[str, dict[int, dict]] = {}
+    done: list[str] = []
+    for raw in records:
+        part = orjson.loads(raw)
+        got = parts.setdefault(part["id"], {})
+        got[part["i"]] = part
+        if len(got) == part["n"]:
+            done.append(part["id"])
+    if not done:
+        return None
+    got = parts[done[-1]]
+    entry = Entry(ends=got[0]["ends"])
+    for i in range(len(got)):
+        entry.states.extend((t, k, v.encode()) for t, k, v in got[i]["s"])
+        entry.sends.extend((t, p, k.encode() if k is not None else None, v.encode()) for t, p, k, v in got[i]["o"])
+    return entry
+
+
+class Journal:
+    """Reads journal partitions back (one consumer, outside the group, shared by the stages)."""
+
+    def __init__(self, broker: str):
+        self.broker = broker
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def tail(self, topic: str, partition: int) -> Entry | None:
+        """The last complete entry of a journal partition, or None. Reads the last record, then
+        the parts of its entry (or of the one before it, when the last entry is incomplete)."""
+        async with self._lock:
+            consumer = await self._start()
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            begin = (await consumer.beginning_offsets([tp]))[tp]
+            stop = (await consumer.end_offsets([tp]))[tp]
+            for _ in range(2):
+                if stop <= begin:
+                    return None
+                last = orjson.loads((await self._read(consumer, tp, stop - 1, stop))[0])
+                if last["i"] == last["n"] - 1:
+                    entry = last_complete(await self._read(consumer, tp, max(begin, stop - last["n"]), stop))
+                    if entry is not None:
+                        return entry
+                stop -= last["i"] + 1  # an incomplete entry was never applied: the one before it
+            return None
+
+    @staticmethod
+    async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, stop: int) -> list[bytes]:
+        consumer.seek(tp, start)
+        records: list[bytes] = []
+        while await consumer.position(tp) < stop:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            records.extend(r.value for r in batch.get(tp, ()) if r.offset < stop)
+        return records
+
+    async def _start(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.broker, enable_auto_commit=False,
+                                              group_id=None, fetch_max_bytes=64 * 1024 * 1024,
+                                              max_partition_fetch_bytes=32 * 1024 * 1024)
+            await self._consumer.start()
+        return self._consumer
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
