@@ -52,6 +52,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from topologies.settings import StreamSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 DEFAULT_BROKER = os.environ.get("TUIKE_BROKER") or "127.0.0.1:9092"
@@ -355,12 +357,14 @@ class Watch:
         tps = [TopicPartition(t, p) for t in topics for p in range(self.partitions)]
         return {(tp.topic, tp.partition): o for tp, o in (await self.consumer.end_offsets(tps)).items()}
 
-    async def lag(self, group: str) -> dict[tuple[str, int], tuple[int | None, int]]:
+    async def lag(self, groups: list[str]) -> dict[tuple[str, int], tuple[int | None, int]]:
         """(topic, partition) -> (committed or None, end) for the input topics and every topic the
-        group has committed offsets for."""
+        groups (the workers' and their sink's) have committed offsets for."""
         from aiokafka import TopicPartition
 
-        offsets = await self.admin.list_consumer_group_offsets(group)
+        offsets = {}
+        for group in groups:
+            offsets.update(await self.admin.list_consumer_group_offsets(group))
         tps = set(offsets) | {TopicPartition(t, p) for t in self.inputs for p in range(self.partitions)}
         ends = await self.consumer.end_offsets(sorted(tps))
         out = {}
@@ -420,7 +424,12 @@ class Run:
 
     @property
     def group(self) -> str:
-        return f"{self.prefix}.g0"
+        return StreamSettings(topic_prefix=self.prefix).app_id(0)
+
+    @property
+    def groups(self) -> list[str]:
+        """The workers' group and their sink's."""
+        return [self.group, StreamSettings(topic_prefix=self.prefix).sink_group(0)]
 
     @property
     def ch_url(self) -> str:
@@ -590,7 +599,7 @@ async def drain(run: Run, watch: Watch, workers: list[subprocess.Popen], logs: W
             if p.poll() is not None:
                 raise BenchError(f"{what}: worker {i} exited with code {p.returncode}; its log ({logs.logs[i]}):\n"
                                  f"{tail(logs.logs[i])}")
-        lag = await watch.lag(run.group)
+        lag = await watch.lag(run.groups)
         rows = watch.ledger_rows()
         now = time.time()
         total = lag_total(lag)
@@ -713,7 +722,7 @@ async def phase_latency(run: Run, watch: Watch, workers: list[subprocess.Popen],
                 futures.clear()
             if time.monotonic() > next_note:
                 next_note += PROGRESS_SECONDS
-                lag = await watch.lag(run.group)
+                lag = await watch.lag(run.groups)
                 lags.append((time.time() - t_begin, lag_total(lag)))
                 note(f"latency: sent {i:,}/{len(objs):,} at {i / (time.time() - t_begin):,.0f} events/s "
                      f"(target {rate:,.0f}); lag {lags[-1][1]:,} ({lag_by_topic(lag, run.prefix)}); "

@@ -160,17 +160,11 @@ class Workers(list):
 # --- Kafka state -------------------------------------------------------------------------
 
 
-def group_topics(settings: Any, generation: int) -> list[str]:
-    """Every topic the workers' group of ``generation`` consumes (changelogs are read by table
-    recovery, not by the group): the inputs, the dead letters, the routed and the sink topics."""
-    internal = [settings.internal(generation, n) for n in ("ledger", "to-promoters", "to-customers", "to-orders", "to-tallies")]
-    return [*settings.inputs, settings.deadletter, *internal]
-
-
 def lag_rows(broker: str, settings: Any, generation: int) -> list:
-    from topologies.admin import consumer_lag_sync
+    """Lag of the workers' group (inputs, routed topics) and of their sink group (ledger, dead letters)."""
+    from topologies.admin import pipeline_lag_sync
 
-    return consumer_lag_sync(broker, settings.app_id(generation), group_topics(settings, generation), settings)
+    return pipeline_lag_sync(broker, settings, generation)
 
 
 def tally_balances(broker: str, settings: Any, generation: int) -> set:

@@ -221,7 +221,7 @@ def test_lag_prints_committed_end_and_lag(tmp_path, kafka_broker, kafka_settings
         ends_consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker)
         await ends_consumer.start()
         try:
-            tps = [TopicPartition(t, p) for t in s.inputs for p in range(s.partitions)]
+            tps = [TopicPartition(t, p) for t in (*s.inputs, s.deadletter) for p in range(s.partitions)]
             ends = await ends_consumer.end_offsets(tps)
         finally:
             await ends_consumer.stop()
@@ -229,7 +229,8 @@ def test_lag_prints_committed_end_and_lag(tmp_path, kafka_broker, kafka_settings
 
     members_idle, rows, ends = asyncio.run(commit_and_count())
     assert members_idle == 0
-    assert [(r.topic, r.partition) for r in rows] == sorted((tp.topic, tp.partition) for tp in ends)
+    assert [(r.topic, r.partition) for r in rows] == sorted((tp.topic, tp.partition) for tp in ends
+                                                           if tp.topic != s.deadletter)
     for r in rows:
         tp = TopicPartition(r.topic, r.partition)
         assert r.end == ends[tp]
@@ -242,19 +243,20 @@ def test_lag_prints_committed_end_and_lag(tmp_path, kafka_broker, kafka_settings
         cells = line.split()
         if len(cells) == 5 and cells[0].startswith(s.topic_prefix + "."):
             table[(cells[0], int(cells[1]))] = (cells[2], int(cells[3].replace(",", "")), int(cells[4].replace(",", "")))
-    assert len(table) == 4 * s.partitions, p.stdout
+    assert len(table) == 5 * s.partitions, p.stdout  # the inputs, and the dead letters of the sink group
     for (topic, partition), (committed, end, lag) in table.items():
         tp = TopicPartition(topic, partition)
         assert end == ends[tp]
         assert committed == (f"{commits[tp]:,}" if tp in commits else "-")
         assert lag == ends[tp] - commits.get(tp, 0)
     total = sum(ends.values()) - sum(commits.values())
-    assert f"total lag {total:,} messages over {4 * s.partitions} partitions; group {group} (0 members)" in p.stdout
+    assert (f"total lag {total:,} messages over {5 * s.partitions} partitions; group {group} (0 members) "
+            f"and its sink group {s.sink_group(0)}") in p.stdout
 
     # another group: nothing committed, and no topics beyond the inputs
     p = ok(tuike("lag", "--config", str(config), "--broker", kafka_broker, "--group", "nobody-" + s.topic_prefix,
                  cwd=tmp_path))
-    assert f"total lag {sum(ends.values()):,} messages" in p.stdout
+    assert f"total lag {sum(o for tp, o in ends.items() if tp.topic != s.deadletter):,} messages" in p.stdout
 
 
 def test_group_members_counts_a_running_consumer(kafka_broker, kafka_settings):

@@ -33,7 +33,7 @@ from tuike.inputs import Record
 from tuike.pipeline import reason_class
 
 from .codec import encode_dead_letter
-from .settings import INPUTS, StreamSettings
+from .settings import INPUTS, STAGES, StreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -371,13 +371,6 @@ async def produce_records(broker: str, settings: StreamSettings, records: Iterab
 # --- groups ----------------------------------------------------------------------------------
 
 
-def default_group(settings: StreamSettings, broker: str) -> str:
-    """The consumer group of the current workers: the current generation's (topologies/generation.py)."""
-    from .generation import current_generation
-
-    return settings.app_id(current_generation(broker, settings))
-
-
 class LagRow(NamedTuple):
     topic: str
     partition: int
@@ -418,6 +411,16 @@ async def consumer_lag(broker: str, group: str, topics: Iterable[str] | None = N
     return sorted(rows)
 
 
+async def pipeline_lag(broker: str, settings: StreamSettings, generation: int) -> list[LagRow]:
+    """Lag of one generation's workers: their group on the input and routed topics, and their
+    sink group on the ledger topic and the dead letters (topologies/sink.py), sorted."""
+    routed = [settings.routed_topic(generation, s) for s in STAGES]
+    rows = await consumer_lag(broker, settings.app_id(generation), [*settings.inputs, *routed], settings)
+    rows += await consumer_lag(broker, settings.sink_group(generation),
+                               [settings.ledger_topic(generation), settings.deadletter], settings)
+    return sorted(rows)
+
+
 async def _describe_partitions(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, list[int]]:
     if not names:
         return {}
@@ -450,6 +453,10 @@ def ensure_topics_sync(broker: str, specs: Iterable[TopicSpec | tuple], replicat
 def produce_records_sync(broker: str, settings: StreamSettings, records: Iterable[Record],
                          progress: Callable[..., None] | None = None, **kw) -> ProduceStats:
     return asyncio.run(produce_records(broker, settings, records, progress, **kw))
+
+
+def pipeline_lag_sync(broker: str, settings: StreamSettings, generation: int) -> list[LagRow]:
+    return asyncio.run(pipeline_lag(broker, settings, generation))
 
 
 def consumer_lag_sync(broker: str, group: str, topics: Iterable[str] | None = None,

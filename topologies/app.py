@@ -9,7 +9,7 @@ Three stateful agents, one per key space, each at concurrency 1 (faust-streaming
 | orders | ``tuike.orders``, ``gN.to-orders`` | orders | order_id |
 
 An unexpected error stops the worker (``CrashingSupervisor``) rather than one agent silently:
-restarted, it resumes from the last commit. Plus the ClickHouse sink (:mod:`topologies.sink`) on ``gN.ledger`` and ``tuike.deadletter``.
+restarted, it resumes from the last commit. Plus the ClickHouse sink (:mod:`topologies.sink`, a consumer of its own) on ``gN.ledger`` and ``tuike.deadletter``.
 Every topic has the same partition count, so Faust gives partition *p* of all of them to one
 worker (co-partitioning) and a key meets its state there.
 
@@ -61,8 +61,9 @@ from .codec import decode_messages, encode_dead_letter, encode_messages, encode_
 from .journal import Entry, Journal, Send, State, encode
 from .offsets import COMMIT_SECONDS, OffsetBook, disable_faust_commits
 from .partitioning import partition_of
+from .settings import STAGES as STAGE_NAMES
 from .settings import StreamSettings
-from .sink import SinkStats, batch_of, write_until_done
+from .sink import LedgerSink, SinkStats
 
 log = logging.getLogger("tuike.worker")
 disable_faust_commits()  # offsets are tuike's: topologies/offsets.py
@@ -78,6 +79,7 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "tallies": ((TALLIES,), ()),  # fed by the orders stage only
 }
 MIRROR = "promoter-facts"  # the GlobalTable every worker reads promoter facts from
+assert tuple(STAGES) == STAGE_NAMES, "topologies/settings.py names the stages for the topics and lag"
 CHUNK = 1000  # routed messages or sink rows per Kafka record (records stay well under 1 MB)
 
 
@@ -314,18 +316,21 @@ class Topology:
         async def commit_durable() -> None:
             await self.offsets.flush()
 
-        self.sink_topic = settings.internal(generation, "ledger")
+        self.sink_topic = settings.ledger_topic(generation)
         self.stats: dict[str, BatchResult] = defaultdict(BatchResult)
         self.stages = {name: Stage(name, self) for name in STAGES}
         for name, stage in self.stages.items():
             channel = self.app.topic(*stage.topics, partitions=n, **raw)
             self.app.agent(channel, name=name, concurrency=1, supervisor_strategy=CrashingSupervisor)(self._agent(stage))
-        self.sink_stats = SinkStats()
         self.ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="ledger")  # one connection, one thread
+        self.sink: LedgerSink | None = None
         if ledger is not None:
-            channel = self.app.topic(self.sink_topic, settings.deadletter, partitions=n, **raw)
-            self.app.agent(channel, name="sink", concurrency=1, supervisor_strategy=CrashingSupervisor)(
-                self._sink_agent(ledger))
+            self.sink = LedgerSink(ledger, broker=broker, group=settings.sink_group(generation),
+                                   topics=[self.sink_topic, settings.deadletter], sink_topic=self.sink_topic,
+                                   generation=generation, records_per_insert=max(1, settings.sink_batch // 100),
+                                   wait_ms=settings.sink_ms, thread=self.ledger_thread)
+            self.app.task(self._run_sink)
+        self.sink_stats = self.sink.stats if self.sink else SinkStats()
 
     def topics(self) -> list[str]:
         """Every topic this generation reads or writes, besides Faust's changelogs."""
@@ -339,7 +344,7 @@ class Topology:
         return self.promoter_facts if name == MIRROR else self.tables[name]
 
     def routed_topic(self, stage: str) -> str:
-        return self.settings.internal(self.generation, f"to-{stage}")
+        return self.settings.routed_topic(self.generation, stage)
 
     async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None):
         """Hand a record to the producer; returns the future of its ack."""
@@ -388,19 +393,13 @@ class Topology:
         process.__name__ = stage.name
         return process
 
-    def _sink_agent(self, ledger: Ledger):
-        settings = self.settings
-        records_per_insert = max(1, settings.sink_batch // 100)
-
-        async def sink(stream):
-            async for events in stream.take_events(records_per_insert, within=settings.sink_ms / 1000):
-                admitted, offsets = await self.offsets.admit(events)
-                records = [(e.message.topic, e.message.value, f"{e.message.partition}:{e.message.offset}")
-                           for e in admitted]
-                batch = batch_of(records, self.sink_topic)
-                batch.generation = self.generation
-                if len(batch):
-                    await write_until_done(ledger, batch, self.sink_stats, self.ledger_thread)
-                await self.offsets.commit(offsets)
-
-        return sink
+    async def _run_sink(self) -> None:
+        """The sink for the life of the worker; a failure it cannot wait out stops the worker."""
+        assert self.sink is not None
+        try:
+            await self.sink.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("the ClickHouse sink stopped")
+            await self.app.crash(exc)

@@ -150,10 +150,12 @@ def _epoch_ms(text: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-async def caught_up(broker: str, group: str, record: dict, internal: list[str]) -> bool:
+async def caught_up(broker: str, group: str, record: dict, internal: list[str],
+                    sink: tuple[str, list[str]]) -> bool:
     """Whether ``group`` has consumed the input as it stood at the replay (``record["ends"]``)
-    and drained its internal topics (routed messages, the ledger sink): then its ledger is
-    complete and the analysts' views may switch to it."""
+    and drained its internal topics (routed messages), and the sink group ``sink`` (group,
+    topics) has drained the ledger: then the ledger is complete and the analysts' views may
+    switch to it."""
     from .admin import consumer_lag
 
     want = {(t, int(p)): o for t, parts in record.get("ends", {}).items() for p, o in parts.items()}
@@ -164,4 +166,4 @@ async def caught_up(broker: str, group: str, record: dict, internal: list[str]) 
                 return False
         elif row.lag:
             return False
-    return True
+    return not any(row.lag for row in await consumer_lag(broker, sink[0], sink[1]))

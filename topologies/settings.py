@@ -22,6 +22,7 @@ from engine.config import ConfigError, Problem
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 KEYS = ("topic_prefix", "partitions", "batch", "batch_ms", "sink_batch", "sink_ms")
 INPUTS = ("promoters", "clicks", "binds", "orders")  # contract §1.3, in that order
+STAGES = ("promoters", "customers", "orders", "tallies")  # the stateful agents of topologies/app.py
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,18 @@ class StreamSettings:
         """The Faust app id of one generation: its consumer group and the prefix of its
         changelog topics (``tuike.g0-orders-changelog``)."""
         return self.topic(f"g{generation}")
+
+    def sink_group(self, generation: int) -> str:
+        """The ClickHouse sink's consumer group (topologies/sink.py): ``tuike.g0.sink``."""
+        return f"{self.app_id(generation)}.sink"
+
+    def routed_topic(self, generation: int, stage: str) -> str:
+        """Messages for one stage's keys: ``tuike.g0.to-customers``."""
+        return self.internal(generation, f"to-{stage}")
+
+    def ledger_topic(self, generation: int) -> str:
+        """Ledger and fact rows on their way to the ClickHouse sink: ``tuike.g0.ledger``."""
+        return self.internal(generation, "ledger")
 
     def internal(self, generation: int, name: str) -> str:
         return f"{self.app_id(generation)}.{name}"

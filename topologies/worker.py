@@ -77,12 +77,14 @@ def _report_progress(topology: Topology) -> None:
 
 def _go_live_when_caught_up(topology: Topology, broker: str, ledger: Ledger, control: dict) -> None:
     generation = topology.generation
-    internal = [t for t in topology.topics() if t.startswith(topology.settings.app_id(generation) + ".")]
+    internal = [t for t in topology.topics() if t.startswith(topology.settings.app_id(generation) + ".")
+                and t != topology.sink_topic]
+    sink = (topology.settings.sink_group(generation), [topology.sink_topic])
     live = [False]
 
     @topology.app.timer(LIVE_CHECK_SECONDS)
     async def go_live() -> None:
-        if live[0] or not await caught_up(broker, topology.settings.app_id(generation), control, internal):
+        if live[0] or not await caught_up(broker, topology.settings.app_id(generation), control, internal, sink):
             return
         sql = f"INSERT INTO ledger_generations SELECT {generation}, now()"
         await asyncio.get_running_loop().run_in_executor(topology.ledger_thread, ledger.query, sql)

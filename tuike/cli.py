@@ -411,16 +411,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_lag(args: argparse.Namespace) -> int:
-    from topologies.admin import consumer_lag_sync, default_group, group_members_sync
+    from topologies.admin import consumer_lag_sync, group_members_sync, pipeline_lag_sync
+    from topologies.generation import current_generation
 
     config = _load_config(args.config)
     settings = _stream_settings(config)
     broker = _broker(args)
     with _kafka_errors(broker):
-        group = args.group or default_group(settings, broker)
-        rows = consumer_lag_sync(broker, group, None, settings)
+        if args.group:
+            group, sink = args.group, ""
+            rows = consumer_lag_sync(broker, group, None, settings)
+        else:  # the current workers: their group, and their sink's
+            generation = current_generation(broker, settings)
+            group, sink = settings.app_id(generation), f" and its sink group {settings.sink_group(generation)}"
+            rows = pipeline_lag_sync(broker, settings, generation)
         members = group_members_sync(broker, group)
-    who = f"group {group} ({members} member{'s' if members != 1 else ''})"
+    who = f"group {group} ({members} member{'s' if members != 1 else ''}){sink}"
     if not rows:
         print(f"{who}: no offsets committed, and none of the input topics {', '.join(settings.inputs)} exists "
               "(tuike produce creates them)")
