@@ -74,6 +74,66 @@ def _key_of(obj: dict | None) -> str:
     return ""
 
 
+class EmbeddedPipeline:
+    """The engine over RocksDB state and a ledger, fed records in order; :meth:`flush` makes what
+    was fed durable (the ledger first, then the state). Used by ``tuike run`` (a file, flushed
+    every batch) and ``tuike serve`` (each request's events, flushed before the answer)."""
+
+    def __init__(self, config: Config, data_dir: Path, ledger: Ledger):
+        self.ledger = ledger
+        self.stats = RunStats()
+        self.store = RocksStore(data_dir / "state")
+        try:
+            _check_same_ledger(self.store, ledger.identity, data_dir)
+        except StateForOtherLedger:
+            self.store.close(flush=False)
+            raise
+        self.engine = Engine(config, self.store)
+        self.waiting = self.store.get("meta", "parked") or 0  # events parked by this and earlier runs
+        self._reset()
+
+    def _reset(self) -> None:
+        self.out, self.facts, self.dead = Output(), {}, []  # type: tuple[Output, dict[str, list[dict]], list[DeadLetter]]
+
+    def feed(self, rec: Record) -> None:
+        """Validate one record and run it through the engine (nothing durable until :meth:`flush`)."""
+        stats = self.stats
+        stats.read += 1
+        parsed = parse_record(rec)
+        if isinstance(parsed, str):
+            stats.rejected += 1
+            stats.rejected_reasons[reason_class(parsed)] += 1
+            self.dead.append(DeadLetter.of(rec.source, rec.position, rec.raw, parsed, _key_of(rec.obj)))
+            return
+        stats.accepted += 1
+        for table, row in facts_of(parsed):
+            self.facts.setdefault(table, []).append(row)
+        self.engine.feed(parsed, self.out)
+
+    def reject(self, dead: DeadLetter) -> None:
+        """Keep a refusal made before the engine (a gateway's bad signature, …) with the next flush."""
+        self.dead.append(dead)
+
+    def flush(self) -> None:
+        out, stats = self.out, self.stats
+        self.ledger.write(Batch(out.entries, self.facts, self.dead + out.dead_letters))
+        self.waiting += out.parked
+        self.store.put("meta", "parked", self.waiting)
+        self.store.flush()  # only after the sink holds the rows
+        stats.ledger_rows += len(out.entries)
+        stats.refused += len(out.dead_letters)
+        for d in out.dead_letters:
+            stats.rejected_reasons[reason_class(d.reason)] += 1
+        stats.duplicates += out.duplicates
+        stats.parked = self.waiting
+        self._reset()
+
+    def close(self, *, keep: bool = True) -> None:
+        """Close the state; ``keep=False`` drops what was fed since the last flush (it never
+        reached the ledger, so its state must not be kept either)."""
+        self.store.close(flush=keep)
+
+
 def run_events(
     records: Iterable[Record],
     *,
@@ -84,55 +144,22 @@ def run_events(
     batch_size: int = 20_000,
 ) -> RunStats:
     """Process records in order; return what happened. Safe to run again on the same records."""
-    stats = RunStats()
     started = time.perf_counter()
-    store = RocksStore(data_dir / "state")
-    try:
-        _check_same_ledger(store, ledger.identity, data_dir)
-    except StateForOtherLedger:
-        store.close(flush=False)
-        raise
-    engine = Engine(config, store)
-    waiting = store.get("meta", "parked") or 0  # events parked by this and earlier runs
-    out, facts, dead = Output(), {}, []  # type: tuple[Output, dict[str, list[dict]], list[DeadLetter]]
-
-    def flush() -> None:
-        nonlocal out, facts, dead, waiting
-        ledger.write(Batch(out.entries, facts, dead + out.dead_letters))
-        waiting += out.parked
-        store.put("meta", "parked", waiting)
-        store.flush()  # only after the sink holds the rows
-        stats.ledger_rows += len(out.entries)
-        stats.refused += len(out.dead_letters)
-        for d in out.dead_letters:
-            stats.rejected_reasons[reason_class(d.reason)] += 1
-        stats.duplicates += out.duplicates
-        stats.parked = waiting
-        out, facts, dead = Output(), {}, []
-
+    pipeline = EmbeddedPipeline(config, data_dir, ledger)
+    stats = pipeline.stats
     try:
         for rec in records:
-            stats.read += 1
-            parsed = parse_record(rec)
-            if isinstance(parsed, str):
-                stats.rejected += 1
-                stats.rejected_reasons[reason_class(parsed)] += 1
-                dead.append(DeadLetter.of(rec.source, rec.position, rec.raw, parsed, _key_of(rec.obj)))
-            else:
-                stats.accepted += 1
-                for table, row in facts_of(parsed):
-                    facts.setdefault(table, []).append(row)
-                engine.feed(parsed, out)
+            pipeline.feed(rec)
             if stats.read % batch_size == 0:
-                flush()
+                pipeline.flush()
                 stats.seconds = time.perf_counter() - started
                 if progress:
                     progress(stats)
-        flush()
+        pipeline.flush()
     except BaseException:
-        store.close(flush=False)  # this batch never reached the sink: its state must not be kept either
+        pipeline.close(keep=False)
         raise
-    store.close()
+    pipeline.close()
     stats.seconds = time.perf_counter() - started
     if progress:
         progress(stats)

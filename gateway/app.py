@@ -1,0 +1,300 @@
+"""``tuike serve``: the HTTP edge of contract §6 (FastAPI; the OpenAPI description at /openapi.json).
+
+Every request is read raw (a signature covers the bytes as sent), bounded by
+``gateway.max_body_bytes`` (413 above it), authenticated per shop, mapped to canonical events
+(gateway/shopify.py, woocommerce.py, youzan.py, wechatpay.py) and handed on
+(gateway/handoff.py); the answer comes only after the hand-on is durable. Every refusal — bad
+signature (401), unknown shop (404), unreadable body (400), invalid payload (422), too large
+(413) — is kept in ``dead_letters`` with its reason; a topic tuike does not map is answered 202
+and kept there too, so nothing a platform sent is lost. Secrets are never logged or echoed.
+"""
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from engine.dead_letter import DeadLetter
+from tuike.inputs import decode_record, parse_record
+
+from . import shopify, wechatpay, woocommerce, youzan
+from .canonical import PayloadError
+from .fingerprint import fingerprint
+from .handoff import Delivery, Handoff
+from .links import Link, landing, make_code, reference, resolver, share_kit, verify
+from .settings import GatewaySettings, Shop
+from .signatures import (decrypt_wechatpay_resource, verify_events, verify_shopify, verify_wechatpay,
+                         verify_woocommerce, verify_youzan)
+
+VISITOR_COOKIE = "tk_vid"
+SEEN_WEBHOOKS = 100_000  # Shopify webhook ids remembered for de-duplication
+KEEP_RAW = 64 * 1024  # bytes of a refused body kept in dead_letters (all of it up to this size)
+
+
+@dataclass
+class Outcome:
+    """What a handler decided: the answer, the events to hand on, a note to keep in dead_letters,
+    and what to remember once the hand-on is durable."""
+    status: int
+    payload: dict
+    events: list[dict] = field(default_factory=list)
+    note: str | None = None
+    done: Callable[[], None] | None = None
+
+
+class Refused(Exception):
+    """A request tuike does not accept: the status, the reason (names the problem, never a secret)."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _raw(body: bytes) -> str:
+    return body[:KEEP_RAW].decode("utf-8", "replace")
+
+
+def _json(body: bytes) -> dict:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Refused(400, f"body is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise Refused(400, "body is not a JSON object")
+    return obj
+
+
+def _checked(events: list[dict], source: str) -> list[dict]:
+    """The contract's validation on mapped events: a mapping bug or odd payload is a 422, not a crash."""
+    for i, event in enumerate(events):
+        parsed = parse_record(decode_record(source, i, orjson.dumps(event)))
+        if isinstance(parsed, str):
+            raise Refused(422, f"the payload maps to an invalid {event.get('type')}: {parsed}")
+    return events
+
+
+def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[], float] = time.time) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await handoff.close()  # the embedded state is closed cleanly, the producer flushed
+
+    app = FastAPI(title="tuike gateway", version="1", lifespan=lifespan,
+                  description="Shop webhooks, canonical events and promotion links into the tuike commission engine.")
+    seen: OrderedDict[str, None] = OrderedDict()
+    resolve = resolver(settings.link_secret) if settings.link_secret else (lambda ref: None)
+
+    async def read_body(request: Request) -> bytes:
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise Refused(413, f"body of {int(declared):,} bytes is over the limit of {limit:,} (gateway.max_body_bytes)")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Refused(413, f"body is over the limit of {limit:,} bytes (gateway.max_body_bytes)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def shop_of(shop_id: str, what: str) -> Shop:
+        shop = settings.shops.get(shop_id)
+        if shop is None:
+            raise Refused(404, f"unknown shop {shop_id!r} (tuike.yaml: shops)")
+        if getattr(shop, what) is None:
+            raise Refused(404, f"shop {shop_id!r} has no {what} (tuike.yaml: shops.{shop_id}.{what})")
+        return shop
+
+    def authenticate(shop_id: str, secret: str, check, header: str, body: bytes, request: Request) -> None:
+        """An HMAC-signed body (Shopify, WooCommerce, /events): 404 for an unknown shop, 401 for a bad signature."""
+        problem = check(body, request.headers.get(header), getattr(shop_of(shop_id, secret), secret))
+        if problem:
+            raise Refused(401, problem)
+
+    async def answer(source: str, request: Request, handle) -> Response:
+        """Run ``handle(body) -> Outcome``; hand its events on; refusals to dead_letters."""
+        rid = uuid.uuid4().hex
+        body = b""
+        try:
+            body = await read_body(request)
+            outcome = await handle(body)
+        except Refused as r:
+            await handoff.hand_on(Delivery(source, rid, dead=[DeadLetter.of(source, rid, _raw(body), r.reason)]))
+            return JSONResponse({"error": r.reason, "request": rid}, status_code=r.status)
+        except PayloadError as exc:
+            reason = f"payload: {exc}"
+            await handoff.hand_on(Delivery(source, rid, dead=[DeadLetter.of(source, rid, _raw(body), reason)]))
+            return JSONResponse({"error": reason, "request": rid}, status_code=422)
+        dead = [DeadLetter.of(source, rid, _raw(body), outcome.note)] if outcome.note else []
+        await handoff.hand_on(Delivery(source, rid, outcome.events, dead))
+        if outcome.done:
+            outcome.done()
+        return JSONResponse({**outcome.payload, "events": len(outcome.events), "request": rid},
+                            status_code=outcome.status)
+
+    def mapped(events: list[dict] | None, source: str, what: str, **extra: object) -> Outcome:
+        if events is None:
+            return Outcome(202, {"recorded": f"{what} is not mapped by tuike; kept in dead_letters", **extra},
+                           note=f"not mapped: {what}")
+        return Outcome(200, {"accepted": True, **extra}, _checked(events, source))
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "mode": handoff.mode}
+
+    @app.post("/webhooks/shopify/{shop_id}")
+    async def shopify_webhook(shop_id: str, request: Request) -> Response:
+        async def handle(body: bytes):
+            authenticate(shop_id, "shopify_secret", verify_shopify, "x-shopify-hmac-sha256", body, request)
+            webhook = request.headers.get("x-shopify-webhook-id")
+            if webhook and f"{shop_id}/{webhook}" in seen:
+                return Outcome(200, {"duplicate": True})
+            topic = request.headers.get("x-shopify-topic") or ""
+            outcome = mapped(shopify.events(topic, _json(body), shop_id, resolve), "gateway:shopify", f"topic {topic!r}")
+
+            def remember() -> None:  # only once handed on: a failed hand-on must let Shopify's retry through
+                seen[f"{shop_id}/{webhook}"] = None
+                while len(seen) > SEEN_WEBHOOKS:
+                    seen.popitem(last=False)
+            outcome.done = remember if webhook else None
+            return outcome
+        return await answer("gateway:shopify", request, handle)
+
+    @app.post("/webhooks/woocommerce/{shop_id}")
+    async def woocommerce_webhook(shop_id: str, request: Request) -> Response:
+        async def handle(body: bytes):
+            authenticate(shop_id, "woocommerce_secret", verify_woocommerce, "x-wc-webhook-signature", body, request)
+            topic = request.headers.get("x-wc-webhook-topic") or ""
+            return mapped(woocommerce.events(topic, _json(body), shop_id, resolve), "gateway:woocommerce",
+                          f"topic {topic!r}")
+        return await answer("gateway:woocommerce", request, handle)
+
+    @app.post("/webhooks/youzan/{shop_id}")
+    async def youzan_webhook(shop_id: str, request: Request) -> Response:
+        async def handle(body: bytes):
+            shop = shop_of(shop_id, "youzan_client_secret")
+            push = _json(body)
+            problem = verify_youzan(push, shop.youzan_client_id or "", shop.youzan_client_secret)
+            if problem:
+                raise Refused(401, problem)
+            return mapped(youzan.events(push, shop_id, resolve), "gateway:youzan", f"type {push.get('type')!r}",
+                          code=0, msg="success")
+        return await answer("gateway:youzan", request, handle)
+
+    @app.post("/webhooks/wechatpay/{shop_id}")
+    async def wechatpay_webhook(shop_id: str, request: Request) -> Response:
+        async def handle(body: bytes):
+            shop = shop_of(shop_id, "wechatpay_platform_cert")
+            h = request.headers
+            problem = verify_wechatpay(body, h.get("wechatpay-timestamp"), h.get("wechatpay-nonce"),
+                                       h.get("wechatpay-signature"), shop.wechatpay_platform_cert, clock())
+            if problem:
+                raise Refused(401, problem)
+            notice = _json(body)
+            plain = decrypt_wechatpay_resource(notice.get("resource") or {}, shop.wechatpay_apiv3_key or "")
+            if isinstance(plain, str):
+                raise Refused(400, plain)
+            return mapped(wechatpay.events(str(notice.get("event_type")), _json(plain), shop_id, resolve),
+                          "gateway:wechatpay", f"event_type {notice.get('event_type')!r}", code="SUCCESS")
+        return await answer("gateway:wechatpay", request, handle)
+
+    @app.post("/events")
+    async def events(request: Request) -> Response:
+        """Canonical events (contract §1): one JSON object or JSON Lines; ``X-Tuike-Signature``
+        with the events_secret of the shop named by ``X-Tuike-Shop`` (or of the only shop that
+        has one). Valid events are handed on even when other lines are refused (422 names them);
+        event ids make a resend of the whole body safe."""
+        async def handle(body: bytes):
+            holders = [s for s, shop in settings.shops.items() if shop.events_secret]
+            shop_id = request.headers.get("x-tuike-shop") or (holders[0] if len(holders) == 1 else "")
+            authenticate(shop_id, "events_secret", verify_events, "x-tuike-signature", body, request)
+            good, problems, dead = [], [], []
+            for n, line in enumerate(body.splitlines(), 1):
+                rec = decode_record("gateway:events", n, line)
+                if rec is None:
+                    continue
+                parsed = parse_record(rec)
+                if isinstance(parsed, str):
+                    problems.append(f"line {n}: {parsed}")
+                    dead.append(DeadLetter.of("gateway:events", f"{shop_id}:{n}", rec.raw, parsed))
+                else:
+                    good.append(rec.obj)
+            if not good and not problems:
+                raise Refused(400, "no event in the body")
+            if dead:
+                await handoff.hand_on(Delivery("gateway:events", uuid.uuid4().hex, dead=dead))
+            if problems:
+                return Outcome(422, {"accepted": len(good), "problems": problems[:50]}, good)
+            return Outcome(200, {"accepted": len(good)}, good)
+        return await answer("gateway:events", request, handle)
+
+    @app.get("/r/{code}")
+    async def click(code: str, request: Request) -> Response:
+        link = verify(code, settings.link_secret) if settings.link_secret else None
+        if link is None:
+            reason = "unknown or altered promotion link code"
+            await handoff.hand_on(Delivery("gateway:links", uuid.uuid4().hex,
+                                           dead=[DeadLetter.of("gateway:links", code[:200], code[:512], reason)]))
+            return JSONResponse({"error": reason}, status_code=404)
+        visitor = request.cookies.get(VISITOR_COOKIE) or f"v{uuid.uuid4().hex[:20]}"
+        click_id = f"c{uuid.uuid4().hex[:20]}"
+        ip = request.client.host if request.client else None
+        event = {"type": "click", "event_id": click_id, "ts": datetime.fromtimestamp(clock(), timezone.utc).isoformat(),
+                 "click_id": click_id, "promoter_id": link.promoter_id, "visitor_id": visitor,
+                 "device_id": fingerprint(dict(request.headers), ip)}
+        if ip:
+            event["ip"] = ip
+        optional = {"user_agent": request.headers.get("user-agent"), "sku": link.sku, "campaign": link.campaign,
+                    "parent_click_id": request.query_params.get("from")}
+        event.update({k: v for k, v in optional.items() if v})
+        await handoff.hand_on(Delivery("gateway:links", click_id, [event]))
+        response = RedirectResponse(landing(settings.landing_url, reference(code, click_id)), status_code=302)
+        if VISITOR_COOKIE not in request.cookies:
+            response.set_cookie(VISITOR_COOKIE, visitor, max_age=365 * 86400, httponly=True, samesite="lax")
+        return response
+
+    @app.post("/links")
+    async def create_link(request: Request) -> Response:
+        """A promotion link for ``{"promoter_id", "sku"?, "campaign"?, "title"?}``, signed with
+        ``X-Tuike-Signature`` (HMAC-SHA256 of the body with the links secret)."""
+        if not settings.link_secret:
+            return JSONResponse({"error": "links.secret is not configured"}, status_code=404)
+        try:
+            body = await read_body(request)
+        except Refused as r:
+            return JSONResponse({"error": r.reason}, status_code=r.status)
+        problem = verify_events(body, request.headers.get("x-tuike-signature"), settings.link_secret)
+        if problem:
+            return JSONResponse({"error": problem}, status_code=401)
+        try:
+            spec = _json(body)
+            fields = {k: spec.get(k) for k in ("promoter_id", "sku", "campaign")}
+            if not all(v is None or isinstance(v, str) for v in fields.values()) or not fields["promoter_id"]:
+                raise Refused(422, "expected string promoter_id, and optional strings sku and campaign")
+            code = make_code(Link(**fields), settings.link_secret)
+        except Refused as r:
+            return JSONResponse({"error": r.reason}, status_code=r.status)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        kit = share_kit(code, settings.base_url, str(spec.get("title") or ""))
+        return JSONResponse({"code": code, "url": kit["url"], "share_text": kit["text"],
+                             "qr_png": f"{settings.base_url.rstrip('/')}/links/{code}/qr.png",
+                             "qr_png_base64": base64.b64encode(kit["qr_png"]).decode()})
+
+    @app.get("/links/{code}/qr.png")
+    async def qr(code: str) -> Response:
+        if not settings.link_secret or verify(code, settings.link_secret) is None:
+            return JSONResponse({"error": "unknown or altered promotion link code"}, status_code=404)
+        return Response(share_kit(code, settings.base_url)["qr_png"], media_type="image/png")
+
+    return app

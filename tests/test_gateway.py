@@ -1,0 +1,174 @@
+"""`tuike serve` (gateway/app.py) in embedded mode, through FastAPI's test client: real payloads,
+real signatures, the real engine and a real chDB ledger (contract §6).
+
+The end-to-end test follows a customer: promoters join, a link is created and clicked (302,
+cookie), the customer binds, a signed Shopify orders/paid arrives carrying the link, and the
+ledger pays the link's promoter chain the configured rates."""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+
+from engine.config import parse_config
+from gateway.app import create_app
+from gateway.handoff import EmbeddedHandoff
+from gateway.settings import gateway_settings
+from gateway.signatures import hmac_sha256_b64
+from sinks import open_ledger
+from tuike.pipeline import EmbeddedPipeline
+
+WEBHOOKS = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "webhooks"
+NOW = datetime.fromisoformat("2026-11-01T10:00:00+08:00").timestamp()
+RAW = {
+    "currency": "USD",
+    "commission": {"levels": ["0.10", "0.05", "0.02"]},
+    "shops": {"s1": {"shopify_secret": "shh-shopify", "woocommerce_secret": "wc&amp;secret", "events_secret": "shh-events",
+                     "youzan_client_id": "cd0e03a4099eb5c933", "youzan_client_secret": "yz-secret"}},
+    "links": {"secret": "shh-links", "base_url": "https://t.example", "landing_url": "https://shop.example/sale"},
+    "gateway": {"max_body_bytes": 64 * 1024},
+}
+
+
+class Gateway:
+    def __init__(self, client: TestClient, ledger):
+        self.client = client
+        self.ledger = ledger
+
+    def events(self, *events: dict, secret: str = "shh-events"):
+        body = "\n".join(json.dumps(e) for e in events).encode()
+        return self.client.post("/events", content=body, headers={"X-Tuike-Signature": hmac_sha256_b64(secret, body)})
+
+    def shopify(self, topic: str, payload: dict, *, secret: str = "shh-shopify", webhook_id: str = "w1", body=None,
+                signed: bytes | None = None):
+        """Post ``payload`` (or ``body``) signed over ``signed`` (default: what is sent)."""
+        body = body if body is not None else json.dumps(payload).encode()
+        return self.client.post("/webhooks/shopify/s1", content=body, headers={
+            "X-Shopify-Topic": topic, "X-Shopify-Hmac-Sha256": hmac_sha256_b64(secret, body if signed is None else signed),
+            "X-Shopify-Webhook-Id": webhook_id, "Content-Type": "application/json"})
+
+    def rows(self, sql: str) -> list[tuple]:
+        return self.ledger.query(sql).rows
+
+    def dead(self) -> list[tuple]:
+        return self.rows("SELECT source, reason FROM dead_letters ORDER BY source, reason")
+
+
+@pytest.fixture
+def gw(tmp_path):
+    ledger = open_ledger(None, tmp_path)
+    handoff = EmbeddedHandoff(EmbeddedPipeline(parse_config(RAW), tmp_path, ledger))
+    app = create_app(gateway_settings(RAW), handoff, clock=lambda: NOW)
+    with TestClient(app) as client:
+        yield Gateway(client, ledger)
+    ledger.close()
+
+
+def joined(pid: str, parent: str | None, ts: str = "2026-10-01T09:00:00+08:00") -> dict:
+    return {"type": "promoter.joined", "event_id": f"j-{pid}", "ts": ts, "promoter_id": pid, "parent_id": parent}
+
+
+def test_link_click_bind_and_a_signed_shopify_order_pay_the_links_chain(gw):
+    assert gw.events(joined("P1", None), joined("P2", "P1"), joined("P3", "P2")).status_code == 200
+    body = json.dumps({"promoter_id": "P3", "sku": "IPOD2008GREEN"}).encode()
+    made = gw.client.post("/links", content=body, headers={"X-Tuike-Signature": hmac_sha256_b64("shh-links", body)})
+    assert made.status_code == 200, made.text
+    link = made.json()
+    assert link["url"] == f"https://t.example/r/{link['code']}"
+    assert base64.b64decode(link["qr_png_base64"]).startswith(b"\x89PNG")
+    assert gw.client.get(f"/links/{link['code']}/qr.png").headers["content-type"] == "image/png"
+
+    clicked = gw.client.get(f"/r/{link['code']}", follow_redirects=False,
+                            headers={"User-Agent": "Mozilla/5.0 (iPhone)", "Accept-Language": "zh-CN"})
+    assert clicked.status_code == 302
+    location = urlsplit(clicked.headers["location"])
+    assert (location.scheme, location.netloc, location.path) == ("https", "shop.example", "/sale")
+    ref = parse_qs(location.query)["tk"][0]
+    code, _, click_id = ref.partition("~")
+    assert code == link["code"] and click_id.startswith("c")
+    assert "tk_vid=" in clicked.headers["set-cookie"]
+
+    customer = "shopify:s1:customer:207119551"
+    bound = {"type": "customer.bound", "event_id": "b-1", "ts": "2026-11-01T10:05:00+08:00",
+             "customer_id": customer, "promoter_id": "P3", "via": "link", "click_id": click_id}
+    assert gw.events(bound).status_code == 200
+
+    order = copy.deepcopy(json.loads((WEBHOOKS / "shopify" / "python_api_order.json").read_text())["order"])
+    order.update(created_at="2026-11-01T10:30:00+08:00", landing_site=f"/sale?{location.query}", discount_codes=[])
+    paid = gw.shopify("orders/paid", order)
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["events"] == 1
+
+    rows = gw.rows("SELECT beneficiary_id, level, kind, sum(amount) FROM commission_ledger "
+                   "WHERE order_id = 'shopify:s1:450789469' GROUP BY beneficiary_id, level, kind ORDER BY level")
+    # three lines of 199.00: level 1 (P3) 10 % = 19.90 each, level 2 (P2) 5 % = 9.95, level 3 (P1) 2 % = 3.98
+    assert rows == [("P3", 1, "accrue", Decimal("59.70")), ("P2", 2, "accrue", Decimal("29.85")),
+                    ("P1", 3, "accrue", Decimal("11.94"))]
+    clicks = gw.rows("SELECT click_id, promoter_id, sku FROM clicks")
+    assert clicks == [(click_id, "P3", "IPOD2008GREEN")]
+
+    assert gw.rows("SELECT count() FROM commission_ledger")[0][0] == 9  # 3 lines × 3 levels
+    again = gw.shopify("orders/paid", order)  # Shopify redelivers the same webhook id
+    assert again.json().get("duplicate") is True
+    assert gw.shopify("orders/paid", order, webhook_id="w2").status_code == 200  # a new id: the engine dedups
+    assert gw.rows("SELECT count() FROM commission_ledger")[0][0] == 9
+
+
+def test_refusals_are_answered_and_kept_in_dead_letters(gw):
+    order = json.loads((WEBHOOKS / "shopify" / "python_api_order.json").read_text())["order"]
+    body = json.dumps(order).encode()
+    assert gw.shopify("orders/paid", order, secret="wrong").status_code == 401
+    changed = body.replace(b'"199.00"', b'"199.01"', 1)  # one byte changed after signing
+    assert gw.shopify("orders/paid", order, body=changed, signed=body).status_code == 401
+    assert gw.client.post("/webhooks/shopify/nope", content=body).status_code == 404
+    bad_json = b'{"id": 1,'
+    assert gw.shopify("orders/paid", {}, body=bad_json).status_code == 400
+    unmapped = gw.shopify("customers/create", {"id": 5}, webhook_id="w9")
+    assert unmapped.status_code == 202 and "not mapped" in unmapped.json()["recorded"]
+    no_lines = gw.shopify("orders/paid", {**order, "line_items": []}, webhook_id="w10")
+    assert no_lines.status_code == 422 and "line_items" in no_lines.json()["error"]
+    big = b"x" * (64 * 1024 + 1)
+    assert gw.client.post("/webhooks/shopify/s1", content=big).status_code == 413
+    assert gw.client.get("/r/not-a-code", follow_redirects=False).status_code == 404
+    mixed = gw.events(joined("P9", None), {"type": "order.paid", "event_id": "x", "ts": "2026-11-01T10:00:00+08:00"})
+    assert mixed.status_code == 422 and mixed.json()["accepted"] == 1 and "line 2" in mixed.json()["problems"][0]
+    reasons = [r for _, r in gw.dead()]
+    assert len(reasons) == 9, reasons
+    for expected in ("X-Shopify-Hmac-Sha256 does not match the body", "unknown shop 'nope'", "body is not JSON",
+                     "not mapped: topic 'customers/create'", "payload: line_items", "over the limit",
+                     "unknown or altered promotion link code", "order.paid: "):
+        assert any(expected in r for r in reasons), (expected, reasons)
+    assert not any("shh-" in r for r in reasons)  # no secret in any reason
+
+
+def test_woocommerce_and_youzan_webhooks_end_in_the_ledger(gw):
+    order = json.loads((WEBHOOKS / "woocommerce" / "wc_docs_order_created_response.json").read_text())
+    order["currency"], order["date_paid_gmt"] = "USD", "2026-11-01T02:00:00"
+    body = json.dumps(order).encode()
+    signed = hmac_sha256_b64("wc&secret", body)  # WooCommerce signs with the HTML-decoded secret
+    r = gw.client.post("/webhooks/woocommerce/s1", content=body,
+                       headers={"X-WC-Webhook-Topic": "order.created", "X-WC-Webhook-Signature": signed})
+    assert r.status_code == 200, r.text
+    assert gw.rows("SELECT order_id, count() FROM orders GROUP BY order_id") == [("woocommerce:s1:727", 1)]
+    sample = json.loads((WEBHOOKS / "youzan" / "youzan_push_samples.json").read_text())["samples"][0]
+    push = json.loads(sample["raw_body"])
+    from gateway.signatures import youzan_sign
+    push["sign"] = youzan_sign(push["client_id"], push["msg"], "yz-secret")
+    r = gw.client.post("/webhooks/youzan/s1", content=json.dumps(push).encode())
+    assert r.status_code == 200 and r.json()["code"] == 0 and r.json()["events"] == 0  # WAIT_BUYER_PAY: nothing yet
+    push["sign"] = "0" * 32
+    assert gw.client.post("/webhooks/youzan/s1", content=json.dumps(push).encode()).status_code == 401
+
+
+def test_the_openapi_description_lists_every_route(gw):
+    spec = gw.client.get("/openapi.json").json()
+    assert {"/webhooks/shopify/{shop_id}", "/webhooks/woocommerce/{shop_id}", "/webhooks/youzan/{shop_id}",
+            "/webhooks/wechatpay/{shop_id}", "/events", "/r/{code}", "/links", "/healthz"} <= set(spec["paths"])
+    assert gw.client.get("/healthz").json() == {"status": "ok", "mode": "embedded"}
