@@ -11,6 +11,7 @@ and kept there too, so nothing a platform sent is lost. Secrets are never logged
 from __future__ import annotations
 
 import base64
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -35,6 +36,7 @@ from .settings import GatewaySettings, Shop
 from .signatures import (decrypt_wechatpay_resource, verify_events, verify_shopify, verify_wechatpay,
                          verify_woocommerce, verify_youzan)
 
+log = logging.getLogger("tuike.gateway")
 VISITOR_COOKIE = "tk_vid"
 SEEN_WEBHOOKS = 100_000  # Shopify webhook ids remembered for de-duplication
 KEEP_RAW = 64 * 1024  # bytes of a refused body kept in dead_letters (all of it up to this size)
@@ -48,6 +50,7 @@ class Outcome:
     payload: dict
     events: list[dict] = field(default_factory=list)
     note: str | None = None
+    dead: list[DeadLetter] = field(default_factory=list)  # refusals of parts of the body (lines of /events)
     done: Callable[[], None] | None = None
 
 
@@ -127,16 +130,21 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
         body = b""
         try:
             body = await read_body(request)
-            outcome = await handle(body)
+            outcome = await handle(body, rid)
         except Refused as r:
             await handoff.hand_on(Delivery(source, rid, dead=[DeadLetter.of(source, rid, _raw(body), r.reason)]))
             return JSONResponse({"error": r.reason, "request": rid}, status_code=r.status)
-        except PayloadError as exc:
-            reason = f"payload: {exc}"
+        except (PayloadError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            # PayloadError names the field; the others are shapes a mapping did not foresee (a null
+            # where a string was expected): still the sender's payload, never a 500
+            reason = f"payload: {exc}" if isinstance(exc, PayloadError) else \
+                f"payload has an unexpected shape ({type(exc).__name__}: {exc})"
+            if not isinstance(exc, PayloadError):
+                log.warning("%s %s: %s", source, rid, reason)
             await handoff.hand_on(Delivery(source, rid, dead=[DeadLetter.of(source, rid, _raw(body), reason)]))
             return JSONResponse({"error": reason, "request": rid}, status_code=422)
         dead = [DeadLetter.of(source, rid, _raw(body), outcome.note)] if outcome.note else []
-        await handoff.hand_on(Delivery(source, rid, outcome.events, dead))
+        await handoff.hand_on(Delivery(source, rid, outcome.events, dead + outcome.dead))
         if outcome.done:
             outcome.done()
         return JSONResponse({**outcome.payload, "events": len(outcome.events), "request": rid},
@@ -154,7 +162,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
 
     @app.post("/webhooks/shopify/{shop_id}")
     async def shopify_webhook(shop_id: str, request: Request) -> Response:
-        async def handle(body: bytes):
+        async def handle(body: bytes, rid: str):
             authenticate(shop_id, "shopify_secret", verify_shopify, "x-shopify-hmac-sha256", body, request)
             webhook = request.headers.get("x-shopify-webhook-id")
             if webhook and f"{shop_id}/{webhook}" in seen:
@@ -172,7 +180,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
 
     @app.post("/webhooks/woocommerce/{shop_id}")
     async def woocommerce_webhook(shop_id: str, request: Request) -> Response:
-        async def handle(body: bytes):
+        async def handle(body: bytes, rid: str):
             authenticate(shop_id, "woocommerce_secret", verify_woocommerce, "x-wc-webhook-signature", body, request)
             topic = request.headers.get("x-wc-webhook-topic") or ""
             return mapped(woocommerce.events(topic, _json(body), shop_id, resolve), "gateway:woocommerce",
@@ -181,7 +189,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
 
     @app.post("/webhooks/youzan/{shop_id}")
     async def youzan_webhook(shop_id: str, request: Request) -> Response:
-        async def handle(body: bytes):
+        async def handle(body: bytes, rid: str):
             shop = shop_of(shop_id, "youzan_client_secret")
             push = _json(body)
             problem = verify_youzan(push, shop.youzan_client_id or "", shop.youzan_client_secret)
@@ -193,7 +201,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
 
     @app.post("/webhooks/wechatpay/{shop_id}")
     async def wechatpay_webhook(shop_id: str, request: Request) -> Response:
-        async def handle(body: bytes):
+        async def handle(body: bytes, rid: str):
             shop = shop_of(shop_id, "wechatpay_platform_cert")
             h = request.headers
             problem = verify_wechatpay(body, h.get("wechatpay-timestamp"), h.get("wechatpay-nonce"),
@@ -214,7 +222,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
         with the events_secret of the shop named by ``X-Tuike-Shop`` (or of the only shop that
         has one). Valid events are handed on even when other lines are refused (422 names them);
         event ids make a resend of the whole body safe."""
-        async def handle(body: bytes):
+        async def handle(body: bytes, rid: str):
             holders = [s for s, shop in settings.shops.items() if shop.events_secret]
             shop_id = request.headers.get("x-tuike-shop") or (holders[0] if len(holders) == 1 else "")
             authenticate(shop_id, "events_secret", verify_events, "x-tuike-signature", body, request)
@@ -226,15 +234,13 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
                 parsed = parse_record(rec)
                 if isinstance(parsed, str):
                     problems.append(f"line {n}: {parsed}")
-                    dead.append(DeadLetter.of("gateway:events", f"{shop_id}:{n}", rec.raw, parsed))
+                    dead.append(DeadLetter.of("gateway:events", f"{rid}:{n}", rec.raw, parsed))
                 else:
                     good.append(rec.obj)
             if not good and not problems:
                 raise Refused(400, "no event in the body")
-            if dead:
-                await handoff.hand_on(Delivery("gateway:events", uuid.uuid4().hex, dead=dead))
             if problems:
-                return Outcome(422, {"accepted": len(good), "problems": problems[:50]}, good)
+                return Outcome(422, {"accepted": len(good), "problems": problems[:50]}, good, dead=dead)
             return Outcome(200, {"accepted": len(good)}, good)
         return await answer("gateway:events", request, handle)
 
@@ -242,10 +248,9 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
     async def click(code: str, request: Request) -> Response:
         link = verify(code, settings.link_secret) if settings.link_secret else None
         if link is None:
-            reason = "unknown or altered promotion link code"
-            await handoff.hand_on(Delivery("gateway:links", uuid.uuid4().hex,
-                                           dead=[DeadLetter.of("gateway:links", code[:200], code[:512], reason)]))
-            return JSONResponse({"error": reason}, status_code=404)
+            reason, rid = "unknown or altered promotion link code", uuid.uuid4().hex
+            await handoff.hand_on(Delivery("gateway:links", rid, dead=[DeadLetter.of("gateway:links", rid, code[:512], reason)]))
+            return JSONResponse({"error": reason, "request": rid}, status_code=404)
         visitor = request.cookies.get(VISITOR_COOKIE) or f"v{uuid.uuid4().hex[:20]}"
         click_id = f"c{uuid.uuid4().hex[:20]}"
         ip = request.client.host if request.client else None
@@ -267,29 +272,25 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
     async def create_link(request: Request) -> Response:
         """A promotion link for ``{"promoter_id", "sku"?, "campaign"?, "title"?}``, signed with
         ``X-Tuike-Signature`` (HMAC-SHA256 of the body with the links secret)."""
-        if not settings.link_secret:
-            return JSONResponse({"error": "links.secret is not configured"}, status_code=404)
-        try:
-            body = await read_body(request)
-        except Refused as r:
-            return JSONResponse({"error": r.reason}, status_code=r.status)
-        problem = verify_events(body, request.headers.get("x-tuike-signature"), settings.link_secret)
-        if problem:
-            return JSONResponse({"error": problem}, status_code=401)
-        try:
+        async def handle(body: bytes, rid: str):
+            if not settings.link_secret:
+                raise Refused(404, "links.secret is not configured")
+            problem = verify_events(body, request.headers.get("x-tuike-signature"), settings.link_secret)
+            if problem:
+                raise Refused(401, problem)
             spec = _json(body)
             fields = {k: spec.get(k) for k in ("promoter_id", "sku", "campaign")}
             if not all(v is None or isinstance(v, str) for v in fields.values()) or not fields["promoter_id"]:
                 raise Refused(422, "expected string promoter_id, and optional strings sku and campaign")
-            code = make_code(Link(**fields), settings.link_secret)
-        except Refused as r:
-            return JSONResponse({"error": r.reason}, status_code=r.status)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=422)
-        kit = share_kit(code, settings.base_url, str(spec.get("title") or ""))
-        return JSONResponse({"code": code, "url": kit["url"], "share_text": kit["text"],
-                             "qr_png": f"{settings.base_url.rstrip('/')}/links/{code}/qr.png",
-                             "qr_png_base64": base64.b64encode(kit["qr_png"]).decode()})
+            try:
+                code = make_code(Link(**fields), settings.link_secret)
+            except ValueError as exc:
+                raise Refused(422, str(exc)) from None
+            kit = share_kit(code, settings.base_url, str(spec.get("title") or ""))
+            return Outcome(200, {"code": code, "url": kit["url"], "share_text": kit["text"],
+                                 "qr_png": f"{settings.base_url.rstrip('/')}/links/{code}/qr.png",
+                                 "qr_png_base64": base64.b64encode(kit["qr_png"]).decode()})
+        return await answer("gateway:links", request, handle)
 
     @app.get("/links/{code}/qr.png")
     async def qr(code: str) -> Response:

@@ -99,9 +99,10 @@ def _paid(body: dict, shop_id: str, order: str, paid_at: str, resolve: Resolver)
 
 
 def _refund_resource(body: dict, shop_id: str) -> dict:
-    links = (body.get("_links") or {}).get("up") or []
-    href = links[0].get("href", "") if links and isinstance(links[0], dict) else ""
-    match = _ORDER_LINK.search(href)
+    links = body.get("_links")
+    up = links.get("up") if isinstance(links, dict) else None
+    href = up[0].get("href") if isinstance(up, list) and up and isinstance(up[0], dict) else None
+    match = _ORDER_LINK.search(href) if isinstance(href, str) else None
     if not match:
         raise PayloadError("_links.up: the refund does not name its order (…/orders/<id>)")
     order = ns("woocommerce", shop_id, match.group(1))
