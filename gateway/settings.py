@@ -54,8 +54,8 @@ class GatewaySettings:
     max_body_bytes: int = 1024 * 1024
 
 
-def _value(value: object, path: str, problems: list[Problem]) -> str | None:
-    if isinstance(value, str) and value.startswith("env:"):
+def _value(value: object, path: str, problems: list[Problem], resolve_env: bool = True) -> str | None:
+    if isinstance(value, str) and value.startswith("env:") and resolve_env:
         name = value[4:]
         found = os.environ.get(name)
         if not found:
@@ -78,8 +78,10 @@ def _section(raw: dict, name: str, keys: tuple[str, ...], problems: list[Problem
     return section
 
 
-def gateway_settings(raw: dict | None) -> GatewaySettings:
-    """The ``shops``, ``links`` and ``gateway`` sections, validated; :class:`ConfigError` names every problem."""
+def gateway_settings(raw: dict | None, *, resolve_env: bool = True) -> GatewaySettings:
+    """The ``shops``, ``links`` and ``gateway`` sections, validated; :class:`ConfigError` names every
+    problem. ``resolve_env=False`` checks the shape only (``tuike config check`` on a machine
+    without the secrets): ``env:NAME`` values stay as written."""
     raw = raw or {}
     problems: list[Problem] = []
     shops: dict[str, Shop] = {}
@@ -96,15 +98,15 @@ def gateway_settings(raw: dict | None) -> GatewaySettings:
             if key not in SHOP_KEYS:
                 problems.append(Problem(f"shops.{shop_id}.{key}", f"unknown key; known keys: {', '.join(SHOP_KEYS)}"))
             else:
-                kw[key] = _value(value, f"shops.{shop_id}.{key}", problems)
+                kw[key] = _value(value, f"shops.{shop_id}.{key}", problems, resolve_env)
         shops[str(shop_id)] = Shop(**kw)
     links = _section(raw, "links", LINK_KEYS, problems)
     kw = {"shops": shops}
     if "secret" in links:
-        kw["link_secret"] = _value(links["secret"], "links.secret", problems)
+        kw["link_secret"] = _value(links["secret"], "links.secret", problems, resolve_env)
     for key in ("base_url", "landing_url"):
         if key in links:
-            value = _value(links[key], f"links.{key}", problems)
+            value = _value(links[key], f"links.{key}", problems, resolve_env)
             if value is not None and not value.startswith(("http://", "https://")):
                 problems.append(Problem(f"links.{key}", f"expected an http(s) URL, got {value!r}"))
             elif value is not None:

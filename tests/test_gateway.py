@@ -172,3 +172,22 @@ def test_the_openapi_description_lists_every_route(gw):
     assert {"/webhooks/shopify/{shop_id}", "/webhooks/woocommerce/{shop_id}", "/webhooks/youzan/{shop_id}",
             "/webhooks/wechatpay/{shop_id}", "/events", "/r/{code}", "/links", "/healthz"} <= set(spec["paths"])
     assert gw.client.get("/healthz").json() == {"status": "ok", "mode": "embedded"}
+
+
+def test_gateway_settings_resolve_env_and_name_every_problem(monkeypatch, tmp_path):
+    from engine.config import ConfigError
+    from tuike.configfile import ConfigFileError, load_config
+
+    monkeypatch.setenv("TK_SHOPIFY", "from-env")
+    s = gateway_settings({"shops": {"s1": {"shopify_secret": "env:TK_SHOPIFY"}}})
+    assert s.shops["s1"].shopify_secret == "from-env" and "from-env" not in repr(s)
+    with pytest.raises(ConfigError) as bad:
+        gateway_settings({"shops": {"s1": {"shopify_secret": "env:TK_MISSING", "nope": "x"}},
+                          "links": {"landing_url": "shop.example"}, "gateway": {"max_body_bytes": 10}})
+    assert [p.path for p in bad.value.problems] == ["shops.s1.shopify_secret", "shops.s1.nope", "links.landing_url",
+                                                    "gateway.max_body_bytes"]
+    path = tmp_path / "tuike.yaml"
+    path.write_text("currency: USD\nshops:\n  s1:\n    shopify_secret: env:TK_MISSING\nlinks:\n  base_url: ftp://x\n")
+    with pytest.raises(ConfigFileError) as file_bad:  # every command checks the shape; env is read where used
+        load_config(path)
+    assert file_bad.value.message_lines == [f"{path}:6: links.base_url: expected an http(s) URL, got 'ftp://x'"]

@@ -20,8 +20,11 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.config import Config, ConfigError, parse_config
+from gateway.settings import gateway_settings
+from topologies.settings import stream_settings
 
 DEFAULT_PATH = Path("tuike.yaml")
+_SECTION_CHECKS = (stream_settings, lambda raw: gateway_settings(raw, resolve_env=False))
 _STEP = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 
 
@@ -43,10 +46,16 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     name = str(path)
     root, data = _compose_and_load(_read_text(Path(path), name), name)
     found = [(line, str(problem)) for line, problem in _duplicate_keys(root)]
+    config = None
     try:
         config = parse_config(data)
     except ConfigError as exc:
         found += [(line_of(root, p.path), str(p)) for p in exc.problems]
+    for check in _SECTION_CHECKS if isinstance(data, dict) else ():  # read by the streaming and HTTP commands
+        try:
+            check(data)
+        except ConfigError as exc:
+            found += [(line_of(root, p.path), str(p)) for p in exc.problems]
     if found:
         found.sort(key=lambda lp: lp[0])  # file order; sort is stable within a line
         raise ConfigFileError([f"{name}:{line}: {text}" for line, text in found])
