@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-stream install clickhouse-up clickhouse-down kafka-up kafka-down clean
+.PHONY: demo test test-fast bench bench-stream bench-gateway install clickhouse-up clickhouse-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench-stream: $(STAMP)
 	deploy/clickhouse.sh up && deploy/kafka.sh up || { down; exit 1; }; \
 	$(BIN)/python -m benchmarks.stream_throughput $(BENCH_STREAM_ARGS); \
 	rc=$$?; down; exit $$rc
+
+# One `tuike serve` process (embedded, chDB) under signed Shopify webhooks from a local load
+# generator, against GET /healthz in the same run (benchmarks/gateway_load.py).
+bench-gateway: $(STAMP)
+	$(BIN)/python -m benchmarks.gateway_load $(BENCH_GATEWAY_ARGS)
 
 clickhouse-up:
 	deploy/clickhouse.sh up

@@ -191,3 +191,25 @@ def test_gateway_settings_resolve_env_and_name_every_problem(monkeypatch, tmp_pa
     with pytest.raises(ConfigFileError) as file_bad:  # every command checks the shape; env is read where used
         load_config(path)
     assert file_bad.value.message_lines == [f"{path}:6: links.base_url: expected an http(s) URL, got 'ftp://x'"]
+
+
+@pytest.mark.kafka
+def test_in_streaming_mode_webhooks_become_keyed_records_on_the_input_topics(kafka_broker, kafka_settings):
+    from gateway.handoff import KafkaHandoff
+    from tests.test_produce import read_topics
+    from topologies.admin import ensure_topics_sync, input_topic_specs
+
+    ensure_topics_sync(kafka_broker, input_topic_specs(kafka_settings))
+    app = create_app(gateway_settings(RAW), KafkaHandoff(kafka_broker, kafka_settings), clock=lambda: NOW)
+    order = json.loads((WEBHOOKS / "shopify" / "python_api_order.json").read_text())["order"]
+    with TestClient(app) as client:
+        gw = Gateway(client, None)
+        assert client.get("/healthz").json()["mode"] == "kafka"
+        assert gw.shopify("orders/paid", order).status_code == 200  # answered once Kafka acked (acks=all)
+        assert gw.shopify("orders/paid", order, secret="wrong", webhook_id="w2").status_code == 401
+    records = read_topics(kafka_broker, [kafka_settings.topic("orders"), kafka_settings.deadletter])
+    orders = [(key, json.loads(value)) for topic, _, _, key, value in records if topic == kafka_settings.topic("orders")]
+    assert [(key, e["type"], e["event_id"]) for key, e in orders] == [
+        (b"shopify:s1:450789469", "order.paid", "shopify:s1:450789469:paid")]
+    dead = [json.loads(value) for topic, _, _, _, value in records if topic == kafka_settings.deadletter]
+    assert [d["reason"] for d in dead] == ["X-Shopify-Hmac-Sha256 does not match the body"]
