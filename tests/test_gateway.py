@@ -213,3 +213,113 @@ def test_in_streaming_mode_webhooks_become_keyed_records_on_the_input_topics(kaf
         (b"shopify:s1:450789469", "order.paid", "shopify:s1:450789469:paid")]
     dead = [json.loads(value) for topic, _, _, _, value in records if topic == kafka_settings.deadletter]
     assert [d["reason"] for d in dead] == ["X-Shopify-Hmac-Sha256 does not match the body"]
+
+
+def test_a_killed_server_loses_no_acknowledged_webhook_and_a_resend_counts_once(tmp_path):
+    """SIGKILL `tuike serve` while webhooks are in flight: every order it acknowledged is in the
+    ledger; the platform's resend of all of them after a restart adds each order's rows once."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    import httpx
+    import yaml
+
+    from gateway.links import Link, make_code, reference
+    from tests.streaming_helpers import TUIKE, child_env, ok, tuike
+    from tests.test_produce import free_port
+
+    (tmp_path / "tuike.yaml").write_text(yaml.safe_dump(RAW))
+    base_args = [*TUIKE, "--config", str(tmp_path / "tuike.yaml"), "--data-dir", str(tmp_path / "data")]
+    order = json.loads((WEBHOOKS / "shopify" / "python_api_order.json").read_text())["order"]
+    code = make_code(Link("P3"), "shh-links")
+
+    def webhook(i: int) -> tuple[bytes, dict]:
+        body = json.dumps({**order, "id": 900_000 + i, "created_at": "2026-11-01T10:30:00+08:00",
+                           "landing_site": f"/?tk={reference(code, f'c{i}')}"}).encode()
+        return body, {"X-Shopify-Topic": "orders/paid", "X-Shopify-Hmac-Sha256": hmac_sha256_b64("shh-shopify", body),
+                      "X-Shopify-Webhook-Id": f"w{i}"}
+
+    def serve() -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        proc = subprocess.Popen([*base_args, "serve", "--port", str(port)], cwd=tmp_path, env=child_env(),
+                                stderr=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        proc.kill()
+        raise AssertionError(f"tuike serve did not start: {proc.stderr.read()}")
+
+    proc, url = serve()
+    body = "\n".join(json.dumps(joined(p, parent)) for p, parent in (("P1", None), ("P2", "P1"), ("P3", "P2"))).encode()
+    assert httpx.post(f"{url}/events", content=body,
+                      headers={"X-Tuike-Signature": hmac_sha256_b64("shh-events", body)}).status_code == 200
+    acked: list[int] = []
+
+    def send() -> None:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for i in range(2000):
+                data, headers = webhook(i)
+                try:
+                    if client.post("/webhooks/shopify/s1", content=data, headers=headers).status_code == 200:
+                        acked.append(i)
+                except httpx.HTTPError:
+                    return
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    while len(acked) < 30:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    sender.join()
+    assert 30 <= len(acked) < 2000, len(acked)
+
+    def ledger_orders() -> dict[str, int]:
+        p = ok(tuike(*base_args[len(TUIKE):], "query", "SELECT order_id, count() FROM commission_ledger GROUP BY order_id",
+                     "--format", "csv", cwd=tmp_path))
+        return {row.split(",")[0].strip('"'): int(row.split(",")[1]) for row in p.stdout.strip().splitlines()[1:]}
+
+    paid = ledger_orders()
+    missing = [i for i in acked if f"shopify:s1:{900_000 + i}" not in paid]
+    assert not missing, f"{len(missing)} acknowledged orders lost by the SIGKILL, e.g. {missing[:5]}"
+    proc, url = serve()  # the platform retries everything it was not sure of: here, all of them
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for i in range(len(acked) + 5):
+                data, headers = webhook(i)
+                assert client.post("/webhooks/shopify/s1", content=data, headers=headers).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    after = ledger_orders()  # the sender waits for each answer: at most one order was in flight at the kill
+    assert set(after) == {f"shopify:s1:{900_000 + i}" for i in range(len(acked) + 5)}
+    assert set(after.values()) == {9}  # 3 lines × 3 levels, each once
+
+
+def test_tuike_link_create_prints_a_verifiable_code_and_writes_the_qr(tmp_path):
+    import yaml
+
+    from gateway.links import Link, verify
+    from tests.streaming_helpers import ok, tuike
+
+    config = tmp_path / "tuike.yaml"
+    config.write_text("currency: USD\n")
+    p = ok(tuike("--config", str(config), "link", "create", "--promoter", "P7", cwd=tmp_path), 2)
+    assert "links.secret is not configured" in p.stderr
+    config.write_text(yaml.safe_dump({"links": {"secret": "env:TK_LINK_SECRET", "base_url": "https://t.example"}}))
+    p = ok(tuike("--config", str(config), "link", "create", "--promoter", "P7", "--sku", "SKU-1", "--qr", "p7.png",
+                 cwd=tmp_path), 2)  # env:TK_LINK_SECRET is not set in the test's environment
+    assert "TK_LINK_SECRET is not set" in p.stderr
+    config.write_text(yaml.safe_dump({"links": {"secret": "s3", "base_url": "https://t.example"}}))
+    p = ok(tuike("--config", str(config), "link", "create", "--promoter", "P7", "--sku", "SKU-1", "--qr", "p7.png",
+                 cwd=tmp_path))
+    fields = dict(line.split(None, 1) for line in p.stdout.strip().splitlines())
+    assert verify(fields["code"], "s3") == Link("P7", "SKU-1", None)
+    assert fields["url"] == f"https://t.example/r/{fields['code']}" and fields["url"] in fields["share"]
+    assert (tmp_path / "p7.png").read_bytes().startswith(b"\x89PNG")
