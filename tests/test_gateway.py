@@ -323,3 +323,33 @@ def test_tuike_link_create_prints_a_verifiable_code_and_writes_the_qr(tmp_path):
     assert verify(fields["code"], "s3") == Link("P7", "SKU-1", None)
     assert fields["url"] == f"https://t.example/r/{fields['code']}" and fields["url"] in fields["share"]
     assert (tmp_path / "p7.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_wechatpay_vector_passes_the_gateway_and_a_changed_byte_does_not(tmp_path):
+    vector = json.loads((WEBHOOKS / "wechatpay" / "wechatpay_go_notify_test_vector.json").read_text())["notify_test"]
+    raw = {**RAW, "shops": {"m1": {"wechatpay_apiv3_key": vector["apiv3_key"],
+                                   "wechatpay_platform_cert": vector["platform_certificate_pem"]}}}
+    ledger = open_ledger(None, tmp_path)
+    app = create_app(gateway_settings(raw), EmbeddedHandoff(EmbeddedPipeline(parse_config(raw), tmp_path, ledger)),
+                     clock=lambda: float(vector["now_unix"]))
+    body = vector["raw_body"].encode()
+    with TestClient(app) as client:
+        r = client.post("/webhooks/wechatpay/m1", content=body, headers=vector["headers"])
+        assert r.status_code == 202 and r.json()["code"] == "SUCCESS"  # verified, decrypted; PAYSCORE is not ours
+        changed = body.replace(b"PAYSCORE", b"PAYSCORF")
+        assert client.post("/webhooks/wechatpay/m1", content=changed, headers=vector["headers"]).status_code == 401
+    reasons = [r for (r,) in ledger.query("SELECT reason FROM dead_letters ORDER BY reason").rows]
+    ledger.close()
+    assert reasons == ["Wechatpay-Signature does not match the body", "not mapped: event_type 'PAYSCORE.USER_OPEN_SERVICE'"]
+
+
+def test_the_device_fingerprint_is_stable_per_browser_and_network():
+    from gateway.fingerprint import fingerprint, ip_prefix
+
+    chrome = {"User-Agent": "Mozilla/5.0 Chrome/131", "Accept-Language": "zh-CN,zh;q=0.9", "Sec-CH-UA-Mobile": "?0"}
+    same = fingerprint(chrome, "203.0.113.7")
+    assert same == fingerprint({k.lower(): v for k, v in reversed(chrome.items())}, "203.0.113.200")  # case, order, host
+    assert same != fingerprint(chrome, "203.0.114.7")  # another /24
+    assert same != fingerprint({**chrome, "User-Agent": "Mozilla/5.0 Safari/18"}, "203.0.113.7")
+    assert same.startswith("fp-") and len(same) == 23
+    assert ip_prefix("2001:db8:1:2::5") == "2001:db8:1::/48" and ip_prefix("bogus") == ""
