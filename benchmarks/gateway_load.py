@@ -33,7 +33,7 @@ from gateway.links import Link, make_code, reference
 from gateway.signatures import hmac_sha256_b64
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ROOT.parent / "shared" / "realdata" / "webhooks" / "shopify" / "python_api_order.json"
+ORDER = ROOT / "tests" / "data" / "realdata" / "webhooks" / "shopify" / "python_api_order.json"
 SECRET, LINK_SECRET = "bench-shopify", "bench-links"
 CONFIG = f"""currency: USD
 commission: {{levels: ["0.10", "0.05", "0.02"]}}

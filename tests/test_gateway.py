@@ -25,7 +25,7 @@ from gateway.signatures import hmac_sha256_b64
 from sinks import open_ledger
 from tuike.pipeline import EmbeddedPipeline
 
-WEBHOOKS = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "webhooks"
+WEBHOOKS = Path(__file__).resolve().parent / "data" / "realdata" / "webhooks"
 NOW = datetime.fromisoformat("2026-11-01T10:00:00+08:00").timestamp()
 RAW = {
     "currency": "USD",

@@ -22,7 +22,7 @@ from gateway.signatures import hmac_sha256_b64, youzan_sign
 from sinks import open_ledger
 from tuike.pipeline import EmbeddedPipeline
 
-WEBHOOKS = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "webhooks"
+WEBHOOKS = Path(__file__).resolve().parent / "data" / "realdata" / "webhooks"
 WECHAT = json.loads((WEBHOOKS / "wechatpay" / "wechatpay_go_notify_test_vector.json").read_text())["notify_test"]
 EXAMPLES = 1200
 RAW = {

@@ -1,5 +1,5 @@
 """Platform payloads → canonical events (gateway/shopify.py, woocommerce.py, youzan.py,
-wechatpay.py), on the real payloads in ../shared/realdata/webhooks. Every event produced must
+wechatpay.py), on the real payloads of ../shared/realdata/webhooks (copied to tests/data/realdata). Every event produced must
 pass the contract's validation (schemas/events.py)."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from gateway.canonical import Attribution, PayloadError, ref_in_url
 from gateway.signatures import decrypt_wechatpay_resource
 from schemas.events import validate_event
 
-WEBHOOKS = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "webhooks"
+WEBHOOKS = Path(__file__).resolve().parent / "data" / "realdata" / "webhooks"
 KNOWN = {"TENOFF": Attribution("P-coupon"), "LINK1": Attribution("P000042", "c-77"), "SPRING": Attribution("P-wc")}
 
 

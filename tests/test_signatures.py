@@ -1,6 +1,6 @@
 """Webhook signatures (gateway/signatures.py) on the published vectors in
-../shared/realdata/webhooks: each verifies, and a one-byte change to the body or the signature
-is refused."""
+../shared/realdata/webhooks (copied to tests/data/realdata): each verifies, and a one-byte change
+to the body or the signature is refused."""
 from __future__ import annotations
 
 import base64
@@ -13,7 +13,7 @@ from gateway.signatures import (decrypt_wechatpay_resource, hmac_sha256_b64, ver
                                 verify_wechatpay, verify_woocommerce, verify_youzan, wp_specialchars_decode,
                                 youzan_sign)
 
-WEBHOOKS = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "webhooks"
+WEBHOOKS = Path(__file__).resolve().parent / "data" / "realdata" / "webhooks"
 VECTORS = json.loads((WEBHOOKS / "signature_test_vectors.json").read_text())["vectors"]
 WECHAT = json.loads((WEBHOOKS / "wechatpay" / "wechatpay_go_notify_test_vector.json").read_text())
 

@@ -32,8 +32,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 PART_BYTES = 4 * 1024 * 1024
 # A journal partition needs its last entry only: keep a few segments, whatever their age.
-TOPIC_CONFIGS = {"max.message.bytes": str(16 * 1024 * 1024), "segment.bytes": str(64 * 1024 * 1024),
-                 "retention.bytes": str(256 * 1024 * 1024), "retention.ms": "-1"}
+TOPIC_CONFIGS = {"max.message.bytes": str(16 * 1024 * 1024), "segment.bytes": str(32 * 1024 * 1024),
+                 "retention.bytes": str(96 * 1024 * 1024), "retention.ms": "-1"}
 
 State = tuple[str, str, bytes]  # (table name, key, value)
 Send = tuple[str, int | None, bytes | None, bytes]  # (topic, partition, key, value)
