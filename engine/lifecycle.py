@@ -10,6 +10,10 @@ Order facts (JSON-able, as kept in state):
 - ``paid``: ``{"e": event_id, "t": ts_ms, "items": [[sku, category, price, qty]], ...}``
 - ``refunds``: ``{refund_id: [ts_ms, event_id, [[sku, amount]] or None, amount or None]}``
 - ``done`` (completed) and ``cancel``: ``[ts_ms, event_id]`` or absent.
+- ``review``: ``[ts_ms, event_id, "release" | "reject"]`` or absent: a person's decision on held
+  money. ``release`` moves what is held back to pending (or confirmed, when the confirmation
+  date has passed) with ``release`` rows; ``reject`` reverses it to exactly zero. A decision
+  before anything is held decides nothing.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from .money import ZERO, cents, spread
 class Step:
     key: str  # unique within the order; see step_key
     ts_ms: int
-    kind: str  # accrue | reverse | confirm | hold
+    kind: str  # accrue | reverse | confirm | hold | release
     bucket: str  # the status the amount sits in: pending | confirmed | held
     cause: str  # event id of the fact behind the step
     sku: str
@@ -101,6 +105,7 @@ def desired_steps(
     beneficiaries: list[str | None],
     holds: list[list | None],
     hold_days: int,
+    review: list | None = None,
 ) -> dict[str, Step]:
     """Every step of the order's money, from its facts (pure; see module doc).
 
@@ -115,13 +120,16 @@ def desired_steps(
     paid_event, paid_ts = paid["e"], paid["t"]
     for sku, _cat, price, qty in paid["items"]:
         item_paid = Decimal(price) * qty
-        # (ts, rank, tiebreak, what, cause, share): at equal ts reversals come first, then holds, then confirmation
+        # (ts, rank, tiebreak, what, cause, arg): at equal ts reversals come first, then holds, then
+        # the review, then confirmation
         base: list[tuple] = [(s.ts_ms, 0, s.refund_id, "refund", s.event_id, s.applied[sku])
                              for s in shares if s.applied.get(sku)]
         if cancel:
             base.append((cancel[0], 0, "", "cancel", cancel[1], None))
+        if review:
+            base.append((review[0], 2, "", "review", review[1], review[2]))
         if confirm_at is not None:
-            base.append((confirm_at, 2, "", "confirm", done[1], None))  # type: ignore[index]
+            base.append((confirm_at, 3, "", "confirm", done[1], None))  # type: ignore[index]
         for level, amount, rate, rule_id in terms.get(sku, ()):
             who = beneficiaries[level - 1] if level <= len(beneficiaries) else None
             if who is None:
@@ -134,6 +142,20 @@ def desired_steps(
             moves: list[tuple] = [("accrue", "pending", paid_event, paid_ts, accrued)]
             left, refunded, bucket = accrued, ZERO, "pending"
             for ts, _rank, _tie, what, cause, share in timeline:
+                if what == "review":
+                    if bucket != "held":
+                        continue  # nothing held (yet) to decide on
+                    if share == "release":
+                        target = "confirmed" if confirm_at is not None and confirm_at <= ts else "pending"
+                        if left > 0:
+                            moves.append(("release", "held", cause, ts, -left))
+                            moves.append(("release", target, cause, ts, left))
+                        bucket = target
+                    else:  # reject: the held money goes back, to exactly zero
+                        if left > 0:
+                            moves.append(("reverse", "held", cause, ts, -left))
+                        left = ZERO
+                    continue
                 if what == "confirm" or what == "hold":
                     if bucket == "held":
                         continue  # held money stays held until a review releases it

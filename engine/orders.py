@@ -135,7 +135,7 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
     answer = state.get("attrs", {}).get(paid["c"])
     levels, holds = (answer[1], answer[2]) if answer else ([], [])  # no answer yet: nothing to pay
     desired = desired_steps(paid, state["refunds"], state.get("done"), state.get("cancel"),
-                            state["terms"], levels, holds, ctx.config.hold_days)
+                            state["terms"], levels, holds, ctx.config.hold_days, state.get("review"))
     held: dict[str, list] = state["steps"]
     changed = [k for k, step in desired.items() if k not in held or held[k][0] != str(step.amount)]
     changed += [k for k, have in held.items() if k not in desired and have[0] != "0.00"]
@@ -148,7 +148,7 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
         step = desired.get(key) or _held_step(key, have)  # type: ignore[arg-type]
         n = have[1] if have else 0
         held[key] = [str(want), n + 1, step.ts_ms, str(step.rate), step.rule_id]
-        if step.kind in ("confirm", "hold"):
+        if step.kind in ("confirm", "hold", "release"):
             kind = step.kind
         elif step.kind == "accrue":
             kind = "accrue" if delta > 0 else "reverse"

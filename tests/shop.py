@@ -62,6 +62,10 @@ def cancelled(order, at):
     return dict(type="order.cancelled", ts=at, order_id=order)
 
 
+def reviewed(order, decision, at):
+    return dict(type="review.decided", ts=at, order_id=order, decision=decision)
+
+
 def with_ids(events: list[dict]) -> list[dict]:
     """Give each event an event_id unless it has one (give them once before shuffling or repeating)."""
     return [e if "event_id" in e else {**e, "event_id": f"ev-{next(_ids)}"} for e in events]

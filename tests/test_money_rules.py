@@ -6,7 +6,7 @@ from datetime import datetime
 import pytest
 
 from engine.config import ConfigError, parse_config
-from tests.shop import (D, Run, banned, bound, cancelled, completed, item, joined, paid, refunded, ts,
+from tests.shop import (D, Run, banned, bound, cancelled, completed, item, joined, paid, refunded, reviewed, ts,
                         with_ids)
 
 CHAIN = [joined("A"), joined("B", "A"), joined("C", "B"), joined("D", "C")]  # D → C → B → A
@@ -278,3 +278,41 @@ def test_payment_in_another_currency_is_refused():
     usd = {**paid("o1", "u", ts(3), item("s1", "100.00")), "currency": "USD"}
     run = shop(bound("u", "D", ts(2)), usd)
     assert run.entries == [] and any("currency USD is not the shop's currency CNY" in r for r in run.reasons())
+
+
+def _moves(run, who):
+    """The beneficiary's rows in event-time order (a reconciliation writes its rows by step key)."""
+    rows = sorted((e for e in run.entries if e.beneficiary_id == who), key=lambda e: (e.ts_ms, e.amount > 0))
+    return [(e.kind, e.status_after, e.amount) for e in rows]
+
+
+def test_a_review_release_moves_held_money_back_and_it_confirms_later():
+    run = shop(bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("s1", "100.00")), banned("D", ts(4)),
+               reviewed("o1", "release", ts(5)), completed("o1", ts(6)), config={"hold_days": 7})
+    assert _moves(run, "D") == [("accrue", "pending", D("10.00")), ("hold", "pending", D("-10.00")),
+                                ("hold", "held", D("10.00")), ("release", "held", D("-10.00")),
+                                ("release", "pending", D("10.00")), ("confirm", "pending", D("-10.00")),
+                                ("confirm", "confirmed", D("10.00"))]
+    assert run.by_status("D") == {"confirmed": D("10.00")} and run.earned("D") == D("10.00")
+
+
+def test_a_release_after_the_confirmation_date_goes_straight_to_confirmed():
+    run = shop(bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("s1", "100.00")), banned("D", ts(4)),
+               completed("o1", ts(5)), reviewed("o1", "release", ts(20)), config={"hold_days": 7})
+    assert _moves(run, "D")[-2:] == [("release", "held", D("-10.00")), ("release", "confirmed", D("10.00"))]
+    assert run.by_status("D") == {"confirmed": D("10.00")}
+
+
+def test_a_review_reject_ends_the_held_money_at_exactly_zero_and_other_levels_are_untouched():
+    run = shop(bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("s1", "33.33", 3)), banned("D", ts(4)),
+               refunded("o1", "r1", ts(5), amount="33.33"), reviewed("o1", "reject", ts(6)), completed("o1", ts(7)),
+               config={"hold_days": 0})
+    assert run.by_status("D") == {} and run.earned("D") == D("0.00")
+    assert _moves(run, "D")[-1] == ("reverse", "held", D("-6.67"))  # 9.999 accrued → 10.00, 3.33 refunded
+    assert run.by_status("C") == {"confirmed": D("3.33")}  # 5.00 − 1.67 refunded, confirmed at completion
+
+
+def test_a_decision_before_anything_is_held_decides_nothing():
+    run = shop(bound("u", "D", ts(2)), paid("o1", "u", ts(3), item("s1", "100.00")),
+               reviewed("o1", "reject", ts(4)), banned("D", ts(5)))
+    assert run.by_status("D") == {"held": D("10.00")}

@@ -34,7 +34,8 @@ from math import floor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.shop import Run, banned, bound, cancelled, click, completed, item, joined, paid, refunded, ts
+from tests.shop import (Run, banned, bound, cancelled, click, completed, item, joined, paid, refunded, reviewed,
+                        ts)
 from tests.test_properties import CONFIGS, shops
 
 DAY_MS = 86_400_000
@@ -161,6 +162,9 @@ class Oracle:
         self.cancel: dict[str, int] = {}
         for c in of("order.cancelled"):
             self.cancel.setdefault(c["order_id"], ms(c["ts"]))
+        self.review: dict[str, tuple[int, str]] = {}  # the earliest decision per order
+        for r in of("review.decided"):
+            self.review.setdefault(r["order_id"], (ms(r["ts"]), r["decision"]))
         self.refunds: dict[str, list[dict]] = defaultdict(list)
         first_delivery: dict[tuple, dict] = {}
         for r in of("order.refunded"):
@@ -327,8 +331,11 @@ class Oracle:
                         happenings.append((self.cancel[oid], 0, "cancel", None))
                     if ban is not None:
                         happenings.append((ban, 1, "hold", None))
-                    if oid in self.completion:
-                        happenings.append((self.completion[oid] + self.rules.hold_ms, 2, "confirm", None))
+                    if oid in self.review:
+                        happenings.append((self.review[oid][0], 2, "review", self.review[oid][1]))
+                    confirm_at = self.completion[oid] + self.rules.hold_ms if oid in self.completion else None
+                    if confirm_at is not None:
+                        happenings.append((confirm_at, 3, "confirm", None))
                     happenings.sort(key=lambda h: (h[0], h[1]))  # stable: refunds keep (ts, refund_id) order
                     bucket, left, held_for_good = "pending", accrued, False
                     for hts, _, what, arg in happenings:
@@ -347,6 +354,16 @@ class Oracle:
                                 steps.append((hts, key, bucket, -left))
                                 steps.append((hts, key, "held", left))
                             bucket, held_for_good = "held", True
+                        elif what == "review" and bucket == "held":  # a person decides on held money
+                            if arg == "release":
+                                to = "confirmed" if confirm_at is not None and confirm_at <= hts else "pending"
+                                if left:
+                                    steps.append((hts, key, "held", -left))
+                                    steps.append((hts, key, to, left))
+                                bucket, held_for_good = to, False
+                            elif left:  # reject
+                                steps.append((hts, key, "held", -left))
+                                left = Decimal(0)
                         elif what == "confirm" and bucket == "pending" and not held_for_good:
                             if left:
                                 steps.append((hts, key, "pending", -left))
@@ -449,6 +466,8 @@ def dense_shops(draw):
             events.append(completed(oid, draw(moment)))
         if draw(st.integers(0, 5)) == 0:
             events.append(cancelled(oid, draw(moment)))
+        for _ in range(draw(st.integers(0, 2))):
+            events.append(reviewed(oid, draw(st.sampled_from(["release", "reject"])), draw(moment)))
     return [{**e, "event_id": f"d{i}"} for i, e in enumerate(events)]
 
 
