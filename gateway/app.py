@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -31,15 +32,20 @@ from . import shopify, wechatpay, woocommerce, youzan
 from .canonical import PayloadError
 from .fingerprint import fingerprint
 from .handoff import Delivery, Handoff
-from .links import Link, landing, make_code, reference, resolver, share_kit, verify
+from .links import CLICK_ID, Link, landing, make_code, reference, resolver, share_kit, verify
 from .settings import GatewaySettings, Shop
 from .signatures import (decrypt_wechatpay_resource, verify_events, verify_shopify, verify_wechatpay,
                          verify_woocommerce, verify_youzan)
 
 log = logging.getLogger("tuike.gateway")
 VISITOR_COOKIE = "tk_vid"
+VISITOR = re.compile(r"^v[0-9a-f]{20}$")
 SEEN_WEBHOOKS = 100_000  # Shopify webhook ids remembered for de-duplication
 KEEP_RAW = 64 * 1024  # bytes of a refused body kept in dead_letters (all of it up to this size)
+KEEP_RAW_UNAUTHENTICATED = 2 * 1024  # a 401/404 body may come from anyone: keep its start only
+PLATFORMS = ("shopify", "woocommerce", "youzan", "wechatpay")
+ID_FIELDS = ("order_id", "customer_id", "promoter_id", "click_id", "parent_id")
+WOOCOMMERCE_PING = re.compile(rb"^webhook_id=\d+$")  # sent unsigned when a webhook is created
 
 
 @dataclass
@@ -75,6 +81,17 @@ def _json(body: bytes) -> dict:
     if not isinstance(obj, dict):
         raise Refused(400, "body is not a JSON object")
     return obj
+
+
+def foreign_id(event: dict, shop_id: str) -> str | None:
+    """Why a shop may not send this event: an id in another shop's namespace (``shopify:<shop>:…``,
+    as the webhook mappings write them). A shop's events_secret covers its own ids only."""
+    for field_name in ID_FIELDS:
+        value = event.get(field_name)
+        parts = value.split(":", 2) if isinstance(value, str) else []
+        if len(parts) == 3 and parts[0] in PLATFORMS and parts[1] != shop_id:
+            return f"{event.get('type')}: {field_name}: {value!r} belongs to shop {parts[1]!r}, not to {shop_id!r}"
+    return None
 
 
 def _checked(events: list[dict], source: str) -> list[dict]:
@@ -132,9 +149,10 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             body = await read_body(request)
             outcome = await handle(body, rid)
         except Refused as r:
-            await handoff.hand_on(Delivery(source, rid, dead=[DeadLetter.of(source, rid, _raw(body), r.reason)]))
+            raw = _raw(body[:KEEP_RAW_UNAUTHENTICATED] if r.status in (401, 404) else body)
+            await handoff.hand_on(Delivery(source, rid, dead=[DeadLetter.of(source, rid, raw, r.reason)]))
             return JSONResponse({"error": r.reason, "request": rid}, status_code=r.status)
-        except (PayloadError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        except (PayloadError, TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
             # PayloadError names the field; the others are shapes a mapping did not foresee (a null
             # where a string was expected): still the sender's payload, never a 500
             reason = f"payload: {exc}" if isinstance(exc, PayloadError) else \
@@ -150,9 +168,9 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
         return JSONResponse({**outcome.payload, "events": len(outcome.events), "request": rid},
                             status_code=outcome.status)
 
-    def mapped(events: list[dict] | None, source: str, what: str, **extra: object) -> Outcome:
-        if events is None:
-            return Outcome(202, {"recorded": f"{what} is not mapped by tuike; kept in dead_letters", **extra},
+    def mapped(events: list[dict] | None, source: str, what: str, recorded_status: int = 202, **extra: object) -> Outcome:
+        if events is None:  # WeChat Pay and 有赞 retry anything but 200: they get 200 for "recorded"
+            return Outcome(recorded_status, {"recorded": f"{what} is not mapped by tuike; kept in dead_letters", **extra},
                            note=f"not mapped: {what}")
         return Outcome(200, {"accepted": True, **extra}, _checked(events, source))
 
@@ -181,6 +199,8 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
     @app.post("/webhooks/woocommerce/{shop_id}")
     async def woocommerce_webhook(shop_id: str, request: Request) -> Response:
         async def handle(body: bytes, rid: str):
+            if WOOCOMMERCE_PING.match(body) and "x-wc-webhook-signature" not in request.headers:
+                return Outcome(200, {"ping": True})  # WooCommerce refuses to save a webhook whose ping fails
             authenticate(shop_id, "woocommerce_secret", verify_woocommerce, "x-wc-webhook-signature", body, request)
             topic = request.headers.get("x-wc-webhook-topic") or ""
             return mapped(woocommerce.events(topic, _json(body), shop_id, resolve), "gateway:woocommerce",
@@ -196,7 +216,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             if problem:
                 raise Refused(401, problem)
             return mapped(youzan.events(push, shop_id, resolve), "gateway:youzan", f"type {push.get('type')!r}",
-                          code=0, msg="success")
+                          recorded_status=200, code=0, msg="success")
         return await answer("gateway:youzan", request, handle)
 
     @app.post("/webhooks/wechatpay/{shop_id}")
@@ -213,7 +233,8 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             if isinstance(plain, str):
                 raise Refused(400, plain)
             return mapped(wechatpay.events(str(notice.get("event_type")), _json(plain), shop_id, resolve),
-                          "gateway:wechatpay", f"event_type {notice.get('event_type')!r}", code="SUCCESS")
+                          "gateway:wechatpay", f"event_type {notice.get('event_type')!r}", recorded_status=200,
+                          code="SUCCESS")
         return await answer("gateway:wechatpay", request, handle)
 
     @app.post("/events")
@@ -227,11 +248,17 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             shop_id = request.headers.get("x-tuike-shop") or (holders[0] if len(holders) == 1 else "")
             authenticate(shop_id, "events_secret", verify_events, "x-tuike-signature", body, request)
             good, problems, dead = [], [], []
-            for n, line in enumerate(body.splitlines(), 1):
+            try:  # one JSON object, however it is laid out; else JSON Lines
+                lines = [body] if isinstance(orjson.loads(body), dict) else body.splitlines()
+            except orjson.JSONDecodeError:
+                lines = body.splitlines()
+            for n, line in enumerate(lines, 1):
                 rec = decode_record("gateway:events", n, line)
                 if rec is None:
                     continue
                 parsed = parse_record(rec)
+                if not isinstance(parsed, str):
+                    parsed = foreign_id(rec.obj, shop_id) or parsed
                 if isinstance(parsed, str):
                     problems.append(f"line {n}: {parsed}")
                     dead.append(DeadLetter.of("gateway:events", f"{rid}:{n}", rec.raw, parsed))
@@ -251,8 +278,11 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             reason, rid = "unknown or altered promotion link code", uuid.uuid4().hex
             await handoff.hand_on(Delivery("gateway:links", rid, dead=[DeadLetter.of("gateway:links", rid, code[:512], reason)]))
             return JSONResponse({"error": reason, "request": rid}, status_code=404)
-        visitor = request.cookies.get(VISITOR_COOKIE) or f"v{uuid.uuid4().hex[:20]}"
+        visitor = request.cookies.get(VISITOR_COOKIE) or ""
+        if not VISITOR.match(visitor):  # a cookie we did not set (or tampered with): a new visitor
+            visitor = f"v{uuid.uuid4().hex[:20]}"
         click_id = f"c{uuid.uuid4().hex[:20]}"
+        parent = request.query_params.get("from") or ""
         ip = request.client.host if request.client else None
         event = {"type": "click", "event_id": click_id, "ts": datetime.fromtimestamp(clock(), timezone.utc).isoformat(),
                  "click_id": click_id, "promoter_id": link.promoter_id, "visitor_id": visitor,
@@ -260,11 +290,11 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
         if ip:
             event["ip"] = ip
         optional = {"user_agent": request.headers.get("user-agent"), "sku": link.sku, "campaign": link.campaign,
-                    "parent_click_id": request.query_params.get("from")}
+                    "parent_click_id": parent if CLICK_ID.match(parent) else None}
         event.update({k: v for k, v in optional.items() if v})
         await handoff.hand_on(Delivery("gateway:links", click_id, [event]))
         response = RedirectResponse(landing(settings.landing_url, reference(code, click_id)), status_code=302)
-        if VISITOR_COOKIE not in request.cookies:
+        if request.cookies.get(VISITOR_COOKIE) != visitor:
             response.set_cookie(VISITOR_COOKIE, visitor, max_age=365 * 86400, httponly=True, samesite="lax")
         return response
 

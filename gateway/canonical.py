@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 # promoter id for shops that print their own links). ``tk`` is what `GET /r/{code}` appends.
 REF_KEYS = ("tk", "tuike", "ref")
 CHINA = timezone(timedelta(hours=8))
+MAX_AMOUNT = Decimal(10) ** 12  # no platform order line is worth a trillion
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,18 @@ def money(value: object, field: str) -> str:
     """A decimal string with 2 places from a platform amount (string or number), half up."""
     try:
         amount = Decimal(str(value))
+        ok = amount.is_finite() and abs(amount) < MAX_AMOUNT
+        text = str(amount.quantize(Decimal("0.01"), ROUND_HALF_UP)) if ok else None
     except (InvalidOperation, ValueError):
-        raise PayloadError(f"{field}: {value!r} is not an amount") from None
-    if not amount.is_finite():
-        raise PayloadError(f"{field}: {value!r} is not an amount")
-    return str(amount.quantize(Decimal("0.01"), ROUND_HALF_UP))
+        text = None
+    if text is None:
+        raise PayloadError(f"{field}: {value!r} is not an amount (a decimal below 10^12)")
+    return text
 
 
 def cents(value: object, field: str) -> str:
     """WeChat Pay amounts are integer fen."""
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) >= MAX_AMOUNT * 100:
         raise PayloadError(f"{field}: {value!r} is not a whole number of fen")
     return str((Decimal(value) / 100).quantize(Decimal("0.01")))
 
@@ -67,6 +70,19 @@ def rfc3339(value: object, field: str, *, naive_zone: timezone = timezone.utc) -
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=naive_zone)
     return parsed.isoformat()
+
+
+def merged_items(lines: list[tuple[str, str, int, Decimal]]) -> list[dict]:
+    """Canonical items from (sku, category, qty, amount paid) lines: one item per sku (the
+    contract's orders list each sku once; a platform may list a variant twice, e.g. with two
+    engravings), at the unit price paid, rounded half up to the cent."""
+    merged: dict[str, list] = {}
+    for sku, category, qty, paid in lines:
+        have = merged.setdefault(sku, [category, 0, Decimal("0")])
+        have[1] += qty
+        have[2] += paid
+    return [{"sku": sku, "category": category, "price": money(paid / qty, "price"), "qty": qty}
+            for sku, (category, qty, paid) in merged.items()]
 
 
 def ref_in_url(url: object) -> str | None:

@@ -33,6 +33,8 @@ def ip_prefix(ip: str | None) -> str:
         address = ipaddress.ip_address((ip or "").strip())
     except ValueError:
         return ""
+    if address.version == 6 and address.ipv4_mapped is not None:  # ::ffff:a.b.c.d on a dual-stack socket
+        address = address.ipv4_mapped
     bits = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 

@@ -84,12 +84,16 @@ class EmbeddedHandoff:
                     done.set_result(None)
 
     def _apply(self, deliveries: list[Delivery]) -> None:
-        for delivery in deliveries:
-            for dead in delivery.dead:
-                self.pipeline.reject(dead)
-            for rec in records_of(delivery):
-                self.pipeline.feed(rec)
-        self.pipeline.flush()
+        try:
+            for delivery in deliveries:
+                for dead in delivery.dead:
+                    self.pipeline.reject(dead)
+                for rec in records_of(delivery):
+                    self.pipeline.feed(rec)
+            self.pipeline.flush()
+        except BaseException:
+            self.pipeline.discard()  # the platforms retry; the state must not already hold these events
+            raise
 
     async def close(self) -> None:
         if self.task is not None:
@@ -107,6 +111,7 @@ class KafkaHandoff:
         self.broker = broker
         self.settings = settings
         self.producer = None
+        self._starting = asyncio.Lock()
 
     async def hand_on(self, delivery: Delivery) -> None:
         from aiokafka import AIOKafkaProducer
@@ -114,10 +119,16 @@ class KafkaHandoff:
         from topologies.admin import route
         from topologies.codec import encode_dead_letter
 
-        if self.producer is None:
-            self.producer = AIOKafkaProducer(bootstrap_servers=self.broker, acks="all", enable_idempotence=True,
-                                             linger_ms=2)
-            await self.producer.start()
+        async with self._starting:  # one producer, kept only once it started (a failed start is retried)
+            if self.producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self.broker, acks="all", enable_idempotence=True,
+                                            linger_ms=2)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self.producer = producer
         sends = []
         dead = list(delivery.dead)
         for rec in records_of(delivery):

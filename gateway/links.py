@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import io
+import re
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -25,6 +26,7 @@ from .canonical import Attribution
 
 VERSION = "v1"
 TAG_BYTES = 9
+CLICK_ID = re.compile(r"^c[0-9a-f]{20}$")  # what GET /r/{code} issues; anything else after "~" is ignored
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def resolver(secret: str):
     def resolve(ref: str) -> Attribution | None:
         code, _, click = ref.partition("~")
         link = verify(code, secret)
-        return Attribution(link.promoter_id, click or None) if link else None
+        return Attribution(link.promoter_id, click if CLICK_ID.match(click) else None) if link else None
     return resolve
 
 

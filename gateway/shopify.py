@@ -4,7 +4,7 @@
 |---|---|
 | ``orders/paid`` | ``order.paid`` (line items at the unit price paid after line discounts) |
 | ``orders/fulfilled`` | ``order.completed`` (ts: the order's ``closed_at`` or ``updated_at``) |
-| ``refunds/create`` | ``order.refunded`` (per line: ``subtotal``; else the refund transactions' sum) |
+| ``refunds/create`` | ``order.refunded`` (per line: ``subtotal``; else the successful refund transactions less shipping refunds; a shipping-only refund maps to nothing) |
 | ``orders/cancelled`` | ``order.cancelled`` |
 
 The promoter: the ``tk`` (or ``tuike``, ``ref``) parameter of ``landing_site``, else a note
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from .canonical import PayloadError, Resolver, credit, money, ns, ref_in_pairs, ref_in_url, rfc3339
+from .canonical import PayloadError, Resolver, credit, merged_items, money, ns, ref_in_pairs, ref_in_url, rfc3339
 
 TOPICS = ("orders/paid", "orders/fulfilled", "refunds/create", "orders/cancelled")
 
@@ -23,7 +23,8 @@ TOPICS = ("orders/paid", "orders/fulfilled", "refunds/create", "orders/cancelled
 def events(topic: str, body: dict, shop_id: str, resolve: Resolver) -> list[dict] | None:
     """The canonical events of one webhook; None for a topic tuike does not map."""
     if topic == "refunds/create":
-        return [_refund(body, shop_id)]
+        refund = _refund(body, shop_id)
+        return [refund] if refund else []
     if topic not in TOPICS:
         return None
     order = ns("shopify", shop_id, _id(body, "id"))
@@ -47,7 +48,7 @@ def _id(obj: dict, field: str) -> str:
 
 
 def _paid(body: dict, shop_id: str, order: str, resolve: Resolver) -> dict:
-    items = []
+    rows = []
     lines = body.get("line_items")
     if not isinstance(lines, list) or not lines:
         raise PayloadError("line_items: an order.paid needs at least one line")
@@ -55,11 +56,10 @@ def _paid(body: dict, shop_id: str, order: str, resolve: Resolver) -> dict:
         qty = line.get("quantity")
         if not isinstance(qty, int) or qty < 1:
             raise PayloadError(f"line_items[{i}].quantity: expected a whole number ≥ 1, got {qty!r}")
-        paid = Decimal(money(line.get("price"), f"line_items[{i}].price")) * qty
-        paid -= Decimal(money(line.get("total_discount") or "0", f"line_items[{i}].total_discount"))
+        paid = Decimal(money(line.get("price"), f"line_items[{i}].price")) * qty - _discount(line, i)
         sku = line.get("sku") or f"variant-{line.get('variant_id') or line.get('id')}"
-        items.append({"sku": str(sku), "category": str(line.get("product_type") or "uncategorized"),
-                      "price": money(paid / qty, f"line_items[{i}].price"), "qty": qty})
+        rows.append((str(sku), str(line.get("product_type") or "uncategorized"), qty, paid))
+    items = merged_items(rows)
     customer = body.get("customer") or {}
     who = ns("shopify", shop_id, "customer", customer["id"]) if customer.get("id") else ns("shopify", shop_id, "guest", _id(body, "id"))
     details = body.get("client_details") or {}
@@ -75,7 +75,17 @@ def _paid(body: dict, shop_id: str, order: str, resolve: Resolver) -> dict:
                           *codes], resolve)
 
 
-def _refund(body: dict, shop_id: str) -> dict:
+def _discount(line: dict, i: int) -> Decimal:
+    """What the line's discounts took off: its ``discount_allocations`` (codes, automatic and
+    order-level discounts spread by Shopify), else the older ``total_discount``."""
+    allocations = line.get("discount_allocations")
+    if isinstance(allocations, list) and allocations:
+        return sum((Decimal(money(a.get("amount"), f"line_items[{i}].discount_allocations[].amount"))
+                    for a in allocations if isinstance(a, dict)), Decimal("0"))
+    return Decimal(money(line.get("total_discount") or "0", f"line_items[{i}].total_discount"))
+
+
+def _refund(body: dict, shop_id: str) -> dict | None:
     order = ns("shopify", shop_id, _id(body, "order_id"))
     refund = _id(body, "id")
     event = {"type": "order.refunded", "event_id": f"{order}:refund:{refund}",
@@ -93,8 +103,16 @@ def _refund(body: dict, shop_id: str) -> dict:
             per_sku[str(sku)] = per_sku.get(str(sku), Decimal("0")) + Decimal(money(amount, f"refund_line_items[{i}].subtotal"))
         event["items"] = [{"sku": sku, "amount": money(a, "refund amount")} for sku, a in per_sku.items()]
         return event
-    refunds = [t for t in body.get("transactions") or [] if isinstance(t, dict) and t.get("kind") == "refund"]
-    if not refunds:
-        raise PayloadError("refund_line_items and transactions: a refund needs lines or a refund transaction")
-    event["amount"] = money(sum(Decimal(money(t.get("amount"), "transactions[].amount")) for t in refunds), "amount")
+    # no lines: money went back without goods (a goodwill amount, shipping). The successful refund
+    # transactions, less what was shipping, reduce the paid amount; a shipping-only refund changes
+    # no commission (nothing to map).
+    refunds = [t for t in body.get("transactions") or []
+               if isinstance(t, dict) and t.get("kind") == "refund" and t.get("status", "success") == "success"]
+    total = sum((Decimal(money(t.get("amount"), "transactions[].amount")) for t in refunds), Decimal("0"))
+    shipping = sum((abs(Decimal(money(a.get("amount"), "order_adjustments[].amount")))
+                    for a in body.get("order_adjustments") or []
+                    if isinstance(a, dict) and a.get("kind") == "shipping_refund"), Decimal("0"))
+    if total - shipping <= 0:
+        return None
+    event["amount"] = money(total - shipping, "amount")
     return event

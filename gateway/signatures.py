@@ -94,10 +94,9 @@ def verify_wechatpay(body: bytes, timestamp: str | None, nonce: str | None, sign
     within ``WECHATPAY_MAX_SKEW`` of ``now`` (a replayed old notification is refused)."""
     if not (timestamp and nonce and signature):
         return "missing Wechatpay-Timestamp, Wechatpay-Nonce or Wechatpay-Signature"
-    try:
-        sent = int(timestamp)
-    except ValueError:
-        return "Wechatpay-Timestamp is not a number"
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        return "Wechatpay-Timestamp is not a number of seconds"
+    sent = int(timestamp)
     if abs(now - sent) > WECHATPAY_MAX_SKEW:
         return f"Wechatpay-Timestamp is {abs(now - sent):.0f} s away from now (at most {WECHATPAY_MAX_SKEW} s)"
     try:

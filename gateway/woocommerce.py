@@ -9,7 +9,7 @@ seen twice once, so a missed ``order.created`` is made good by the next ``order.
 | ``date_paid_gmt`` set (status processing, completed, refunded), or completed | ``order.paid`` |
 | status ``completed`` | + ``order.completed`` (ts ``date_completed_gmt``) |
 | status ``cancelled`` | ``order.cancelled`` |
-| each entry of ``refunds`` | ``order.refunded`` with that refund's amount |
+| each entry of ``refunds`` | ``order.refunded`` with that refund's amount (WooCommerce lists the total, tax and shipping included, dated by the order's last change: an approximation; a refund resource with lines is exact) |
 | pending, on-hold, failed, without ``date_paid_gmt`` | nothing yet (acknowledged, recorded) |
 
 A refund webhook (a refund resource: ``amount``, ``_links.up`` → the order) becomes
@@ -25,7 +25,7 @@ import hashlib
 import re
 from decimal import Decimal
 
-from .canonical import PayloadError, Resolver, credit, money, ns, ref_in_pairs, rfc3339
+from .canonical import PayloadError, Resolver, credit, merged_items, money, ns, ref_in_pairs, rfc3339
 
 TOPICS = ("order.created", "order.updated", "order.refunded", "refund.created")
 PAID_STATUSES = ("processing", "completed", "refunded")
@@ -75,14 +75,14 @@ def _paid(body: dict, shop_id: str, order: str, paid_at: str, resolve: Resolver)
     lines = body.get("line_items")
     if not isinstance(lines, list) or not lines:
         raise PayloadError("line_items: a paid order needs at least one line")
-    items = []
+    rows = []
     for i, line in enumerate(lines):
         qty = line.get("quantity")
         if not isinstance(qty, int) or qty < 1:
             raise PayloadError(f"line_items[{i}].quantity: expected a whole number ≥ 1, got {qty!r}")
         total = Decimal(money(line.get("total"), f"line_items[{i}].total"))  # after coupons, before tax
-        items.append({"sku": _sku(line), "category": "uncategorized", "price": money(total / qty, f"line_items[{i}].total"),
-                      "qty": qty})
+        rows.append((_sku(line), "uncategorized", qty, total))
+    items = merged_items(rows)
     customer = body.get("customer_id")
     if customer:
         who = ns("woocommerce", shop_id, "customer", customer)

@@ -142,3 +142,28 @@ def test_a_reference_is_found_in_any_landing_url_form():
     assert ref_in_url("/p/1?ref=P1") == "P1"
     assert ref_in_url("p/1?tuike=Q") == "Q"
     assert ref_in_url("http://www.example.com?source=abc") is None and ref_in_url(None) is None
+
+
+def test_review_regressions_in_the_mappings():
+    order = copy.deepcopy(load("shopify/python_api_order.json")["order"])
+    first = order["line_items"][0]
+    order["line_items"] = [{**first, "quantity": 1, "discount_allocations": [{"amount": "10.00"}]},
+                           {**first, "id": 2, "quantity": 2}]  # the same variant twice (two engravings)
+    [paid] = valid(shopify.events("orders/paid", order, "s1", resolve))
+    # (199.00 − 10.00 + 2 × 199.00) / 3 = 195.666… → 195.67 a unit
+    assert paid["items"] == [{"sku": "IPOD2008GREEN", "category": "uncategorized", "price": "195.67", "qty": 3}]
+    refund = load("shopify/python_api_refund.json")["refund"]
+    shipping_only = {**refund, "refund_line_items": [], "order_adjustments": [{"kind": "shipping_refund", "amount": "-8.00"}],
+                     "transactions": [{"kind": "refund", "status": "success", "amount": "8.00"},
+                                      {"kind": "refund", "status": "failure", "amount": "300.00"}]}
+    assert shopify.events("refunds/create", shipping_only, "s1", resolve) == []
+    goodwill = {**shipping_only, "order_adjustments": []}
+    assert valid(shopify.events("refunds/create", goodwill, "s1", resolve))[0]["amount"] == "8.00"
+    push = json.loads(load("youzan/youzan_push_samples.json")["samples"][0]["raw_body"])
+    assert youzan.events({**push, "test": True}, "y1", resolve) is None  # a console test push
+
+
+def test_ipv4_mapped_addresses_fingerprint_as_their_ipv4_network():
+    from gateway.fingerprint import ip_prefix
+
+    assert ip_prefix("::ffff:203.0.113.7") == "203.0.113.0/24" != ip_prefix("::ffff:198.51.100.9")

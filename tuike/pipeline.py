@@ -128,6 +128,13 @@ class EmbeddedPipeline:
         stats.parked = self.waiting
         self._reset()
 
+    def discard(self) -> None:
+        """After a failed :meth:`flush`: forget what was fed since the last good one, state included
+        (its rows are not in the ledger, so the state must not say they were written)."""
+        self.store.discard()
+        self.waiting = self.store.get("meta", "parked") or 0
+        self._reset()
+
     def close(self, *, keep: bool = True) -> None:
         """Close the state; ``keep=False`` drops what was fed since the last flush (it never
         reached the ledger, so its state must not be kept either)."""

@@ -78,6 +78,11 @@ class RocksStore:
         if len(self.cache) > self.cache_limit:
             self.cache.clear()
 
+    def discard(self) -> None:
+        """Forget every change since the last flush (they never reached the ledger)."""
+        self.cache.clear()
+        self.dirty.clear()
+
     def close(self, *, flush: bool = True) -> None:
         """Close, writing what is cached unless ``flush`` is False (an aborted batch is dropped)."""
         if flush:
