@@ -5,6 +5,7 @@ real broker, including a crash mid-journal (an incomplete last entry), on the Ka
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -36,22 +37,32 @@ def test_a_large_entry_is_split_and_needs_every_part(monkeypatch):
     assert last_complete(older + parts[:-1]) == _entry(1, 5, "old")  # the complete one before it
 
 
-@pytest.mark.kafka
-def test_the_tail_of_a_journal_partition_is_its_last_complete_entry(kafka_broker, kafka_settings, monkeypatch):
+@asynccontextmanager
+async def journal_topic(broker: str, topic: str):
+    """A journal topic of 2 partitions on the real broker, a producer and a reader."""
     from aiokafka import AIOKafkaProducer
 
     from topologies.admin import ensure_topics
 
+    await ensure_topics(broker, [(topic, 2, False, journal.TOPIC_CONFIGS)])
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    await producer.start()
+    reader = Journal(broker)
+    try:
+        yield producer, reader
+    finally:
+        await producer.stop()
+        await reader.close()
+
+
+@pytest.mark.kafka
+def test_the_tail_of_a_journal_partition_is_its_last_complete_entry(kafka_broker, kafka_settings, monkeypatch):
     monkeypatch.setattr(journal, "PART_BYTES", 2000)
     topic = kafka_settings.internal(0, "journal-orders")
     first, second, third = _entry(3, 50, "first"), _entry(20, 400, "second"), _entry(20, 400, "third")
 
     async def run():
-        await ensure_topics(kafka_broker, [(topic, 2, False, journal.TOPIC_CONFIGS)])
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker, acks="all")
-        await producer.start()
-        reader = Journal(kafka_broker)
-        try:
+        async with journal_topic(kafka_broker, topic) as (producer, reader):
             empty = await reader.tail(topic, 0)
             for part in encode(first, "b1") + encode(second, "b2"):
                 await producer.send_and_wait(topic, part, partition=1)
@@ -62,11 +73,27 @@ def test_the_tail_of_a_journal_partition_is_its_last_complete_entry(kafka_broker
                 await producer.send_and_wait(topic, part, partition=1)
             after_crash = await reader.tail(topic, 1)
             return empty, whole, after_crash
-        finally:
-            await producer.stop()
-            await reader.close()
 
     empty, whole, after_crash = asyncio.run(run())
     assert empty is None
     assert whole == second
     assert after_crash == second
+
+
+@pytest.mark.kafka
+def test_a_barrier_ends_a_journal_with_the_next_epoch(kafka_broker, kafka_settings):
+    topic = kafka_settings.internal(0, "journal-customers")
+    applied = Entry(ends={"t.binds": 40}, states=[("customers", "c1", b'{"v":1}')], epoch=2)
+
+    async def run():
+        async with journal_topic(kafka_broker, topic) as (producer, reader):
+            for part in encode(applied, "b1") * 2:  # the entry written twice (a producer retry)
+                await producer.send_and_wait(topic, part, partition=0)
+            before = await reader.tail(topic, 0)
+            assert await reader.write_barriers([(topic, 0), (topic, 1)]) == 2
+            return before, await reader.tail(topic, 0), await reader.tail(topic, 1)
+
+    before, after, empty_before = asyncio.run(run())
+    assert before == applied
+    assert after == Entry(ends={}, epoch=3)  # nothing to re-apply, numbering above epoch 2
+    assert empty_before == Entry(ends={}, epoch=1)

@@ -81,6 +81,7 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 MIRROR = "promoter-facts"  # the GlobalTable every worker reads promoter facts from
 assert tuple(STAGES) == STAGE_NAMES, "topologies/settings.py names the stages for the topics and lag"
 CHUNK = 1000  # routed messages or sink rows per Kafka record (records stay well under 1 MB)
+SEQ_EPOCH = 2 ** 48  # tallies' seq = epoch × this + the batch's input ends (offsets stay far below it)
 
 
 class BatchStore:
@@ -176,6 +177,7 @@ class Stage:
         self.topics = sorted(topology.settings.topic(n) for n in inputs) + [self.routed_topic]
         self.journal_topic = topology.settings.internal(topology.generation, f"journal-{name}")
         self.tables = {p: topology.tables[p] for p in self.processors}
+        self.epochs: dict[int, int] = {}  # partition -> the journal epoch its entries carry
 
     async def take_over(self, partitions: set[int]) -> int:
         """Before the first batch of a partition this worker was just given: the group's committed
@@ -189,6 +191,7 @@ class Stage:
                 continue
             committed = await t.offsets.start(tps)
             entry = await t.journal.tail(self.journal_topic, p)
+            self.epochs[p] = entry.epoch if entry else 0
             if entry is None or all(entry.ends.get(tp.topic, 0) <= committed[tp] for tp in tps):
                 continue
             log.warning("%s partition %d: the last batch journaled (input up to %s) was not committed (%s); "
@@ -218,11 +221,14 @@ class Stage:
         entries: dict[int, Entry] = {}
         for part, w in work.items():
             ends = {tp.topic: t.offsets.expected[tp] for tp in (TP(topic, part) for topic in self.topics)}
+            epoch = self.epochs.get(part, 0)
             if ORDERS in self.processors and w.out.entries:
                 # the tallies of this batch's beneficiaries; seq grows with every batch of the partition
-                for m in tally_messages(w.out.entries, w.out.entries[0].event_id, str(part), sum(ends.values())):
+                # (offsets only grow within an epoch; a rewind starts a higher epoch)
+                seq = epoch * SEQ_EPOCH + sum(ends.values())
+                for m in tally_messages(w.out.entries, w.out.entries[0].event_id, str(part), seq):
                     w.remote[(t.routed_topic("tallies"), partition_of(m.key, n))].append(m)
-            entry = Entry(ends, store.states(part), self._sends(part, w))
+            entry = Entry(ends, store.states(part), self._sends(part, w), epoch)
             if entry.states or entry.sends:
                 entries[part] = entry
             result.entries += len(w.out.entries)

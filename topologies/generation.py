@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from .settings import StreamSettings
+from .journal import Journal
+from .settings import STAGES, StreamSettings
 
 KEY = b"generation"
 
@@ -118,6 +119,19 @@ async def start_replay(broker: str, settings: StreamSettings, start: str | None)
     finally:
         await consumer.stop()
     await _commit(broker, group, offsets)
+    # the journals' last entries cover input past the rewound offsets: end them with barriers, or the
+    # restarted workers would re-apply them and skip the re-fed records (topologies/journal.py)
+    journals = [settings.internal(generation, f"journal-{s}") for s in STAGES]
+    admin = await _admin(broker)
+    try:
+        journal_parts = await _describe_partitions(admin, journals)
+    finally:
+        await admin.close()
+    journal = Journal(broker)
+    try:
+        await journal.write_barriers([(t, p) for t in journals for p in journal_parts.get(t, ())])
+    finally:
+        await journal.close()
     return ReplayPlan(generation, group, False, _nest(offsets))
 
 

@@ -45,6 +45,9 @@ class Entry:
     ends: dict[str, int]  # input topic -> the next offset to process after this batch
     states: list[State] = field(default_factory=list)
     sends: list[Send] = field(default_factory=list)
+    # Raised by a barrier (``tuike replay --from``): input offsets then go back, and whatever is
+    # numbered by offsets (the tallies' seq) must still grow, so it is numbered (epoch, offsets).
+    epoch: int = 0
 
 
 def encode(entry: Entry, batch_id: str | None = None) -> list[bytes]:
@@ -61,7 +64,7 @@ def encode(entry: Entry, batch_id: str | None = None) -> list[bytes]:
     out = []
     for i, (states, sends) in enumerate(parts):
         out.append(orjson.dumps({
-            "id": batch_id, "i": i, "n": len(parts), "ends": entry.ends,
+            "id": batch_id, "i": i, "n": len(parts), "ends": entry.ends, "ep": entry.epoch,
             "s": [[t, k, v.decode()] for t, k, v in states],
             "o": [[t, p, k.decode() if k is not None else None, v.decode()] for t, p, k, v in sends],
         }))
@@ -81,7 +84,7 @@ def last_complete(records: list[bytes]) -> Entry | None:
     if not done:
         return None
     got = parts[done[-1]]
-    entry = Entry(ends=got[0]["ends"])
+    entry = Entry(ends=got[0]["ends"], epoch=got[0].get("ep", 0))
     for i in range(len(got)):
         entry.states.extend((t, k, v.encode()) for t, k, v in got[i]["s"])
         entry.sends.extend((t, p, k.encode() if k is not None else None, v.encode()) for t, p, k, v in got[i]["o"])
@@ -105,16 +108,15 @@ class Journal:
             consumer.assign([tp])
             begin = (await consumer.beginning_offsets([tp]))[tp]
             stop = (await consumer.end_offsets([tp]))[tp]
-            for _ in range(2):
-                if stop <= begin:
+            window = 8
+            while True:  # back from the end in growing windows: incomplete entries (a crash loop)
+                start = max(begin, stop - window)  # and parts written twice (producer retries) are skipped
+                if start >= stop:
                     return None
-                last = orjson.loads((await self._read(consumer, tp, stop - 1, stop))[0])
-                if last["i"] == last["n"] - 1:
-                    entry = last_complete(await self._read(consumer, tp, max(begin, stop - last["n"]), stop))
-                    if entry is not None:
-                        return entry
-                stop -= last["i"] + 1  # an incomplete entry was never applied: the one before it
-            return None
+                entry = last_complete(await self._read(consumer, tp, start, stop))
+                if entry is not None or start == begin:
+                    return entry
+                window *= 4
 
     @staticmethod
     async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, stop: int) -> list[bytes]:
@@ -137,3 +139,23 @@ class Journal:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+
+    async def write_barriers(self, partitions: list[tuple[str, int]]) -> int:
+        """With the workers stopped (``tuike replay --from``): end each (journal topic, partition)
+        with an empty entry of the next epoch, so a new owner re-applies nothing older and what
+        it numbers starts above everything numbered before. Returns the partitions written."""
+        from aiokafka import AIOKafkaProducer
+
+        epochs = {}
+        for topic, p in partitions:
+            last = await self.tail(topic, p)
+            epochs[(topic, p)] = (last.epoch if last else 0) + 1
+        producer = AIOKafkaProducer(bootstrap_servers=self.broker, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            for (topic, p), epoch in epochs.items():
+                for part in encode(Entry(ends={}, epoch=epoch)):
+                    await producer.send_and_wait(topic, part, partition=p)
+        finally:
+            await producer.stop()
+        return len(partitions)

@@ -25,7 +25,7 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
@@ -60,6 +60,7 @@ class OffsetBook:
         self.pending: dict[TP, int] = {}  # durable, not yet committed
         self.last_commit = 0.0
         self._admin: Any = None
+        self._reader: AIOKafkaConsumer | None = None
         self._lookup = asyncio.Lock()  # one admin client, shared by the agents
 
     async def forget(self, tps: set[TP]) -> None:
@@ -177,17 +178,22 @@ class OffsetBook:
                     raise
                 log.info("committed offsets of %s not available yet (%s); retrying", self.group, exc)
                 await asyncio.sleep(0.25)
+        # never before the log start: records retention deleted can never arrive, and waiting for
+        # them would stall the partition (the consumer resets to the start, the gap stays). Asked of
+        # a consumer of our own on this loop: Faust's consumer thread may be inside a rebalance that
+        # waits for the very batch asking (a deadlock seen with Faust's earliest_offsets)
+        if self._reader is None:
+            self._reader = AIOKafkaConsumer(bootstrap_servers=self.broker, enable_auto_commit=False, group_id=None)
+            await self._reader.start()
+        begins = await self._reader.beginning_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
+        earliest = {tp: begins[TopicPartition(tp.topic, tp.partition)] for tp in tps}
         out: dict[TP, int] = {}
-        missing = []
         for tp in tps:
             meta = committed.get(TopicPartition(tp.topic, tp.partition))
-            if meta is not None and meta.offset >= 0:
-                out[tp] = meta.offset
-            else:
-                missing.append(tp)
-        if missing:
-            earliest = await self.app.consumer.earliest_offsets(*missing)
-            for tp in missing:
-                out[tp] = earliest[tp]
+            done = meta.offset if meta is not None and meta.offset >= 0 else -1
+            if 0 <= done < earliest[tp]:
+                log.warning("%s: committed offset %d is before the log start %d (retention): starting there",
+                            tp, done, earliest[tp])
+            out[tp] = max(done, earliest[tp])
         return out
 

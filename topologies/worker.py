@@ -45,9 +45,12 @@ def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger:
     # Faust creates its changelog topics itself, but a worker that starts while one is not yet in
     # the cluster's metadata was seen never to join its group: create them first, compacted.
     changelogs = [t.changelog_topic_name for t in (*topology.tables.values(), topology.promoter_facts)]
-    ensure_topics_sync(broker, [(t, n, False) for t in topology.topics()]
+    # records as large as a journal part: one state value or routed chunk may exceed the 1 MiB default
+    large = {"max.message.bytes": JOURNAL_CONFIGS["max.message.bytes"]}
+    internal = set(topology.topics()) - set(settings.inputs) - {settings.deadletter}
+    ensure_topics_sync(broker, [(t, n, False, large if t in internal else None) for t in topology.topics()]
                        + [(t, n, False, JOURNAL_CONFIGS) for t in topology.journals()]
-                       + [(t, n, True) for t in changelogs] + [(settings.control, 1, True)])
+                       + [(t, n, True, large) for t in changelogs] + [(settings.control, 1, True)])
     _report_progress(topology)
     if control:
         _go_live_when_caught_up(topology, broker, ledger, control)
