@@ -31,6 +31,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 PART_BYTES = 4 * 1024 * 1024
+READ_SECONDS = 60.0
 # A journal partition needs its last entry only: keep a few segments, whatever their age.
 TOPIC_CONFIGS = {"max.message.bytes": str(16 * 1024 * 1024), "segment.bytes": str(32 * 1024 * 1024),
                  "retention.bytes": str(96 * 1024 * 1024), "retention.ms": "-1"}
@@ -91,6 +92,10 @@ def last_complete(records: list[bytes]) -> Entry | None:
     return entry
 
 
+class JournalUnreadable(Exception):
+    """A journal partition could not be read back in time."""
+
+
 class Journal:
     """Reads journal partitions back (one consumer, outside the group, shared by the stages)."""
 
@@ -100,8 +105,16 @@ class Journal:
         self._lock = asyncio.Lock()
 
     async def tail(self, topic: str, partition: int) -> Entry | None:
-        """The last complete entry of a journal partition, or None. Reads the last record, then
-        the parts of its entry (or of the one before it, when the last entry is incomplete)."""
+        """The last complete entry of a journal partition, or None. A read that does not finish
+        within ``READ_SECONDS`` raises :class:`JournalUnreadable` (the worker stops and says so,
+        rather than every stage waiting on this reader without a word)."""
+        try:
+            return await asyncio.wait_for(self._tail(topic, partition), READ_SECONDS)
+        except asyncio.TimeoutError:
+            raise JournalUnreadable(f"journal {topic} partition {partition}: its last entry could not be read "
+                                    f"within {READ_SECONDS:.0f} s; is the broker reachable?") from None
+
+    async def _tail(self, topic: str, partition: int) -> Entry | None:
         async with self._lock:
             consumer = await self._start()
             tp = TopicPartition(topic, partition)
