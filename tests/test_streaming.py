@@ -279,9 +279,6 @@ def test_replay_rebuilds_generation_1_with_the_same_money(streamed: Streamed, re
         warnings.warn(msg)
 
 
-@pytest.mark.skip(reason="known bug, not fixed: after `tuike replay --from`, restarted workers never consume some "
-                         "input partitions (seen: promoters and binds of the second worker's partitions stay at the "
-                         "rewound offset, lag never reaches 0) — with or without the journal barriers; see README")
 def test_replay_from_a_time_refeeds_the_input_into_the_kept_state_and_counts_nothing_twice(streamed: Streamed,
                                                                                           reference: Summary):
     """`tuike replay --from T` rewinds the current group (generation 1 after the test above) and

@@ -102,7 +102,16 @@ class OffsetBook:
             async with self._lookup:
                 found = await self._starting_offsets(unknown)
             for tp, offset in found.items():
-                self.expected.setdefault(tp, offset)
+                if tp not in self.expected:
+                    self.expected[tp] = offset
+                    # put the consumer there ourselves: aiokafka's seek_to_committed (what Faust calls
+                    # after a rebalance) does not seek for a committed offset of 0, so after `tuike
+                    # replay --from` rewound a partition to its start, fetching went on from where it was
+                    # and a partition with no newer records never delivered one
+                    try:
+                        await asyncio.wait_for(self._seek(tp, offset), SEEK_TIMEOUT)
+                    except Exception as exc:  # a rebalance under way: the next assignment seeks again
+                        log.warning("could not seek %s to %d (%r)", tp, offset, exc)
         return {tp: self.expected[tp] for tp in tps}
 
     async def advance(self, ends: dict[TP, int]) -> None:
