@@ -279,10 +279,6 @@ def test_replay_rebuilds_generation_1_with_the_same_money(streamed: Streamed, re
         warnings.warn(msg)
 
 
-@pytest.mark.skip(reason="known bug, half fixed: after `tuike replay --from` rewinds partitions to 0, aiokafka's "
-                         "seek_to_committed does not seek; tuike now seeks when a stage first sees a partition, but a "
-                         "stage that receives no record at all (promoters) never gets there — passed once, stalled in "
-                         "CI; see README")
 def test_replay_from_a_time_refeeds_the_input_into_the_kept_state_and_counts_nothing_twice(streamed: Streamed,
                                                                                           reference: Summary):
     """`tuike replay --from T` rewinds the current group (generation 1 after the test above) and

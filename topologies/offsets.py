@@ -35,8 +35,10 @@ SEEK_TIMEOUT = 10.0
 
 
 def disable_faust_commits() -> None:
-    """Make Faust compute and forget its commits: the workers commit through :class:`OffsetBook`."""
+    """Make Faust compute and forget its commits: the workers commit through :class:`OffsetBook`;
+    and make its seek to the committed offsets honour a committed offset of 0."""
     from faust.transport.consumer import Consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     if getattr(Consumer._commit_offsets, "tuike_disabled", False):
         return
@@ -44,8 +46,24 @@ def disable_faust_commits() -> None:
     async def _commit_offsets(self, offsets, start_new_transaction=True):  # type: ignore[no-untyped-def]
         return False
 
+    async def seek_to_committed(self):  # type: ignore[no-untyped-def]
+        return await self.call_thread(_seek_to_committed, self._ensure_consumer())
+
     _commit_offsets.tuike_disabled = True  # type: ignore[attr-defined]
     Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+
+
+async def _seek_to_committed(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int | None]:
+    """aiokafka's ``seek_to_committed`` (what Faust calls after every rebalance and recovery)
+    seeks only to a committed offset above 0. After ``tuike replay --from`` rewound a partition
+    to its start, the committed offset *is* 0, and the consumer went on fetching from where it
+    was: a partition with no newer records never delivered one again and its lag stayed."""
+    committed = await consumer.seek_to_committed()
+    for tp, offset in committed.items():
+        if offset == 0:
+            consumer.seek(tp, 0)
+    return committed
 
 
 class OffsetBook:
@@ -102,16 +120,7 @@ class OffsetBook:
             async with self._lookup:
                 found = await self._starting_offsets(unknown)
             for tp, offset in found.items():
-                if tp not in self.expected:
-                    self.expected[tp] = offset
-                    # put the consumer there ourselves: aiokafka's seek_to_committed (what Faust calls
-                    # after a rebalance) does not seek for a committed offset of 0, so after `tuike
-                    # replay --from` rewound a partition to its start, fetching went on from where it was
-                    # and a partition with no newer records never delivered one
-                    try:
-                        await asyncio.wait_for(self._seek(tp, offset), SEEK_TIMEOUT)
-                    except Exception as exc:  # a rebalance under way: the next assignment seeks again
-                        log.warning("could not seek %s to %d (%r)", tp, offset, exc)
+                self.expected.setdefault(tp, offset)
         return {tp: self.expected[tp] for tp in tps}
 
     async def advance(self, ends: dict[TP, int]) -> None:
