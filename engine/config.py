@@ -13,6 +13,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .fraud import SIGNALS, THRESHOLDS, FraudRules
+
 MAX_LEVELS = 3  # 禁止传销条例: never more than three levels of commission
 BINDING_MODES = ("first", "override", "new_customer_only")
 ATTRIBUTIONS = ("binding", "last_click")
@@ -81,7 +83,7 @@ class Config:
     tiers: tuple[Tier, ...] = ()
     hold_days: int = 7
     tax_method: str = "per_payment"
-    fraud_hold_score: Decimal = Decimal("0.8")
+    fraud: FraudRules = field(default_factory=FraudRules)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def rule_for(self, sku: str, category: str) -> Rule | None:
@@ -309,9 +311,7 @@ def parse_config(raw: dict | None) -> Config:
     tax = r.mapping(raw.get("tax"), "tax")
     if "method" in tax:
         kw["tax_method"] = r.choice(tax["method"], "tax.method", TAX_METHODS)
-    fraud = r.mapping(raw.get("fraud"), "fraud")
-    if "hold_score" in fraud:
-        kw["fraud_hold_score"] = r.decimal(fraud["hold_score"], "fraud.hold_score", hi=Decimal(1))
+    kw["fraud"] = _fraud_rules(r, r.mapping(raw.get("fraud"), "fraud"))
 
     # The cap check runs on whatever parsed, so a file with other problems still lists a cap
     # breach too ("every problem listed"); it is skipped only where its inputs did not parse.
@@ -324,6 +324,32 @@ def parse_config(raw: dict | None) -> Config:
     if r.problems or cap_problems:
         raise ConfigError(r.problems + cap_problems)
     return config
+
+
+def _fraud_rules(r: _Reader, fraud: dict) -> FraudRules:
+    """The ``fraud`` section: hold score, on/off, weights per signal code, thresholds (engine/fraud.py)."""
+    r.known(fraud, "fraud", ("hold_score", "enabled", "weights", "thresholds"))
+    kw: dict[str, Any] = {}
+    if "enabled" in fraud:
+        if isinstance(fraud["enabled"], bool):
+            kw["enabled"] = fraud["enabled"]
+        else:
+            r.fail("fraud.enabled", f"expected true or false, got {fraud['enabled']!r}")
+    if "hold_score" in fraud:
+        kw["hold_score"] = r.decimal(fraud["hold_score"], "fraud.hold_score", hi=Decimal(1))
+    weights = {s.code: s.weight for s in SIGNALS}
+    given = r.mapping(fraud.get("weights"), "fraud.weights")
+    r.known(given, "fraud.weights", tuple(weights))
+    for code in weights.keys() & given.keys():
+        weights[code] = r.decimal(given[code], f"fraud.weights.{code}", hi=Decimal(1))  # type: ignore[assignment]
+    limits = dict(THRESHOLDS)
+    given = r.mapping(fraud.get("thresholds"), "fraud.thresholds")
+    r.known(given, "fraud.thresholds", tuple(limits))
+    for name in limits.keys() & given.keys():
+        limits[name] = r.decimal(given[name], f"fraud.thresholds.{name}")  # type: ignore[assignment]
+    if any(v is None for v in [*weights.values(), *limits.values(), kw.get("hold_score", 0)]):
+        return FraudRules()  # the problems are listed; the defaults stand in until they are fixed
+    return FraudRules(weights=weights, limits=limits, **kw)
 
 
 def _cap_problems(config: Config, rule_paths: list[str] | None = None) -> list[Problem]:

@@ -13,6 +13,7 @@ from schemas.events import Click, CustomerBound
 from .binding import bind_refusal, binding_at, last_click_at
 from .chain import ChainView, Lookup, beneficiaries, is_upline, walk_up
 from .dataflow import ORDERS, WATCHERS, Context, Message, Output
+from .risk import click_messages, score_chain
 
 
 def _empty() -> dict:
@@ -41,7 +42,11 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
             # a new order changes no other order's answer, unless it is a new first order,
             # which can refuse binds under new_customer_only
             _attribute(msg.key, state, msg.cause, ctx, lookup, out, only=order_id)
-            return state
+        else:
+            _attribute(msg.key, state, msg.cause, ctx, lookup, out)
+        if ctx.config.fraud.enabled:
+            out.messages.append(_score(msg.key, state, msg.body, msg.cause))
+        return state
     elif msg.kind == "drop":  # the payment was replaced by an earlier one of another customer
         order_id = msg.body["order"]
         state["orders"].pop(order_id, None)
@@ -59,10 +64,25 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
         if not _insert(state["clicks"], [event.ts_ms, event.event_id, event.promoter_id]):
             out.duplicates += 1
             return state
+        if ctx.config.fraud.enabled:
+            out.messages.extend(click_messages(event, msg.cause))
         if ctx.config.attribution != "last_click":
             return state  # kept for its own sake (a fraud signal); it does not move money
     _attribute(msg.key, state, msg.cause, ctx, lookup, out)
     return state
+
+
+def _score(customer_id: str, state: dict, order: dict, cause: str) -> Message:
+    """Start scoring a new order: what this customer's history says, then the risk keys'."""
+    ts = order["ts"]
+    seen = [r[0] for r in state["binds"]] + [r[0] for r in state["clicks"]] + [o[0] for o in state["orders"].values()]
+    answer = state["sent"].get(order["order"])
+    level1 = answer[1][0][0] if answer and answer[1] and answer[1][0] else None
+    features = {"account_age_s": (ts - min(seen)) // 1000,
+                "first_order": not any(o[0] < ts for o in state["orders"].values())}
+    scored = {"d": order.get("d"), "i": order.get("i"), "p": level1, "v": order.get("v", "0"), "n": 1}
+    state.setdefault("risk", {})[order["order"]] = scored  # a later attribution scores the new promoter
+    return score_chain({**scored, "o": order["order"], "t": ts, "c": customer_id}, features, cause)
 
 
 def _remember(state: dict, promoter_id: str, facts: dict) -> None:
@@ -130,6 +150,12 @@ def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, lookup: 
             state["sent"][order_id] = [version, answer]
             body = {"customer": customer_id, "v": version, "levels": levels, "holds": holds}
             out.messages.append(Message(ORDERS, order_id, "attributed", body, cause))
+            scored = state.get("risk", {}).get(order_id)
+            if scored is not None and levels[0] is not None and scored["p"] != levels[0]:
+                # attributed after it was scored (a late bind): what the new promoter's record says
+                scored["p"], scored["n"] = levels[0], scored["n"] + 1
+                out.messages.append(score_chain({**scored, "o": order_id, "t": ts_ms, "c": customer_id},
+                                                {}, cause, promoter_only=True))
     if only is None:
         for bind in state["binds"]:  # binds not used by an order yet still read promoters: watch those too
             acceptable(bind)

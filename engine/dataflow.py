@@ -12,6 +12,7 @@ routes them through Kafka topics keyed the same way. Equivalence holds by constr
 | customers | customer_id | binds, clicks, paid orders, what was sent per order | customer.bound, click, order.paid, recheck |
 | orders | order_id | order facts, frozen terms, what the ledger holds per step | order.*, review.decided, attributed |
 | tallies | beneficiary_id | running totals per status, kind and level | the order processor's rows |
+| risk | device, IP, prefix, promoter, peers | fraud evidence (engine/risk.py) | clicks, joins, orders, refunds |
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .dead_letter import DeadLetter
 from .ledger_entry import LedgerEntry
 
 PROMOTERS, WATCHERS, CUSTOMERS, ORDERS, TALLIES = "promoters", "watchers", "customers", "orders", "tallies"
+RISK = "risk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class Output:
     entries: list[LedgerEntry] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    facts: list[tuple[str, dict]] = field(default_factory=list)  # rows the engine derives (fraud_scores)
     duplicates: int = 0  # input events that changed nothing because they were seen before
     parked: int = 0  # change in the number of events waiting for a prerequisite
 

@@ -106,11 +106,13 @@ def desired_steps(
     holds: list[list | None],
     hold_days: int,
     review: list | None = None,
+    fraud: list | None = None,
 ) -> dict[str, Step]:
     """Every step of the order's money, from its facts (pure; see module doc).
 
     ``holds[i]`` is the ban ``[ts_ms, event_id]`` of level i+1's promoter after the order: from
-    then on their unsettled money from this order is held (and is not confirmed).
+    then on their unsettled money from this order is held (and is not confirmed). ``fraud`` is
+    the ``[ts_ms, cause]`` from which the fraud score holds every level (engine/suspicion.py).
     """
     if not any(beneficiaries):
         return {}
@@ -130,6 +132,8 @@ def desired_steps(
             base.append((review[0], 2, "", "review", review[1], review[2]))
         if confirm_at is not None:
             base.append((confirm_at, 3, "", "confirm", done[1], None))  # type: ignore[index]
+        if fraud is not None:
+            base.append((fraud[0], 1, "fraud", "hold", fraud[1], None))
         for level, amount, rate, rule_id in terms.get(sku, ()):
             who = beneficiaries[level - 1] if level <= len(beneficiaries) else None
             if who is None:

@@ -13,10 +13,11 @@ import orjson
 
 from schemas.events import OrderCancelled, OrderCompleted, OrderPaid, OrderRefunded, ReviewDecided
 
-from .dataflow import CUSTOMERS, Context, Message, Output
+from .dataflow import CUSTOMERS, RISK, Context, Message, Output
 from .dead_letter import DeadLetter
 from .ledger_entry import LedgerEntry, entry_id, step_entry_id
 from .lifecycle import Step, desired_steps, parse_step_key, refund_shares
+from .suspicion import fraud_hold, record_signals
 from .money import ZERO
 
 FACT_FIELDS = {OrderCompleted: "done", OrderCancelled: "cancel", ReviewDecided: "review"}
@@ -34,6 +35,9 @@ def handle_order(state: dict | None, msg: Message, ctx: Context, out: Output) ->
         if current is not None and current[0] >= body["v"]:
             return state  # an older answer than the one applied
         answers[body["customer"]] = [body["v"], body["levels"], body["holds"]]
+    elif msg.kind in ("scored", "flag"):
+        if not record_signals(state, msg, out):
+            return state
     elif not _record(state, msg, ctx, out):
         return state
     _reconcile(msg.key, state, msg.cause, ctx, out)
@@ -65,6 +69,8 @@ def _record(state: dict, msg: Message, ctx: Context, out: Output) -> bool:
             out.duplicates += 1  # the same refund again: the earliest delivery (ts, event_id) counts
             if (have[0], have[1]) <= (refund[0], refund[1]):
                 return False
+        if not state["refunds"] and state.get("fraud", {}).get("p"):  # the promoter's refund rate (engine/risk.py)
+            out.messages.append(Message(RISK, f"p:{state['fraud']['p']}", "refund", {"t": event.ts_ms}, msg.cause))
         state["refunds"][event.refund_id] = refund
         if "paid" in state:
             _name_refund_problems(msg, state, {event.refund_id}, out)
@@ -111,7 +117,8 @@ def _record_payment(state: dict, msg: Message, ctx: Context, out: Output) -> boo
     out.parked -= state["waiting"]
     state["waiting"] = 0
     _name_refund_problems(msg, state, set(state["refunds"]), out)
-    body = {"order": event.order_id, "ts": event.ts_ms, "promoter": event.promoter_id}
+    body = {"order": event.order_id, "ts": event.ts_ms, "promoter": event.promoter_id, "d": event.device_id,
+            "i": event.ip, "v": str(sum((it.price * it.qty for it in event.items), ZERO))}
     out.messages.append(Message(CUSTOMERS, event.customer_id, "order", body, msg.cause))
     return True
 
@@ -134,8 +141,9 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
         return
     answer = state.get("attrs", {}).get(paid["c"])
     levels, holds = (answer[1], answer[2]) if answer else ([], [])  # no answer yet: nothing to pay
+    flag = fraud_hold(order_id, state, ctx.config.fraud, out)
     desired = desired_steps(paid, state["refunds"], state.get("done"), state.get("cancel"),
-                            state["terms"], levels, holds, ctx.config.hold_days, state.get("review"))
+                            state["terms"], levels, holds, ctx.config.hold_days, state.get("review"), flag)
     held: dict[str, list] = state["steps"]
     changed = [k for k, step in desired.items() if k not in held or held[k][0] != str(step.amount)]
     changed += [k for k, have in held.items() if k not in desired and have[0] != "0.00"]

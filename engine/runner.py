@@ -13,9 +13,10 @@ from schemas.events import Click, CustomerBound, Event, PromoterBanned, Promoter
 
 from .config import Config
 from .customers import handle_customer
-from .dataflow import CUSTOMERS, ORDERS, PROMOTERS, TALLIES, WATCHERS, Context, Message, Output
+from .dataflow import CUSTOMERS, ORDERS, PROMOTERS, RISK, TALLIES, WATCHERS, Context, Message, Output
 from .orders import handle_order
 from .promoters import handle_promoter, handle_watchers
+from .risk import handle_risk
 from .store import Store
 from .tallies import handle_tally, tally_messages
 
@@ -27,12 +28,16 @@ HANDLERS: dict[str, Handler] = {
     CUSTOMERS: handle_customer,
     ORDERS: handle_order,
     TALLIES: handle_tally,
+    RISK: handle_risk,
 }
 
 
 def route(event: Event) -> list[Message]:
     """Which processors an input event goes to, keyed as the Kafka topics of contract §1.3."""
     cause = event.event_id
+    if isinstance(event, PromoterJoined) and (event.device_id or event.ip):  # their own device: self-purchase
+        own = Message(RISK, f"p:{event.promoter_id}", "own", {"d": event.device_id, "i": event.ip}, cause)
+        return [Message(PROMOTERS, event.promoter_id, "event", event, cause), own]
     if isinstance(event, (PromoterJoined, PromoterBanned)):
         return [Message(PROMOTERS, event.promoter_id, "event", event, cause)]
     if isinstance(event, CustomerBound):

@@ -186,3 +186,24 @@ ORDER BY event_id;
 CREATE VIEW IF NOT EXISTS {db}.promoters AS
 SELECT event_id, type, ts, promoter_id, parent_id, device_id, ip, reason
 FROM {db}.promoters_raw FINAL;
+
+-- One row per order and set of fraud signals (engine/suspicion.py): the score they give, the
+-- reason codes (README: fraud signals), the features behind them as JSON, and whether the order
+-- is held. An order's signals only grow, so its latest row is the one with the highest score.
+-- Not partitioned: the same (order, reasons) may be dated differently by two runs.
+CREATE TABLE IF NOT EXISTS {db}.fraud_scores_raw (
+    score_id String,
+    order_id String,
+    ts DateTime('UTC'),
+    customer_id String,
+    promoter_id String,
+    score Decimal(18, 6),
+    reasons String,
+    features String,
+    held UInt8
+) ENGINE = ReplacingMergeTree()
+ORDER BY score_id;
+
+CREATE VIEW IF NOT EXISTS {db}.fraud_scores AS
+SELECT score_id, order_id, ts, customer_id, promoter_id, score, reasons, features, held
+FROM {db}.fraud_scores_raw FINAL;

@@ -36,6 +36,9 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "bindings": ("event_id", "ts", "customer_id", "promoter_id", "via", "click_id"),
     "promoters": ("event_id", "type", "ts", "promoter_id", "parent_id", "device_id", "ip",
                   "reason"),
+    # derived by the engine (engine/suspicion.py), not from one event
+    "fraud_scores": ("score_id", "order_id", "ts", "customer_id", "promoter_id", "score", "reasons",
+                     "features", "held"),
 }
 
 

@@ -113,6 +113,10 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("event_id", "s"), ("type", "s"), ("ts", "dt"), ("promoter_id", "s"), ("parent_id", "s"),
         ("device_id", "s"), ("ip", "s"), ("reason", "s"),
     ),
+    "fraud_scores": (
+        ("score_id", "s"), ("order_id", "s"), ("ts", "dt"), ("customer_id", "s"), ("promoter_id", "s"),
+        ("score", "d6"), ("reasons", "s"), ("features", "s"), ("held", "u8"),
+    ),
 }
 # The table each kind of row is inserted into (the analysts' names are FINAL views over these).
 BASE_TABLE: dict[str, str] = {

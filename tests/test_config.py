@@ -46,7 +46,7 @@ def test_example_file_loads_with_the_contract_values() -> None:
     assert (campaign.id, campaign.multiplier) == ("double-11", D("1.2"))
     assert campaign.to_ms - campaign.from_ms == 2 * 86_400_000
     assert [(t.min_gmv, t.bonus) for t in config.tiers] == [(D("10000"), D("0.01")), (D("50000"), D("0.02"))]
-    assert (config.hold_days, config.tax_method, config.fraud_hold_score) == (7, "per_payment", D("0.8"))
+    assert (config.hold_days, config.tax_method, config.fraud.hold_score) == (7, "per_payment", D("0.8"))
 
 
 def test_example_file_passes_config_check() -> None:

@@ -1,12 +1,14 @@
 """The Faust app: the engine's processors as agents on Kafka, state in RocksDB tables.
 
-Three stateful agents, one per key space, each at concurrency 1 (faust-streaming #606):
+Five stateful agents, one per key space, each at concurrency 1 (faust-streaming #606):
 
 | agent | consumes | processors (tables) | key |
 |---|---|---|---|
 | promoters | ``tuike.promoters``, ``gN.to-promoters`` | promoters, watchers | promoter_id |
 | customers | ``tuike.binds``, ``tuike.clicks``, ``gN.to-customers`` | customers | customer_id |
 | orders | ``tuike.orders``, ``gN.to-orders`` | orders | order_id |
+| tallies | ``gN.to-tallies`` | tallies | beneficiary_id |
+| risk | ``gN.to-risk`` | risk | device, IP, prefix, promoter (engine/risk.py) |
 
 An unexpected error stops the worker (``CrashingSupervisor``) rather than one agent silently:
 restarted, it resumes from the last commit. Plus the ClickHouse sink (:mod:`topologies.sink`, a consumer of its own) on ``gN.ledger`` and ``tuike.deadletter``.
@@ -49,7 +51,7 @@ from faust.types import TP
 from mode import CrashingSupervisor
 
 from engine.config import Config
-from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, TALLIES, WATCHERS, Context, Message, Output
+from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, RISK, TALLIES, WATCHERS, Context, Message, Output
 from engine.dead_letter import DeadLetter
 from engine.runner import route, step
 from engine.tallies import tally_messages
@@ -70,13 +72,14 @@ disable_faust_commits()  # offsets are tuike's: topologies/offsets.py
 
 
 STAGE_OF = {PROMOTERS: "promoters", WATCHERS: "promoters", CUSTOMERS: "customers", ORDERS: "orders",
-            TALLIES: "tallies"}
+            TALLIES: "tallies", RISK: "risk"}
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # stage: (its processors, the input topics of contract §1.3 it consumes)
     "promoters": ((PROMOTERS, WATCHERS), ("promoters",)),
     "customers": ((CUSTOMERS,), ("binds", "clicks")),
     "orders": ((ORDERS,), ("orders",)),
     "tallies": ((TALLIES,), ()),  # fed by the orders stage only
+    "risk": ((RISK,), ()),  # fraud evidence by device, IP, prefix, promoter (engine/risk.py)
 }
 MIRROR = "promoter-facts"  # the GlobalTable every worker reads promoter facts from
 assert tuple(STAGES) == STAGE_NAMES, "topologies/settings.py names the stages for the topics and lag"
@@ -228,6 +231,8 @@ class Stage:
                 seq = epoch * SEQ_EPOCH + sum(ends.values())
                 for m in tally_messages(w.out.entries, w.out.entries[0].event_id, str(part), seq):
                     w.remote[(t.routed_topic("tallies"), partition_of(m.key, n))].append(m)
+            for table, row in w.out.facts:  # rows the engine derived (fraud_scores)
+                w.facts[table].append(row)
             entry = Entry(ends, store.states(part), self._sends(part, w), epoch)
             if entry.states or entry.sends:
                 entries[part] = entry

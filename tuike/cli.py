@@ -123,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--qr", metavar="FILE.png", default=None, help="also write the QR code PNG there")
     c.set_defaults(func=cmd_link_create)
 
+    p = subs.add_parser("review", parents=common, help="the fraud review queue")
+    rsubs = p.add_subparsers(dest="review_command", metavar="ACTION", required=True)
+    c = rsubs.add_parser("list", parents=common, help="held orders not decided yet, highest score first")
+    c.add_argument("--limit", type=_count, default=50, metavar="N", help="at most N orders (default 50)")
+    c.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    c.set_defaults(func=cmd_review_list)
+
+    p = subs.add_parser("fraud", parents=common, help="fraud scoring tools")
+    fsubs = p.add_subparsers(dest="fraud_command", metavar="ACTION", required=True)
+    c = fsubs.add_parser("eval", parents=common,
+                         help="the labelled fraud benchmark: precision, recall and false-hold rate per pattern")
+    c.add_argument("--seed", type=int, default=1, help="the generated shop's seed (default 1)")
+    c.set_defaults(func=cmd_fraud_eval)
+
     p = subs.add_parser("query", parents=common, help="run SQL on the ledger")
     p.add_argument("sql", metavar="SQL")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -536,19 +550,41 @@ READ_ONLY = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from sinks import LedgerError, QueryError
-
     first = args.sql.lstrip(" \t\n(").split(None, 1)[0].upper() if args.sql.strip() else ""
     if first not in READ_ONLY:
         raise UsageError(f"tuike query is read-only ({', '.join(READ_ONLY)}): {first or 'empty SQL'} would change "
                          "the ledger, and re-running events cannot repair it")
+    return _print_query(args, args.sql)
+
+
+def cmd_review_list(args: argparse.Namespace) -> int:
+    from .review import review_queue_sql
+
+    return _print_query(args, review_queue_sql(args.limit))
+
+
+def cmd_fraud_eval(args: argparse.Namespace) -> int:
+    from .fraud_eval import evaluate, print_report
+
+    config = _load_config(args.config)
+    if not config.fraud.enabled:
+        raise UsageError("fraud scoring is off in this configuration (fraud.enabled: false): nothing to evaluate")
+    print(f"tuike fraud eval: generating a labelled shop (seed {args.seed}) and scoring it…", file=sys.stderr)
+    print_report(evaluate(args.seed, config), sys.stdout)
+    return EXIT_OK
+
+
+def _print_query(args: argparse.Namespace, sql: str) -> int:
+    """Run read-only SQL on the ledger (embedded, or --clickhouse) and print it in --format."""
+    from sinks import LedgerError, QueryError
+
     data_dir = Path(args.data_dir)
     if not args.clickhouse and not (data_dir / "ledger").exists():
         raise UsageError(f"no ledger in {data_dir} yet: run `tuike run --events FILE` first "
                          "(the demo's ledger is in tuike-data/demo: --data-dir tuike-data/demo)")
     ledger = _open_ledger(args.clickhouse, data_dir)
     try:
-        result = ledger.query(args.sql)
+        result = ledger.query(sql)
     except QueryError as exc:  # the SQL is the user's input: the database's own message
         raise UsageError(f"SQL error: {_first_lines(str(exc))}") from None
     except LedgerError as exc:

@@ -21,7 +21,8 @@ What a generated shop contains (all ids and numbers follow from the seed):
   refunds in 2–3 parts, ~4 % ``order.cancelled``; a few refunds arriving before their
   ``order.paid``;
 - a small fraud ring (one promoter, shared device, orders minutes after binding), reviewed
-  (``review.decided``) and the promoter later ``promoter.banned``, plus one more ban;
+  (``review.decided``) and the promoter later ``promoter.banned`` (left out with
+  ``fraud_ring=False``), plus one more ban;
 - a few duplicate deliveries (same ``event_id`` again, later in the file).
 
 Lines are in arrival order: event time plus a small random delivery delay, so neighbours are
@@ -178,7 +179,7 @@ class _Shop:
     day by day, so memory holds only what is still in flight (follow-ups of recent orders)."""
 
     def __init__(self, seed: int, promoters: int, customers: int, orders: int, start: str | date,
-                 days: int, bad_lines: int, duplicates: float, reviews: bool) -> None:
+                 days: int, bad_lines: int, duplicates: float, reviews: bool, fraud_ring: bool = True) -> None:
         if days < 1:
             raise ValueError("days must be at least 1")
         self.rng = random.Random(seed)
@@ -190,6 +191,7 @@ class _Shop:
         self.bad_lines = bad_lines
         self.dup_rate = duplicates
         self.reviews = reviews
+        self.fraud_ring = fraud_ring
         self.heap: list[tuple[float, int, Any]] = []
         self.seq = 0
         self.emitted = 0
@@ -527,7 +529,7 @@ class _Shop:
         # the fraud ring: a promoter whose "customers" share their device and buy minutes after binding
         self.fraudster = None
         early = [i for i in range(n) if self.parent[i] is not None and self.join_t[i] < self.span * 0.3]
-        if early and self.n_customers >= 20:
+        if self.fraud_ring and early and self.n_customers >= 20:
             f = early[self.rand(len(early))]
             self.fraudster = f
             n_fake = max(3, self.n_customers // 150)
@@ -719,14 +721,17 @@ def generate_shop(
     events: int | None = None,
     duplicates: float = 0.001,
     reviews: bool = True,
+    fraud_ring: bool = True,
 ) -> Iterator[dict | str]:
     """The events of a shop in arrival order: dicts (good events) and, when ``bad_lines`` > 0,
     that many ``str`` items (malformed raw lines). ``events=N``: exactly N good events, the
-    counts scaled from ``promoters``/``customers``/``orders`` in their ratio."""
+    counts scaled from ``promoters``/``customers``/``orders`` in their ratio. ``fraud_ring=False``
+    leaves out the fraud ring, so that the traffic is honest (:mod:`tuike.fraud_shop` adds
+    labelled fraud to it)."""
     if events is not None:
         counts = scaled_counts(events, promoters, customers, orders)
         promoters, customers, orders = counts["promoters"], counts["customers"], counts["orders"]
-    shop = _Shop(seed, promoters, customers, orders, start, days, bad_lines, duplicates, reviews)
+    shop = _Shop(seed, promoters, customers, orders, start, days, bad_lines, duplicates, reviews, fraud_ring)
     if events is None:
         yield from shop.run()
         return

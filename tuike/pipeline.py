@@ -109,6 +109,9 @@ class EmbeddedPipeline:
         for table, row in facts_of(parsed):
             self.facts.setdefault(table, []).append(row)
         self.engine.feed(parsed, self.out)
+        for table, row in self.out.facts:  # rows the engine derived (fraud_scores)
+            self.facts.setdefault(table, []).append(row)
+        self.out.facts.clear()
 
     def reject(self, dead: DeadLetter) -> None:
         """Keep a refusal made before the engine (a gateway's bad signature, …) with the next flush."""
