@@ -5,7 +5,8 @@
 1. generates a shop of ``--events`` events (cached in ``bench-data/``, reused next time);
 2. phase *parse*: ``read_records`` + ``parse_record`` (decode and validate) of the whole file;
 3. phase *run*: ``run_events`` of the whole file into a fresh data dir with the chDB ledger and
-   the example configuration of contract §2.
+   the example configuration of contract §2 (fraud scoring on, its default);
+4. phase *run* again with fraud scoring off (``fraud.enabled: false``): the cost of scoring.
 
 Each phase runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own. The report
 gives events/s of both, the ratio run/parse (how much of the read-and-validate speed the full
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def phase_parse(path: Path) -> dict:
     return {"events": n, "rejected": rejected, "seconds": secs, "rate": n / secs, "rss_mb": _rss_mb()}
 
 
-def phase_run(path: Path, data_dir: Path) -> dict:
+def phase_run(path: Path, data_dir: Path, scoring: bool = True) -> dict:
     from sinks import open_ledger
     from tuike.configfile import load_config
     from tuike.demo import DEMO_CONFIG_YAML
@@ -90,6 +92,8 @@ def phase_run(path: Path, data_dir: Path) -> dict:
     cfg = data_dir / "tuike.yaml"
     cfg.write_text(DEMO_CONFIG_YAML, encoding="utf-8")
     config = load_config(cfg)
+    if not scoring:
+        config = replace(config, fraud=replace(config.fraud, enabled=False))
     ledger = open_ledger(None, data_dir)
     try:
         progress = Progress("processed", "events")
@@ -105,10 +109,12 @@ def phase_run(path: Path, data_dir: Path) -> dict:
             "parked": stats.parked, "seconds": secs, "rate": stats.read / secs, "rss_mb": _rss_mb()}
 
 
-def _child(phase: str, path: Path, data_dir: Path | None = None) -> dict:
+def _child(phase: str, path: Path, data_dir: Path | None = None, scoring: bool = True) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.embedded_throughput", "--phase", phase, "--file", str(path)]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
+    if not scoring:
+        cmd += ["--no-scoring"]
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # stderr: progress, passed through
     if proc.returncode != 0:
         raise SystemExit(f"phase {phase} failed (exit {proc.returncode})")
@@ -122,13 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", choices=("parse", "run"), help=argparse.SUPPRESS)
     ap.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--no-scoring", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.phase == "parse":
         print(json.dumps(phase_parse(args.file)))
         return 0
     if args.phase == "run":
-        print(json.dumps(phase_run(args.file, args.data_dir)))
+        print(json.dumps(phase_run(args.file, args.data_dir, scoring=not args.no_scoring)))
         return 0
 
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}", flush=True)
@@ -143,12 +150,16 @@ def main(argv: list[str] | None = None) -> int:
           f"peak RSS {run['rss_mb']:,.0f} MB; {run['ledger_rows']:,} ledger rows written "
           f"({run['ledger_count']:,} in commission_ledger), {run['rejected']:,} rejected, "
           f"{run['duplicates']:,} duplicates, {run['parked']:,} parked", flush=True)
+    off = _child("run", path, data_dir, scoring=False)
+    print(f"run without fraud scoring: {off['rate']:,.0f} events/s, {off['ledger_rows']:,} ledger rows", flush=True)
     shutil.rmtree(data_dir, ignore_errors=True)
     print()
     print(f"file              {path.name} ({size_mb:,.0f} MB, {parse['events']:,} events)")
     print(f"parse-only        {parse['rate']:>12,.0f} events/s   peak RSS {parse['rss_mb']:>7,.0f} MB")
     print(f"run_events+chDB   {run['rate']:>12,.0f} events/s   peak RSS {run['rss_mb']:>7,.0f} MB")
     print(f"ratio run/parse   {run['rate'] / parse['rate']:>12.3f}")
+    print(f"without scoring   {off['rate']:>12,.0f} events/s   peak RSS {off['rss_mb']:>7,.0f} MB")
+    print(f"scoring on/off    {run['rate'] / off['rate']:>12.3f}   (fraud scoring's cost: the share of the rate it keeps)")
     return 0
 
 

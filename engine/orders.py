@@ -36,8 +36,9 @@ def handle_order(state: dict | None, msg: Message, ctx: Context, out: Output) ->
             return state  # an older answer than the one applied
         answers[body["customer"]] = [body["v"], body["levels"], body["holds"]]
     elif msg.kind in ("scored", "flag"):
-        if not record_signals(state, msg, out):
-            return state
+        before = state.get("fraud", {}).get("h")
+        if not record_signals(state, msg, out) or fraud_hold(msg.key, state, ctx.config.fraud, out) == before:
+            return state  # nothing new, or a new signal that does not move the hold: no money changes
     elif not _record(state, msg, ctx, out):
         return state
     _reconcile(msg.key, state, msg.cause, ctx, out)

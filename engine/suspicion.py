@@ -8,7 +8,7 @@ away (F12) — and holds its commission from the time the signals reach ``hold_s
 (:func:`engine.fraud.hold_at`). Each new set of signals is one row of ``fraud_scores``.
 
 State: ``state["fraud"] = {"sig": {code: [ts_ms, cause]}, "f": features, "p": level-1 promoter,
-"n": the scoring "p" came from, "seen": scorings merged, "rows": reasons last written}``.
+"n": the scoring "p" came from, "seen": scorings merged, "h": the hold, "rows": reasons last written}``.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def fraud_hold(order_id: str, state: dict, rules: FraudRules, out: Output) -> li
         fraud["suspect"] = fraud["p"]
         out.messages.append(Message(RISK, f"p:{fraud['p']}", "suspect", {"o": order_id, "t": min(own)[0]},
                                     min(own)[1]))
-    hold = hold_at(signals, rules)
+    hold = fraud["h"] = hold_at(signals, rules)
     reasons = ",".join(sorted(signals))
     if fraud.get("rows") != reasons:
         fraud["rows"] = reasons

@@ -20,6 +20,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
+from tuike.review import review_queue_sql
+
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("tuike")
 TUIKE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tuike.cli"]
@@ -331,6 +333,8 @@ class Summary:
     count: int = 0
     unique: int = 0
     dead: list = field(default_factory=list)  # (source, position, reason)
+    held: set = field(default_factory=set)  # (order_id, reasons, score) of orders a fraud score holds
+    queue: set = field(default_factory=set)  # order ids `tuike review list` shows
 
     def sum_of(self, *kinds: str) -> Decimal:
         return sum((self.kinds.get(k, (0, Decimal(0)))[1] for k in kinds), Decimal("0.00"))
@@ -352,6 +356,8 @@ SUMMARY_SQL = {
     "kinds": "SELECT kind, count(), sum(amount) FROM commission_ledger GROUP BY kind",
     "count": "SELECT count(), uniqExact(entry_id) FROM commission_ledger",
     "dead": "SELECT source, position, reason FROM dead_letters",
+    "held": "SELECT order_id, argMax(reasons, score), max(score) FROM fraud_scores GROUP BY order_id HAVING max(held) = 1",
+    "queue": review_queue_sql(1_000_000),
 }
 
 
@@ -363,6 +369,8 @@ def summarize(ledger: Any, name: str) -> Summary:
     s.kinds = {k: (int(n), Decimal(a)) for k, n, a in q["kinds"]}
     s.count, s.unique = (int(x) for x in q["count"][0])
     s.dead = [tuple(r) for r in q["dead"]]
+    s.held = {(o, r, Decimal(x)) for o, r, x in q["held"]}
+    s.queue = {r[0] for r in q["queue"]}
     return s
 
 
@@ -419,6 +427,10 @@ def compare(ref: Summary, got: Summary, *, refusals_must_match: bool = False, pa
             problems.append(f"{what} differs: {len(a)} rows in {ref.name}, {len(b)} in {got.name}; "
                             f"{len(a - b)} only in {ref.name}:\n{_first(a - b)}\n    {len(b - a)} only in {got.name}:\n"
                             f"{_first(b - a)}{where}")
+    if ref.held != got.held or ref.queue != got.queue:
+        problems.append(f"fraud holds differ: {len(ref.held)} orders held in {ref.name}, {len(got.held)} in {got.name}; "
+                        f"only in {ref.name}:\n{_first(ref.held - got.held)}\n    only in {got.name}:\n"
+                        f"{_first(got.held - ref.held)}\n    review queues: {len(ref.queue)} and {len(got.queue)} orders")
     kinds = sorted(set(ref.kinds) | set(got.kinds))
     table = [f"    {'kind':<9}{ref.name + ' rows':>22}{got.name + ' rows':>22}{ref.name + ' sum':>22}{got.name + ' sum':>22}"]
     for k in kinds:

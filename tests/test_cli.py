@@ -202,7 +202,7 @@ def test_demo_prints_a_summary_and_is_repeatable(tmp_path):
             "--data-dir", str(tmp_path / "data"))
     first = ok(tuike(*args, cwd=tmp_path))
     for heading in ("Sales through promoters", "Commission by level", "Commission by status", "Top 10 promoters",
-                    "clawed back", "Dead letters", "tuike query", "tuike run --events"):
+                    "clawed back", "Fraud review", "Dead letters", "tuike query", "tuike run --events"):
         assert heading in first.stdout, heading
     top = first.stdout.split("Top 10 promoters")[1].splitlines()[2:12]
     assert len([ln for ln in top if re.match(r"\s+P\d+", ln)]) == 10
@@ -234,9 +234,35 @@ def test_run_and_query_on_the_server(tmp_path, shop_file, clickhouse_url):
     assert totals(embedded) == first  # the same money on both ledgers
     # the demo's report runs on ClickHouse 18.16 as on chDB, with the same answers
     for sql in (demo.SQL_ALL_ORDERS, demo.SQL_ATTRIBUTED, demo.SQL_BY_LEVEL, demo.SQL_BY_STATUS, demo.SQL_TOP,
-                demo.SQL_CLAWBACK, demo.SQL_REFUNDS, demo.SQL_DEAD, demo.SQL_AS_OF, demo.SQL_SCHEDULED):
+                demo.SQL_CLAWBACK, demo.SQL_REFUNDS, demo.SQL_FRAUD, demo.SQL_DEAD, demo.SQL_AS_OF, demo.SQL_SCHEDULED):
         on_server = ok(tuike("query", sql, "--format", "csv", "--clickhouse", clickhouse_url, cwd=tmp_path)).stdout
         embedded_out = ok(tuike("query", sql, "--format", "csv", "--data-dir", str(embedded), cwd=tmp_path)).stdout
         if sql is demo.SQL_BY_STATUS:  # no ORDER BY: compare as sets
             on_server, embedded_out = sorted(on_server.splitlines()), sorted(embedded_out.splitlines())
         assert on_server == embedded_out, sql
+    # the review queue too
+    queue = [ok(tuike("review", "list", "--format", "csv", *where, cwd=tmp_path)).stdout
+             for where in (("--clickhouse", clickhouse_url), ("--data-dir", str(embedded)))]
+    assert queue[0] == queue[1] and len(queue[0].splitlines()) > 1, queue
+
+
+# --- fraud ---------------------------------------------------------------------------------------
+
+
+def test_fraud_eval_ends_with_the_overall_line(tmp_path):
+    p = ok(tuike("fraud", "eval", "--seed", "5", cwd=tmp_path))
+    last = p.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"overall precision=(\d\.\d+) recall=(\d\.\d+) false_hold_rate=(\d\.\d+)", last)
+    assert m, last
+    assert float(m[2]) >= 0.9 and float(m[3]) <= 0.01, last
+    for pattern in ("self_purchase", "device_farm", "click_spam", "refund_abuse", "fake_orders", "honest"):
+        assert re.search(rf"^{pattern}\s+\d+\s+\d+", p.stdout, re.M), pattern
+
+
+def test_a_bad_fraud_section_is_refused_with_every_problem_named(tmp_path):
+    cfg = tmp_path / "tuike.yaml"
+    cfg.write_text('fraud:\n  hold_score: 0.8\n  weights: {F99: "0.5", F10: "2"}\n  thresholds: {fast_second: 5}\n',
+                   encoding="utf-8")
+    p = ok(tuike("config", "check", str(cfg), cwd=tmp_path), 2)
+    for problem in ("fraud.hold_score", "fraud.weights.F99", "fraud.weights.F10", "fraud.thresholds.fast_second"):
+        assert problem in p.stdout + p.stderr, problem

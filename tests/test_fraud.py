@@ -286,3 +286,11 @@ def test_the_labelled_benchmark_meets_its_target_on_unseen_seeds(seed):
     report = evaluate(seed, parse_config({}))
     assert report.recall >= 0.9 and report.false_hold_rate <= 0.01, report
     assert all(line.recall is not None and line.recall >= 0.8 for line in report.lines), report.lines
+
+
+def test_the_readme_documents_every_signal_as_the_code_defines_it():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for s in SIGNALS:
+        assert f"| {s.code} | `{s.name}` | {s.weight} | {s.what} |" in readme, s.code

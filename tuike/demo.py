@@ -91,6 +91,9 @@ SQL_CLAWBACK = ("SELECT -sum(amount) AS reversed, uniqExact(order_id) AS orders 
 SQL_REFUNDS = ("SELECT count() AS refunds, sum(amount) AS refunded FROM (SELECT order_id, refund_id, "
                "argMin(amount, (ts, event_id)) AS amount FROM order_events WHERE type = 'order.refunded' "
                "GROUP BY order_id, refund_id)")
+SQL_FRAUD = """
+SELECT count(), sum(held) FROM (SELECT order_id, max(held) AS held FROM fraud_scores GROUP BY order_id)
+"""
 SQL_DEAD = "SELECT count() AS n FROM dead_letters"
 
 STATUS_ORDER = ("pending", "confirmed", "held", "settled")
@@ -150,7 +153,7 @@ def report(ledger: Any, stats: Any, *, currency: str = "CNY", out: IO[str] | Non
     meaning = {
         "pending": "paid orders not yet past the hold period",
         "confirmed": "past the hold period: payable at the next settlement",
-        "held": "held: a banned promoter's unsettled commission (or, later, a fraud review)",
+        "held": "held: under fraud review, or a banned promoter's unsettled commission",
         "settled": "paid out",
     }
     for status in list(STATUS_ORDER) + sorted(set(balances) - set(STATUS_ORDER)):
@@ -173,6 +176,11 @@ def report(ledger: Any, stats: Any, *, currency: str = "CNY", out: IO[str] | Non
     w(f"  commission clawed back {money(reversed_, cur):>18}   on {rev_orders:,} orders "
       "(refunds, cancels, late corrections)\n")
 
+    scored, held = (_one(ledger, SQL_FRAUD) + [0, 0])[:2]
+    if scored:
+        w(f"\nFraud review: {scored:,} orders scored, {held:,} held for review "
+          "(tuike review list; reason codes in the README)\n")
+
     (n_dead,) = (_one(ledger, SQL_DEAD) + [0])[:1]
     w(f"\nDead letters: {n_dead:,} (nothing is dropped silently; see the dead_letters table)\n")
     for reason, n in sorted(getattr(stats, "rejected_reasons", {}).items(), key=lambda kv: (-kv[1], kv[0])):
@@ -194,7 +202,9 @@ def next_steps(demo_dir: Path, events_path: Path, *, out: IO[str] | None = None)
         "FROM (SELECT order_id, argMin(ts, (ts, event_id)) AS t, argMin(paid_amount, (ts, event_id)) AS paid "
         "FROM orders GROUP BY order_id) GROUP BY day ORDER BY day\" --format csv\n"
         "  tuike query --data-dir {d} \"SELECT reason, raw FROM dead_letters LIMIT 10\" --format json\n"
-        "Tables: commission_ledger, dead_letters, orders, order_items, order_events, clicks, bindings, promoters.\n"
+        "  tuike review list --data-dir {d} --limit 10\n"
+        "Tables: commission_ledger, dead_letters, orders, order_items, order_events, clicks, bindings, promoters, "
+        "fraud_scores.\n"
         "Run the same file again (it changes nothing): tuike run --events {ev} --data-dir {d} --config {cfg}\n"
         "Your own events:  tuike run --events FILE.jsonl [--config tuike.yaml]   "
         "(a sample shop: tuike generate --seed 1 --out shop.jsonl)\n"
