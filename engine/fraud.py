@@ -133,17 +133,29 @@ def hold_at(signals: Mapping[str, list], rules: FraudRules) -> list | None:
     return None
 
 
-def robust_z(value: Decimal, population: list[Decimal], floor: Decimal) -> Decimal:
-    """How many scaled median absolute deviations ``value`` lies above the population's median
-    (the MAD is floored so that a population of equal values does not make every change huge)."""
+def spread(population: list[float]) -> list[float] | None:
+    """``[median, scaled MAD]`` of a population (None when empty), for :func:`robust_z`."""
     if not population:
-        return Decimal(0)
+        return None
     median = _median(population)
-    mad = _median([abs(x - median) for x in population]) * Decimal("1.4826")
-    return ((value - median) / max(mad, floor)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    return [median, _median([abs(x - median) for x in population]) * 1.4826]
 
 
-def _median(values: list[Decimal]) -> Decimal:
+def robust_z(value: float, stats: list[float] | None, floor: float) -> Decimal:
+    """How many scaled median absolute deviations ``value`` lies above the population's median
+    (``stats`` from :func:`spread`; the MAD is floored so that a population of equal values does
+    not make every change huge).
+
+    In floats — these are rates and log values, not money, and the engine computes one per order
+    over every peer — with only IEEE-754 +, −, ×, ÷ (correctly rounded on every machine), and the
+    result rounded to 2 places, so the same state gives the same z everywhere."""
+    if stats is None:
+        return Decimal("0.00")
+    median, mad = stats
+    return Decimal(repr((value - median) / max(mad, floor))).quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+
+def _median(values: list[float]) -> float:
     s = sorted(values)
     n = len(s)
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2

@@ -19,12 +19,12 @@ stays small. Clicks arrive here only once (the customer processor drops redelive
 """
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, bisect_right, insort
 from decimal import Decimal, localcontext
 
 from .binding import DAY_MS
 from .dataflow import ORDERS, RISK, Context, Message, Output
-from .fraud import FraudRules, ip_prefix, robust_z
+from .fraud import FraudRules, ip_prefix, robust_z, spread
 
 HOUR_MS = 3_600_000
 MAX_CLICKS = 400  # clicks kept per device / IP / prefix
@@ -32,8 +32,8 @@ MAX_ORDERS = 200  # orders kept per entity for late flags
 MAX_VALUES = 50  # order values kept per promoter
 MAX_SHOP_VALUES = 500  # order values kept for the shop (promoters with little history)
 MAX_MEMBERS = 64  # accounts per device, devices per IP, own devices per promoter
-RATE_FLOOR = Decimal("0.05")  # the smallest spread of peers' rates a z-score divides by
-LOG_FLOOR = Decimal("0.25")
+RATE_FLOOR = 0.05  # the smallest spread of peers' rates a z-score divides by
+LOG_FLOOR = 0.25
 
 
 def click_messages(event, cause: str) -> list[Message]:  # type: ignore[no-untyped-def]
@@ -126,22 +126,28 @@ def _flag(state: dict, code: str, ts: int, cause: str, msg: Message, out: Output
     if code in flags:
         return
     flags[code] = [ts, cause]
-    for order_id, _ts in state.get("orders", ()):
+    for order_id in state.get("orders", ()):
         out.messages.append(Message(ORDERS, order_id, "flag", {"code": code, "t": ts, "cause": cause}, msg.cause))
 
 
 def _record_order(state: dict, body: dict) -> bool:
     """Remember the order for late flags; False when it was recorded before."""
-    orders = state.setdefault("orders", [])
-    if any(o[0] == body["o"] for o in orders):
+    orders = state.setdefault("orders", {})  # order id -> ts, oldest first
+    if body["o"] in orders:
         return False
-    orders.append([body["o"], body["t"]])
-    del orders[:-MAX_ORDERS]
+    orders[body["o"]] = body["t"]
+    if len(orders) > MAX_ORDERS:
+        del orders[next(iter(orders))]
     return True
 
 
 def _window(clicks: list, ts: int, width_ms: int) -> int:
-    return sum(1 for c in clicks if ts - width_ms <= c[0] <= ts)
+    """Clicks with a time in [ts − width, ts] (the list is sorted by time)."""
+    return bisect_right(clicks, ts, key=_time) - bisect_left(clicks, ts - width_ms, key=_time)
+
+
+def _time(click: list) -> int:
+    return click[0]
 
 
 def _add_click(clicks: list, row: list, keep_ms: int) -> None:
@@ -169,7 +175,7 @@ def _click(entity: str, state: dict, body: dict, rules: FraudRules, msg: Message
     if entity == "d":
         _add_click(clicks, [ts, cause, body["p"], body["b"]], DAY_MS)
         fast = rules.seconds("fast_seconds", 1)
-        for order_id, paid in state.get("orders", ()):  # a click that arrived after the order it preceded
+        for order_id, paid in state.get("orders", {}).items():  # a click that arrived after the order it preceded
             if ts <= paid <= ts + fast:
                 out.messages.append(Message(ORDERS, order_id, "flag", {"code": "F10", "t": paid, "cause": cause}, cause))
         if _window(clicks, ts, window) >= rules.limit("device_clicks"):
@@ -258,14 +264,14 @@ def _order_at_promoter(state: dict, body: dict, rules: FraudRules, msg: Message,
     if (body.get("d") and body["d"] in own) or (body.get("i") and body["i"] in own):
         _fire(body, "F07", cause)
     value = _log(body["v"])
-    logs = [Decimal(v) for v in state.get("logs", ())]
+    logs = [float(v) for v in state.get("logs", ())]
     if len(logs) >= rules.limit("value_min_orders"):
         _value_outlier(body, value, logs, rules, cause)
     else:
-        body["shop_value"] = str(value)  # too little history: the peers' hop compares with the shop's
+        body["shop_value"] = value  # too little history: the peers' hop compares with the shop's
     if _record_order(state, body):
         state["n_orders"] = state.get("n_orders", 0) + 1
-        state["logs"] = (state.get("logs", []) + [str(value)])[-MAX_VALUES:]
+        state["logs"] = (state.get("logs", []) + [value])[-MAX_VALUES:]
         hours = state.setdefault("oh", {})
         hours[str(ts // HOUR_MS)] = hours.get(str(ts // HOUR_MS), 0) + 1
         _prune_hours(hours, ts)
@@ -274,19 +280,20 @@ def _order_at_promoter(state: dict, body: dict, rules: FraudRules, msg: Message,
     _sticky(state, body)
 
 
-def _value_outlier(body: dict, value: Decimal, logs: list[Decimal], rules: FraudRules, cause: str) -> None:
-    z = robust_z(value, logs, LOG_FLOOR)
+def _value_outlier(body: dict, value: float, logs: list[float], rules: FraudRules, cause: str) -> None:
+    z = robust_z(value, spread(logs), LOG_FLOOR)
     body["f"]["value_z"] = str(z)
     if z >= rules.limit("value_z"):
         _fire(body, "F11", cause)
 
 
-def _log(value: str) -> Decimal:
+def _log(value: str) -> float:
     """ln(1 + value) to 4 places: order values compare on a log scale (a basket of 2,000 is as far
-    above one of 200 as 200 is above 20)."""
+    above one of 200 as 200 is above 20). Decimal's ln is exact to its precision on every machine
+    (a C library's log need not be), and it runs once per order."""
     with localcontext() as c:
         c.prec = 12
-        return (Decimal(value) + 1).ln().quantize(Decimal("0.0001"))
+        return float((Decimal(value) + 1).ln().quantize(Decimal("0.0001")))
 
 
 def _counts(state: dict) -> list[int]:
@@ -300,11 +307,30 @@ def _order_at_peers(state: dict, body: dict, rules: FraudRules, msg: Message, ou
         _fire(body, code, msg.cause)
     shop = state.setdefault("logs", [])
     if "shop_value" in body:
-        value = Decimal(body.pop("shop_value"))
+        value = body.pop("shop_value")
         if len(shop) >= MAX_VALUES:
-            _value_outlier(body, value, [Decimal(v) for v in shop], rules, msg.cause)
-        shop.append(str(value))
+            _value_outlier(body, value, shop, rules, msg.cause)
+        shop.append(value)
         del shop[:-MAX_SHOP_VALUES]
+
+
+PEER_RATES = (("F13", lambda c: c[2] / c[1]), ("F14", lambda c: c[1] / max(c[0], 1)))  # refunds, conversion
+PEER_REFRESH = 25  # peer updates between two recomputations of the peers' median and spread
+PEER_CACHED = 50  # from this many eligible peers on (below, every update recomputes: it is cheap)
+
+
+def _population(state: dict, least: Decimal) -> dict[str, list[float]]:
+    """The peers' median and MAD per rate, recomputed every ``PEER_REFRESH`` updates once there
+    are ``PEER_CACHED`` peers: one promoter moves the median and spread of fifty or more very
+    little, and this is the one hot key (every order passes it)."""
+    state["age"] = state.get("age", 0) + 1
+    cached = state.get("pop")
+    if cached is None or state["age"] >= PEER_REFRESH or cached["size"] < PEER_CACHED:
+        eligible = [c for c in state["n"].values() if c[1] >= least]
+        cached = state["pop"] = {"size": len(eligible),
+                                 **{code: spread([rate(c) for c in eligible]) for code, rate in PEER_RATES}}
+        state["age"] = 0
+    return cached
 
 
 def _peers_update(state: dict, promoter: str, counts: list[int], ts: int, rules: FraudRules, cause: str,
@@ -316,10 +342,10 @@ def _peers_update(state: dict, promoter: str, counts: list[int], ts: int, rules:
     least = rules.limit("peer_min_orders")
     if counts[1] < least:
         return {}
-    eligible = [c for c in peers.values() if c[1] >= least]
+    population = _population(state, least)
     found = {}
-    for code, rate in (("F13", lambda c: Decimal(c[2]) / c[1]), ("F14", lambda c: Decimal(c[1]) / max(c[0], 1))):
-        z = robust_z(rate(counts), [rate(c) for c in eligible], RATE_FLOOR)
+    for code, rate in PEER_RATES:
+        z = robust_z(rate(counts), population[code], RATE_FLOOR)
         found[code] = z
         flagged = state.setdefault("flagged", {}).setdefault(promoter, [])
         if z >= rules.limit("peer_z") and code not in flagged:
