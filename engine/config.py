@@ -14,11 +14,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .fraud import SIGNALS, THRESHOLDS, FraudRules
+from .tax import TAX_METHODS
 
 MAX_LEVELS = 3  # 禁止传销条例: never more than three levels of commission
 BINDING_MODES = ("first", "override", "new_customer_only")
 ATTRIBUTIONS = ("binding", "last_click")
-TAX_METHODS = ("per_payment", "cumulative_platform")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,10 @@ class Config:
     hold_days: int = 7
     tax_method: str = "per_payment"
     fraud: FraudRules = field(default_factory=FraudRules)
+    min_payout: Decimal = Decimal("1.00")  # settlement: a smaller net payout carries forward
+    payer: str = "shop"  # who pays and withholds tax (one shop per tuike configuration)
+    alert_jump: Decimal = Decimal(5)  # alert: a payout above this many times the payee's median payout
+    alert_share: Decimal = Decimal("0.30")  # alert: a period's payouts above this share of attributed GMV
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def rule_for(self, sku: str, category: str) -> Rule | None:
@@ -199,7 +203,7 @@ class _Reader:
 
 # Sections later features read (tax, fraud, shops, kafka) are checked by the code that reads them.
 TOP_LEVEL_KEYS = ("currency", "timezone", "binding", "attribution", "click_window_days", "commission", "tiers",
-                  "hold_days", "tax", "fraud", "shops", "kafka", "links", "gateway")
+                  "hold_days", "tax", "fraud", "settlement", "shops", "kafka", "links", "gateway")
 _TEAM_WORDS = ("team", "downline", "group", "network", "recruit")
 
 
@@ -312,6 +316,16 @@ def parse_config(raw: dict | None) -> Config:
     if "method" in tax:
         kw["tax_method"] = r.choice(tax["method"], "tax.method", TAX_METHODS)
     kw["fraud"] = _fraud_rules(r, r.mapping(raw.get("fraud"), "fraud"))
+    settlement = r.mapping(raw.get("settlement"), "settlement")
+    r.known(settlement, "settlement", ("min_payout", "payer", "alert_jump", "alert_share"))
+    for key in ("min_payout", "alert_jump", "alert_share"):
+        if key in settlement:
+            kw[key] = r.decimal(settlement[key], f"settlement.{key}")
+    if "payer" in settlement:
+        if isinstance(settlement["payer"], str) and settlement["payer"].strip():
+            kw["payer"] = settlement["payer"].strip()
+        else:
+            r.fail("settlement.payer", f"expected the paying shop's name, got {settlement['payer']!r}")
 
     # The cap check runs on whatever parsed, so a file with other problems still lists a cap
     # breach too ("every problem listed"); it is skipped only where its inputs did not parse.

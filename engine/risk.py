@@ -5,7 +5,7 @@
 | ``d:<device>`` | clicks of the last 24 h (ts, promoter, automation agent), accounts, orders | clicks, orders |
 | ``i:<ip>`` | clicks of the last window, devices, orders | clicks, orders |
 | ``n:<prefix>`` | clicks of the last window, orders | clicks, orders |
-| ``p:<promoter>`` | own devices and IPs, clicks and orders per hour, totals, recent order values (log), orders | joins, clicks, orders, refunds |
+| ``p:<promoter>`` | own devices and IPs, payout accounts, clicks and orders per hour, totals, recent order values (log), orders | joins, agreements, clicks, orders, refunds |
 | ``g`` | every promoter's clicks, orders and refunds (their peers) | orders, refunds |
 
 An order is scored by a ``score`` message that travels the chain customer → device → IP →
@@ -74,6 +74,14 @@ def handle_risk(state: dict | None, msg: Message, ctx: Context, out: Output) -> 
     entity = msg.key[0]
     if kind == "click":
         _click(entity, state, body, rules, msg, out)
+    elif kind == "agreed":  # a signed agreement: kept so that a redelivery counts as one
+        agreed = state.setdefault("agreed", [])
+        if body["e"] in agreed:
+            out.duplicates += 1
+        else:
+            agreed.append(body["e"])
+            if body.get("a"):
+                _member(state, "accounts", body["a"])
     elif kind == "own":
         own = state.setdefault("own", [])
         for v in (body.get("d"), body.get("i")):

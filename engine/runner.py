@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable
 
-from schemas.events import Click, CustomerBound, Event, PromoterBanned, PromoterJoined
+from schemas.events import Click, CustomerBound, Event, PromoterAgreed, PromoterBanned, PromoterJoined
 
 from .config import Config
 from .customers import handle_customer
@@ -40,6 +40,9 @@ def route(event: Event) -> list[Message]:
         return [Message(PROMOTERS, event.promoter_id, "event", event, cause), own]
     if isinstance(event, (PromoterJoined, PromoterBanned)):
         return [Message(PROMOTERS, event.promoter_id, "event", event, cause)]
+    if isinstance(event, PromoterAgreed):  # no money: a fact, and evidence (tuike settle logs it)
+        return [Message(RISK, f"p:{event.promoter_id}", "agreed", {"e": event.event_id, "a": event.payout_account},
+                        cause)]
     if isinstance(event, CustomerBound):
         return [Message(CUSTOMERS, event.customer_id, "event", event, cause)]
     if isinstance(event, Click):

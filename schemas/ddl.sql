@@ -207,3 +207,66 @@ ORDER BY score_id;
 CREATE VIEW IF NOT EXISTS {db}.fraud_scores AS
 SELECT score_id, order_id, ts, customer_id, promoter_id, score, reasons, features, held
 FROM {db}.fraud_scores_raw FINAL;
+
+-- One row per (period, payee) settled by `tuike settle` (tuike/settle.py): the balance carried
+-- in, the tier bonus, the income, the tax computation (method, table version, rate, quick
+-- deduction), the net paid (or carried) and the SHA-256 of the payee's statement file.
+CREATE TABLE IF NOT EXISTS {db}.settlements_raw (
+    period String,
+    payee String,
+    payer String,
+    balance Decimal(18, 2),
+    gmv Decimal(18, 2),
+    tier String,
+    bonus Decimal(18, 2),
+    income Decimal(18, 2),
+    taxable Decimal(18, 2),
+    rate Decimal(18, 6),
+    quick_deduction Decimal(18, 2),
+    tax Decimal(18, 2),
+    net Decimal(18, 2),
+    carried Decimal(18, 2),
+    status String,
+    method String,
+    table_version String,
+    statement_sha256 String,
+    settled_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree()
+ORDER BY (period, payee);
+
+CREATE VIEW IF NOT EXISTS {db}.settlements AS
+SELECT period, payee, payer, balance, gmv, tier, bonus, income, taxable, rate, quick_deduction, tax, net,
+       carried, status, method, table_version, statement_sha256, settled_at
+FROM {db}.settlements_raw FINAL;
+
+-- Fund-flow alerts raised at settlement (tuike/alerts.py), one per (period, kind, subject).
+CREATE TABLE IF NOT EXISTS {db}.alerts_raw (
+    alert_id String,
+    period String,
+    kind String,
+    subject String,
+    detail String,
+    amount Decimal(18, 2),
+    ts DateTime('UTC')
+) ENGINE = ReplacingMergeTree()
+ORDER BY alert_id;
+
+CREATE VIEW IF NOT EXISTS {db}.alerts AS
+SELECT alert_id, period, kind, subject, detail, amount, ts
+FROM {db}.alerts_raw FINAL;
+
+-- promoter.agreed events (电子签约): which agreement version a promoter signed, the SHA-256 of
+-- its text and where they are paid; `tuike settle` logs each in the evidence log.
+CREATE TABLE IF NOT EXISTS {db}.agreements_raw (
+    event_id String,
+    ts DateTime('UTC'),
+    promoter_id String,
+    agreement_version String,
+    text_sha256 String,
+    payout_account String
+) ENGINE = ReplacingMergeTree()
+ORDER BY event_id;
+
+CREATE VIEW IF NOT EXISTS {db}.agreements AS
+SELECT event_id, ts, promoter_id, agreement_version, text_sha256, payout_account
+FROM {db}.agreements_raw FINAL;

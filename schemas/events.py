@@ -120,6 +120,16 @@ class PromoterJoined(Event):
     ip: OptText = None
 
 
+class PromoterAgreed(Event):
+    """A promoter signed (电子签约) a version of the promoter agreement; its text is identified by
+    its SHA-256, and the evidence log keeps the record (tuike/evidence.py)."""
+    type: Literal["promoter.agreed"]
+    promoter_id: Id
+    agreement_version: Id
+    text_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    payout_account: OptText = None  # where their settlements are paid (fund-flow alerts compare them)
+
+
 class PromoterBanned(Event):
     type: Literal["promoter.banned"]
     promoter_id: Id
@@ -241,6 +251,7 @@ EVENT_MODELS: dict[str, type[Event]] = {
     m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (
         PromoterJoined,
+        PromoterAgreed,
         PromoterBanned,
         Click,
         CustomerBound,
@@ -253,7 +264,7 @@ EVENT_MODELS: dict[str, type[Event]] = {
 }
 
 AnyEvent = Union[
-    PromoterJoined, PromoterBanned, Click, CustomerBound, OrderPaid,
+    PromoterJoined, PromoterAgreed, PromoterBanned, Click, CustomerBound, OrderPaid,
     OrderCompleted, OrderRefunded, OrderCancelled, ReviewDecided,
 ]
 

@@ -18,6 +18,7 @@ from .events import (
     OrderCompleted,
     OrderPaid,
     OrderRefunded,
+    PromoterAgreed,
     PromoterBanned,
     PromoterJoined,
     ReviewDecided,
@@ -39,6 +40,12 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     # derived by the engine (engine/suspicion.py), not from one event
     "fraud_scores": ("score_id", "order_id", "ts", "customer_id", "promoter_id", "score", "reasons",
                      "features", "held"),
+    # written by `tuike settle` (tuike/settle.py)
+    "settlements": ("period", "payee", "payer", "balance", "gmv", "tier", "bonus", "income", "taxable", "rate",
+                    "quick_deduction", "tax", "net", "carried", "status", "method", "table_version",
+                    "statement_sha256", "settled_at"),
+    "alerts": ("alert_id", "period", "kind", "subject", "detail", "amount", "ts"),
+    "agreements": ("event_id", "ts", "promoter_id", "agreement_version", "text_sha256", "payout_account"),
 }
 
 
@@ -173,4 +180,8 @@ def facts_of(event: Event) -> list[tuple[str, dict]]:
         return _bound(event)
     if isinstance(event, (PromoterJoined, PromoterBanned)):
         return _promoter(event)
+    if isinstance(event, PromoterAgreed):
+        return [("agreements", {"event_id": event.event_id, "ts": event.ts, "promoter_id": event.promoter_id,
+                                "agreement_version": event.agreement_version, "text_sha256": event.text_sha256,
+                                "payout_account": _s(event.payout_account)})]
     return []  # a type with no fact table yet: the ledger and dead letters still record it

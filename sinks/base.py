@@ -117,6 +117,20 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("score_id", "s"), ("order_id", "s"), ("ts", "dt"), ("customer_id", "s"), ("promoter_id", "s"),
         ("score", "d6"), ("reasons", "s"), ("features", "s"), ("held", "u8"),
     ),
+    "settlements": (
+        ("period", "s"), ("payee", "s"), ("payer", "s"), ("balance", "d2"), ("gmv", "d2"), ("tier", "s"),
+        ("bonus", "d2"), ("income", "d2"), ("taxable", "d2"), ("rate", "d6"), ("quick_deduction", "d2"),
+        ("tax", "d2"), ("net", "d2"), ("carried", "d2"), ("status", "s"), ("method", "s"), ("table_version", "s"),
+        ("statement_sha256", "s"), ("settled_at", "dt"),
+    ),
+    "alerts": (
+        ("alert_id", "s"), ("period", "s"), ("kind", "s"), ("subject", "s"), ("detail", "s"), ("amount", "d2"),
+        ("ts", "dt"),
+    ),
+    "agreements": (
+        ("event_id", "s"), ("ts", "dt"), ("promoter_id", "s"), ("agreement_version", "s"), ("text_sha256", "s"),
+        ("payout_account", "s"),
+    ),
 }
 # The table each kind of row is inserted into (the analysts' names are FINAL views over these).
 BASE_TABLE: dict[str, str] = {

@@ -334,6 +334,7 @@ class Summary:
     unique: int = 0
     dead: list = field(default_factory=list)  # (source, position, reason)
     held: set = field(default_factory=set)  # (order_id, reasons, score) of orders a fraud score holds
+    by_order: dict = field(default_factory=dict)  # (order_id, beneficiary, status_after) -> net, net != 0
     queue: set = field(default_factory=set)  # order ids `tuike review list` shows
 
     def sum_of(self, *kinds: str) -> Decimal:
@@ -356,9 +357,20 @@ SUMMARY_SQL = {
     "kinds": "SELECT kind, count(), sum(amount) FROM commission_ledger GROUP BY kind",
     "count": "SELECT count(), uniqExact(entry_id) FROM commission_ledger",
     "dead": "SELECT source, position, reason FROM dead_letters",
+    "by_order": "SELECT order_id, beneficiary_id, status_after, sum(amount) AS s FROM commission_ledger "
+                "GROUP BY order_id, beneficiary_id, status_after HAVING s != 0",
     "held": "SELECT order_id, argMax(reasons, score), max(score) FROM fraud_scores GROUP BY order_id HAVING max(held) = 1",
     "queue": review_queue_sql(1_000_000),
 }
+
+
+def _status_outside(s: Summary, orders: set) -> set:
+    """Net per (beneficiary, status) of every order but ``orders`` (zeros dropped)."""
+    acc: dict = {}
+    for (o, b, st), a in s.by_order.items():
+        if o not in orders:
+            acc[(b, st)] = acc.get((b, st), Decimal(0)) + a
+    return {(b, st, a) for (b, st), a in acc.items() if a != 0}
 
 
 def summarize(ledger: Any, name: str) -> Summary:
@@ -370,6 +382,7 @@ def summarize(ledger: Any, name: str) -> Summary:
     s.count, s.unique = (int(x) for x in q["count"][0])
     s.dead = [tuple(r) for r in q["dead"]]
     s.held = {(o, r, Decimal(x)) for o, r, x in q["held"]}
+    s.by_order = {(o, b, st): Decimal(a) for o, b, st, a in q["by_order"]}
     s.queue = {r[0] for r in q["queue"]}
     return s
 
@@ -416,8 +429,20 @@ def compare(ref: Summary, got: Summary, *, refusals_must_match: bool = False, pa
     allowed), for the report."""
     problems: list[str] = []
     notes: list[str] = []
+    # Fraud scores may depend on what had arrived when an order was scored (contract §1.2): an
+    # order scored on peers' statistics in one interleaving may be held and not in another. A few
+    # such orders are allowed; outside them, every (beneficiary, status) balance must be equal.
+    moved = {h[0] for h in ref.held ^ got.held}
+    if len(moved) > max(2, len(ref.held) // 20):
+        problems.append(f"fraud holds differ on {len(moved)} orders of {len(ref.held)} (more than 5%): "
+                        f"only in {ref.name}:\n{_first(ref.held - got.held)}\n    only in {got.name}:\n"
+                        f"{_first(got.held - ref.held)}")
+    elif moved:
+        notes.append(f"fraud holds differ on {len(moved)} of {len(ref.held)} held orders (scored on what had arrived, "
+                     f"contract §1.2): {sorted(ref.held ^ got.held)}; their money is left out of the status comparison")
     for what, a, b in (("net money per (order_id, item_sku, beneficiary_id, level)", ref.net, got.net),
-                       ("net money per (beneficiary_id, status_after)", ref.status, got.status)):
+                       ("net money per (beneficiary_id, status_after), orders held in both or neither",
+                        _status_outside(ref, moved), _status_outside(got, moved))):
         if a != b:
             where = ""
             if len(next(iter(a | b))) == 5:  # per order: which partitions the orders that differ live in
@@ -427,10 +452,9 @@ def compare(ref: Summary, got: Summary, *, refusals_must_match: bool = False, pa
             problems.append(f"{what} differs: {len(a)} rows in {ref.name}, {len(b)} in {got.name}; "
                             f"{len(a - b)} only in {ref.name}:\n{_first(a - b)}\n    {len(b - a)} only in {got.name}:\n"
                             f"{_first(b - a)}{where}")
-    if ref.held != got.held or ref.queue != got.queue:
-        problems.append(f"fraud holds differ: {len(ref.held)} orders held in {ref.name}, {len(got.held)} in {got.name}; "
-                        f"only in {ref.name}:\n{_first(ref.held - got.held)}\n    only in {got.name}:\n"
-                        f"{_first(got.held - ref.held)}\n    review queues: {len(ref.queue)} and {len(got.queue)} orders")
+    if ref.queue - moved != got.queue - moved:
+        problems.append(f"review queues differ beyond the orders whose hold differs: {len(ref.queue)} and "
+                        f"{len(got.queue)} orders; {sorted((ref.queue ^ got.queue) - moved)[:8]}")
     kinds = sorted(set(ref.kinds) | set(got.kinds))
     table = [f"    {'kind':<9}{ref.name + ' rows':>22}{got.name + ' rows':>22}{ref.name + ' sum':>22}{got.name + ' sum':>22}"]
     for k in kinds:

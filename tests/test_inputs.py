@@ -147,7 +147,7 @@ def test_parquet_round_trip_items_as_list_of_structs(tmp_path: Path, monkeypatch
     events = _valid_dicts() * 3
     path = tmp_path / "events.parquet"
     assert write_parquet(events, path, batch_rows=5) == len(events)
-    assert pq.ParquetFile(path).metadata.num_row_groups == 7
+    assert pq.ParquetFile(path).metadata.num_row_groups == -(-len(events) // 5)  # batches of 5 rows
     items_type = pq.read_schema(path).field("items").type
     assert pa.types.is_list(items_type) and pa.types.is_struct(items_type.value_type)
 

@@ -35,6 +35,7 @@ SMALL = dict(promoters=20, customers=150, orders=200)
 CONTRACT = {
     "promoter.joined": ("promoters", "promoter_id"),
     "promoter.banned": ("promoters", "promoter_id"),
+    "promoter.agreed": ("promoters", "promoter_id"),  # added by issue 6 (README: additions to the contract)
     "click": ("clicks", "click_id"),
     "customer.bound": ("binds", "customer_id"),
     "order.paid": ("orders", "order_id"),

@@ -43,6 +43,7 @@ DEFAULT_BROKER = "127.0.0.1:9092"  # contract §5; environment TUIKE_BROKER
 ROUTES: dict[str, tuple[str, str]] = {
     "promoter.joined": ("promoters", "promoter_id"),
     "promoter.banned": ("promoters", "promoter_id"),
+    "promoter.agreed": ("promoters", "promoter_id"),
     "click": ("clicks", "click_id"),
     "customer.bound": ("binds", "customer_id"),
     "order.paid": ("orders", "order_id"),

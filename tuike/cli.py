@@ -26,6 +26,7 @@ import argparse
 import csv
 import logging
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -122,6 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--title", default="", help="what the share text says before the URL")
     c.add_argument("--qr", metavar="FILE.png", default=None, help="also write the QR code PNG there")
     c.set_defaults(func=cmd_link_create)
+
+    p = subs.add_parser("settle", parents=common,
+                        help="close a month: confirmed commission, tier bonus, carried negatives, tax, net payout")
+    p.add_argument("--period", required=True, metavar="YYYY-MM", help="the calendar month, in the configured timezone")
+    p.set_defaults(func=cmd_settle)
+
+    p = subs.add_parser("reconcile", parents=common,
+                        help="orders vs ledger vs settlements vs statements: every mismatch; exit 0 only when clean")
+    p.add_argument("--period", required=True, metavar="YYYY-MM")
+    p.set_defaults(func=cmd_reconcile)
+
+    p = subs.add_parser("evidence", parents=common, help="the hash-chained evidence log (电子签约存证)")
+    esubs = p.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
+    c = esubs.add_parser("verify", parents=common, help="check the chain; names the first altered, removed or "
+                                                         "reordered record")
+    c.set_defaults(func=cmd_evidence_verify)
+
+    p = subs.add_parser("alerts", parents=common, help="fund-flow alerts raised at settlement (资金流监控)")
+    p.add_argument("--period", default=None, metavar="YYYY-MM")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.set_defaults(func=cmd_alerts)
 
     p = subs.add_parser("review", parents=common, help="the fraud review queue")
     rsubs = p.add_subparsers(dest="review_command", metavar="ACTION", required=True)
@@ -555,6 +577,71 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise UsageError(f"tuike query is read-only ({', '.join(READ_ONLY)}): {first or 'empty SQL'} would change "
                          "the ledger, and re-running events cannot repair it")
     return _print_query(args, args.sql)
+
+
+def cmd_settle(args: argparse.Namespace) -> int:
+    from .evidence import EvidenceError
+    from .settle import SettleError, settle
+
+    config = _load_config(args.config)
+    data_dir = Path(args.data_dir)
+    ledger = _open_ledger(args.clickhouse, data_dir)
+    try:
+        t0 = time.perf_counter()
+        outcome = settle(ledger, config, args.period, data_dir)
+        summary = ledger.query(
+            "SELECT status, count(), sum(balance), sum(bonus), sum(tax), sum(net), sum(carried) FROM settlements "
+            f"WHERE period = '{outcome.period.name}' GROUP BY status ORDER BY status").rows
+    except SettleError as exc:
+        raise UsageError(str(exc)) from None
+    except EvidenceError as exc:
+        raise OperationalError(f"the evidence log refuses the settlement: {exc}") from None
+    finally:
+        ledger.close()
+    p = outcome.period.name
+    if outcome.already:
+        print(f"{p} was settled before: nothing changed (money dated in {p} that arrived since is in the next period)")
+    else:
+        print(f"settled {p} in {time.perf_counter() - t0:.1f} s: {len(outcome.settlements):,} payees, "
+              f"{outcome.rows:,} ledger rows, {outcome.alerts} alerts (tuike alerts --period {p})")
+    _write_table(["status", "payees", "balance", "bonus", "tax", "net paid", "carried"], [], summary, sys.stdout)
+    print(f"statements: {data_dir / 'statements' / p}/; withholding export: {data_dir / 'tax' / (p + '-withholding.csv')}")
+    return EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from .reconcile import reconcile
+    from .settle import SettleError, period_of
+
+    config = _load_config(args.config)
+    data_dir = Path(args.data_dir)
+    try:
+        period = period_of(args.period, config.timezone)
+    except SettleError as exc:
+        raise UsageError(str(exc)) from None
+    ledger = _open_ledger(args.clickhouse, data_dir)
+    try:
+        problems = reconcile(ledger, config, period, data_dir)
+    finally:
+        ledger.close()
+    for problem in problems:
+        print(problem)
+    print(f"reconcile {period.name}: {'clean' if not problems else f'{len(problems):,} mismatches'}")
+    return EXIT_OK if not problems else EXIT_ERROR
+
+
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    from .evidence import verify_command
+
+    return verify_command(Path(args.data_dir), sys.stdout)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    where = f"WHERE period = '{args.period}'" if args.period else ""
+    if args.period and not re.fullmatch(r"[0-9]{4}-[0-9]{2}", args.period):
+        raise UsageError(f"--period {args.period!r}: expected YYYY-MM")
+    return _print_query(args, f"SELECT period, kind, subject, amount, detail FROM alerts {where} "
+                              "ORDER BY period, kind, subject")
 
 
 def cmd_review_list(args: argparse.Namespace) -> int:

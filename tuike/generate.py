@@ -7,7 +7,8 @@
 What a generated shop contains (all ids and numbers follow from the seed):
 
 - a recruiting network: a few top-level promoters, most recruited, a forced chain five
-  promoters deep (so a level-4 ancestor exists), every promoter joining before recruits or acts;
+  promoters deep (so a level-4 ancestor exists), every promoter joining before recruits or acts,
+  and signing the promoter agreement (``promoter.agreed``, with a payout account) right after;
 - promotion-link clicks (visitor, device, ip, user agent, sku, campaign), re-shares that carry
   ``parent_click_id``, repeat clicks by known customers (with ``customer_id``);
 - ``customer.bound`` mostly right after a click (``via`` link/qr/coupon/manual), re-binds to
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import gzip
+import hashlib
 import heapq
 import math
 import os
@@ -137,6 +139,8 @@ _UAS = (
 _IP_PREFIXES = ("223.104", "117.136", "112.96", "183.192", "39.144", "120.229", "36.112", "114.88", "101.88", "221.216")
 _CAMPAIGNS = ("moments-share", "group-chat", "live-room", "poster", "double-11-presale", "new-user-gift")
 _CANCEL_REASONS = ("buyer changed mind", "out of stock", "address wrong", "duplicate order")
+AGREEMENT_VERSION = "2026-09"
+AGREEMENT_SHA256 = hashlib.sha256("推客推广服务协议 2026-09 (tuike demo text)".encode()).hexdigest()
 _BAN_REASONS = ("self-dealing: orders from the promoter's own device", "fake traffic from a click farm")
 
 
@@ -310,6 +314,12 @@ class _Shop:
                   "promoter_id": self.pids[i], "parent_id": None if self.parent[i] is None else self.pids[self.parent[i]],
                   "device_id": self.p_device[i], "ip": self.p_ip[i]}
             self.push(joins[i], ev, arrival=float(joins[i]))  # joins are delivered on time
+            # then signs the promoter agreement (电子签约), naming where to be paid
+            account = "alipay:" + hashlib.blake2b(self.pids[i].encode(), digest_size=5).hexdigest()
+            agreed = {"type": "promoter.agreed", "event_id": None, "ts": self.ts(joins[i] + 300),
+                      "promoter_id": self.pids[i], "agreement_version": AGREEMENT_VERSION,
+                      "text_sha256": AGREEMENT_SHA256, "payout_account": account}
+            self.push(joins[i] + 300, agreed, arrival=float(joins[i] + 300))
 
     def pick_promoter(self, t: float, exclude: int | None = None) -> int | None:
         k = bisect.bisect_right(self.ready_t, t)

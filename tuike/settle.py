@@ -1,0 +1,322 @@
+"""`tuike settle --period YYYY-MM`: close a month for every payee (the I/O around
+:mod:`engine.settlement`).
+
+Reads the ledger as of the period's end (a calendar month in the configured timezone), settles
+each payee, and writes, in this order so that a crash anywhere can be resumed by running the
+command again:
+
+1. one statement per payee (``statements/YYYY-MM/<payee>.json`` and ``.csv``: the ledger rows
+   behind the balance, the tier, the tax computation line by line), the withholding export for
+   filing (``tax/YYYY-MM-withholding.csv``, 扣缴申报) and each paid payee's year-to-date tax
+   certificate data (``tax/certificates/YYYY/<payee>.json``, 完税证明);
+2. their SHA-256 into the evidence log (:mod:`tuike.evidence`);
+3. the ``bonus``, ``tax`` and ``settle`` ledger rows, the ``settlements`` rows and the fund-flow
+   alerts, in one batch;
+4. a ``settlement_run`` evidence record: the period is closed.
+
+Every figure is computed from ledger rows that exclude the period's own settlement rows, so a
+resumed run computes the same rows with the same ids (the ledger counts them once) and the same
+files. A closed period is not settled again: money that arrives late for it (a refund of a
+settled order, a late confirmation) is in the next period's balance.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from engine.config import Config
+from engine.ledger_entry import entry_id
+from engine.money import ZERO, cents
+from engine.settlement import PAID, NOTHING, PayeeMonth, Settlement, settle_payee, settlement_entries
+from engine.tax import MonthIncome
+from sinks.base import Batch
+
+from .alerts import fund_flow_alerts
+from .evidence import EvidenceLog, evidence_path, sha256_file
+
+
+class SettleError(ValueError):
+    """The period cannot be settled as asked (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class Period:
+    name: str  # YYYY-MM
+    start_s: int  # first second, UTC epoch
+    end_s: int  # first second of the next period
+
+    @property
+    def year(self) -> int:
+        return int(self.name[:4])
+
+
+def period_of(text: str, tz: str) -> Period:
+    try:
+        year, month = (int(x) for x in text.split("-"))
+        start = datetime(year, month, 1, tzinfo=ZoneInfo(tz))
+    except ValueError:
+        raise SettleError(f"--period {text!r}: expected YYYY-MM, e.g. 2026-11") from None
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=ZoneInfo(tz))
+    return Period(f"{year:04d}-{month:02d}", int(start.timestamp()), int(end.timestamp()))
+
+
+@dataclass
+class Outcome:
+    period: Period
+    settlements: list[Settlement]
+    already: bool  # the period had been closed: nothing was written
+    rows: int  # ledger rows written
+    alerts: int
+
+
+def settle(ledger: Any, config: Config, period_text: str, data_dir: Path) -> Outcome:
+    period = period_of(period_text, config.timezone)
+    evidence = EvidenceLog(evidence_path(data_dir))
+    run_ref = f"settlement_run/{period.name}"
+    closed = _closed_periods(ledger, evidence)
+    _log_agreements(ledger, evidence)
+    if period.name in closed:
+        return Outcome(period, [], True, 0, 0)
+    later = sorted(p for p in closed if p > period.name)
+    if later:
+        raise SettleError(f"{period.name} cannot be settled after {later[0]}: periods close in order "
+                          f"(its confirmed money was paid with {later[0]})")
+    settlements = [settle_payee(p, period.name, config.tiers, config.tax_method, config.min_payout)
+                   for p in _payee_months(ledger, config, period)]
+    settlements = [s for s in settlements if s.status != NOTHING]
+    lines = _statement_lines(ledger, period, closed, config.timezone)
+    out = data_dir / "statements" / period.name
+    out.mkdir(parents=True, exist_ok=True)
+    facts: dict[str, list[dict]] = defaultdict(list)
+    entries = []
+    settled_at = datetime.fromtimestamp(period.end_s - 1, timezone.utc)
+    for s in settlements:
+        digest = _write_statement(out, s, lines.get(s.payee, []), config)
+        evidence.append("statement", f"statement/{period.name}/{s.payee}",
+                        {"file": f"statements/{period.name}/{s.payee}.json", "sha256": digest})
+        facts["settlements"].append(_settlement_row(s, config, digest, settled_at))
+        entries += settlement_entries(s, period.end_s * 1000, config.currency)
+    export = _write_tax_files(data_dir, period, settlements, ledger, config)
+    evidence.append("tax_export", f"tax_export/{period.name}",
+                    {"file": str(export.relative_to(data_dir)), "sha256": sha256_file(export)})
+    alerts = fund_flow_alerts(period.name, settlements, _history(ledger, config), _attributed_gmv(ledger, period),
+                              config, settled_at, _shared_accounts(ledger))
+    facts["alerts"] = alerts
+    ledger.write(Batch(entries, dict(facts), []))
+    evidence.append("settlement_run", run_ref, {
+        "payees": len(settlements), "paid": sum(1 for s in settlements if s.status == PAID),
+        "net": str(sum((s.net for s in settlements), ZERO)), "tax": str(sum((s.tax for s in settlements), ZERO))})
+    return Outcome(period, settlements, False, len(entries), len(alerts))
+
+
+# --- reading the ledger -------------------------------------------------------------------------
+
+def _q(ledger: Any, sql: str) -> list:
+    return ledger.query(sql).rows
+
+
+def _closed_periods(ledger: Any, evidence: EvidenceLog) -> set[str]:
+    """Periods whose settlement finished (the evidence log's run record, with rows in the ledger)."""
+    with_rows = {r[0] for r in _q(ledger, "SELECT DISTINCT period FROM settlements")}
+    return {p for p in with_rows if evidence.has(f"settlement_run/{p}")}
+
+
+def _own_rows(period: Period) -> str:
+    """Leave the period's own settlement rows out: a resumed run must see what the first saw."""
+    return f"event_id != 'settle:{period.name}'"
+
+
+def _payee_months(ledger: Any, config: Config, period: Period) -> list[PayeeMonth]:
+    balances = {b: Decimal(a) for b, a in _q(ledger, (
+        "SELECT beneficiary_id, sum(amount) FROM commission_ledger WHERE status_after = 'confirmed' "
+        f"AND toUInt32(ts) < {period.end_s} AND {_own_rows(period)} GROUP BY beneficiary_id"))}
+    gmv = _own_gmv(ledger, period)
+    history = _history(ledger, config)
+    payees = sorted(set(balances) | set(gmv))
+    return [PayeeMonth(p, balances.get(p, ZERO), gmv.get(p, ZERO), tuple(history.get(p, ()))) for p in payees]
+
+
+def _own_gmv(ledger: Any, period: Period) -> dict[str, Decimal]:
+    """Each promoter's own level-1 GMV confirmed within the period: an item's paid amount times
+    the share of its level-1 commission that was confirmed (the rest was refunded)."""
+    window = (f"level = 1 AND kind IN ('confirm', 'release') AND status_after = 'confirmed' AND amount > 0 "
+              f"AND toUInt32(ts) >= {period.start_s} AND toUInt32(ts) < {period.end_s}")
+    confirmed = _q(ledger, "SELECT beneficiary_id, order_id, item_sku, sum(amount) FROM commission_ledger "
+                           f"WHERE {window} GROUP BY beneficiary_id, order_id, item_sku")
+    if not confirmed:
+        return {}
+    accrued = {(b, o, s): Decimal(a) for b, o, s, a in _q(ledger, (
+        "SELECT beneficiary_id, order_id, item_sku, sum(amount) FROM commission_ledger WHERE level = 1 AND "
+        f"kind = 'accrue' AND amount > 0 AND order_id IN (SELECT order_id FROM commission_ledger WHERE {window}) "
+        "GROUP BY beneficiary_id, order_id, item_sku"))}
+    paid = {(o, s): Decimal(a) for o, s, a in _q(ledger, (
+        "SELECT order_id, sku, max(paid_amount) FROM order_items WHERE order_id IN "
+        f"(SELECT order_id FROM commission_ledger WHERE {window}) GROUP BY order_id, sku"))}
+    out: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for b, o, s, amount in confirmed:
+        whole, item = accrued.get((b, o, s)), paid.get((o, s))
+        if whole and item:
+            out[b] += min(item, cents(item * Decimal(amount) / whole))
+    return dict(out)
+
+
+def _history(ledger: Any, config: Config) -> dict[str, list[MonthIncome]]:
+    """Earlier paid settlements by this payer, per payee (cumulative tax, payout history)."""
+    out: dict[str, list[MonthIncome]] = defaultdict(list)
+    for payee, period, income, tax in _q(ledger, (
+            f"SELECT payee, period, income, tax FROM settlements WHERE payer = '{_sql(config.payer)}' "
+            "AND status = 'paid' ORDER BY payee, period")):
+        out[payee].append(MonthIncome(int(period[:4]), int(period[5:7]), Decimal(income), Decimal(tax)))
+    return out
+
+
+def _log_agreements(ledger: Any, evidence: EvidenceLog) -> None:
+    """Every signed agreement (promoter.agreed, from the agreements table) into the evidence log,
+    in event-time order; one already logged is not logged again."""
+    for event_id, ts, promoter, version, digest, account in _q(ledger, (
+            "SELECT event_id, ts, promoter_id, agreement_version, text_sha256, payout_account FROM agreements "
+            "ORDER BY ts, event_id")):
+        ref = f"agreement/{promoter}/{version}"
+        if not evidence.has(ref):
+            evidence.append("agreement", ref, {"event_id": event_id, "promoter_id": promoter, "version": version,
+                                               "text_sha256": digest, "payout_account": account,
+                                               "ts": ts.isoformat() if hasattr(ts, "isoformat") else str(ts)})
+
+
+def _shared_accounts(ledger: Any) -> list[tuple[str, list[str]]]:
+    """Payout accounts named by more than one promoter's agreements."""
+    by_account: dict[str, set[str]] = defaultdict(set)
+    for account, promoter in _q(ledger, "SELECT DISTINCT payout_account, promoter_id FROM agreements "
+                                        "WHERE payout_account != ''"):
+        by_account[account].add(promoter)
+    return sorted((a, sorted(p)) for a, p in by_account.items() if len(p) > 1)
+
+
+def _attributed_gmv(ledger: Any, period: Period) -> Decimal:
+    rows = _q(ledger, (
+        "SELECT sum(paid_amount) FROM order_items WHERE order_id IN (SELECT order_id FROM commission_ledger "
+        f"WHERE level = 1 AND kind = 'accrue') AND toUInt32(ts) >= {period.start_s} AND toUInt32(ts) < {period.end_s}"))
+    return Decimal(rows[0][0] or 0) if rows else ZERO
+
+
+def _statement_lines(ledger: Any, period: Period, closed: set[str], tz: str) -> dict[str, list[tuple]]:
+    """The confirmed-money rows dated since the last closed period, per payee (rows dated earlier
+    that arrived after it was closed show as ``carried_in``)."""
+    since = max((period_of(p, tz).end_s for p in closed), default=0)
+    out: dict[str, list[tuple]] = defaultdict(list)
+    for row in _q(ledger, (
+            "SELECT beneficiary_id, order_id, item_sku, level, kind, amount, rate, rule_id, ts FROM commission_ledger "
+            f"WHERE status_after = 'confirmed' AND toUInt32(ts) >= {since} AND toUInt32(ts) < {period.end_s} "
+            f"AND {_own_rows(period)} ORDER BY beneficiary_id, ts, order_id, item_sku, level, kind, amount")):
+        out[row[0]].append(row[1:])
+    return out
+
+
+def _sql(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+def _money(x: Decimal) -> str:
+    return f"{x:.2f}"
+
+
+def _write_statement(out: Path, s: Settlement, lines: list[tuple], config: Config) -> str:
+    """The payee's statement as JSON (the record) and CSV (for a spreadsheet); the JSON's SHA-256."""
+    listed = sum((Decimal(r[4]) for r in lines), ZERO)
+    w = s.withholding
+    doc = {
+        "payee": s.payee, "period": s.period, "payer": config.payer, "currency": config.currency,
+        "status": s.status,
+        "carried_in": _money(s.balance - listed),
+        "rows": [{"order_id": o, "sku": sku, "level": int(lv), "kind": k, "amount": _money(Decimal(a)),
+                  "rate": str(r), "rule_id": rule, "ts": t.isoformat() if hasattr(t, "isoformat") else str(t)}
+                 for o, sku, lv, k, a, r, rule, t in lines],
+        "balance": _money(s.balance),
+        "own_level1_gmv": _money(s.gmv),
+        "tier": None if s.tier is None else {"min_gmv": str(s.tier.min_gmv), "bonus": str(s.tier.bonus)},
+        "bonus": _money(s.bonus),
+        "gross": _money(s.gross),
+        "tax": None if w is None else {
+            "method": w.method, "table_version": w.table_version, "income": _money(w.income),
+            "taxable": _money(w.taxable), "rate": str(w.rate), "quick_deduction": _money(w.quick_deduction),
+            "tax": _money(w.tax), "computation": [[line.label, _money(line.amount)] for line in w.lines]},
+        "net_paid": _money(s.net),
+        "carried_out": _money(s.carried),
+    }
+    path = out / f"{payee_file_name(s.payee)}.json"
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+    buf = io.StringIO()
+    csv_out = csv.writer(buf)
+    csv_out.writerow(["section", "order_id", "sku", "level", "kind", "amount", "rate", "rule_id", "ts"])
+    csv_out.writerow(["carried_in", "", "", "", "", doc["carried_in"], "", "", ""])
+    for r in doc["rows"]:
+        csv_out.writerow(["row", r["order_id"], r["sku"], r["level"], r["kind"], r["amount"], r["rate"], r["rule_id"], r["ts"]])
+    for label in ("balance", "bonus", "gross"):
+        csv_out.writerow([label, "", "", "", "", doc[label], "", "", ""])
+    for label, amount in (doc["tax"] or {}).get("computation", []):
+        csv_out.writerow(["tax", "", "", "", label, amount, "", "", ""])
+    for label in ("net_paid", "carried_out"):
+        csv_out.writerow([label, "", "", "", "", doc[label], "", "", ""])
+    (out / f"{payee_file_name(s.payee)}.csv").write_text(buf.getvalue(), encoding="utf-8")
+    return sha256_file(path)
+
+
+def payee_file_name(payee: str) -> str:
+    """A payee id as a file name (ids are free text: keep it readable, never a path)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in payee)
+    return safe if safe == payee and safe not in (".", "..") else f"{safe}-{entry_id('payee', payee)[:8]}"
+
+
+def _settlement_row(s: Settlement, config: Config, digest: str, settled_at: datetime) -> dict:
+    w = s.withholding
+    return {"period": s.period, "payee": s.payee, "payer": config.payer, "balance": s.balance, "gmv": s.gmv,
+            "tier": "" if s.tier is None else str(s.tier.min_gmv), "bonus": s.bonus, "income": s.gross if w else ZERO,
+            "taxable": cents(w.taxable) if w else ZERO, "rate": w.rate if w else Decimal(0),
+            "quick_deduction": w.quick_deduction if w else ZERO, "tax": s.tax, "net": s.net, "carried": s.carried,
+            "status": s.status, "method": w.method if w else config.tax_method,
+            "table_version": w.table_version if w else "", "statement_sha256": digest, "settled_at": settled_at}
+
+
+def _write_tax_files(data_dir: Path, period: Period, settlements: Iterable[Settlement], ledger: Any,
+                     config: Config) -> Path:
+    """The withholding export for filing (扣缴申报) and the year-to-date certificate data of each
+    paid payee (完税证明)."""
+    tax_dir = data_dir / "tax"
+    tax_dir.mkdir(parents=True, exist_ok=True)
+    export = tax_dir / f"{period.name}-withholding.csv"
+    paid = [s for s in settlements if s.status == PAID]
+    buf = io.StringIO()
+    out = csv.writer(buf)
+    out.writerow(["payer", "payee", "period", "method", "table_version", "income", "taxable", "rate",
+                  "quick_deduction", "tax"])
+    for s in paid:
+        w = s.withholding
+        assert w is not None
+        out.writerow([config.payer, s.payee, s.period, w.method, w.table_version, _money(w.income), _money(w.taxable),
+                      str(w.rate), _money(w.quick_deduction), _money(w.tax)])
+    export.write_text(buf.getvalue(), encoding="utf-8")
+    history = _history(ledger, config)
+    certs = tax_dir / "certificates" / str(period.year)
+    certs.mkdir(parents=True, exist_ok=True)
+    for s in paid:
+        months = [m for m in history.get(s.payee, []) if m.year == period.year and f"{m.year:04d}-{m.month:02d}" < s.period]
+        months.append(MonthIncome(period.year, int(s.period[5:]), s.gross, s.tax))
+        doc = {"payer": config.payer, "payee": s.payee, "year": period.year, "currency": config.currency,
+               "months": [{"period": f"{m.year:04d}-{m.month:02d}", "income": _money(m.income), "tax": _money(m.withheld)}
+                          for m in months],
+               "income": _money(sum((m.income for m in months), ZERO)),
+               "tax_withheld": _money(sum((m.withheld for m in months), ZERO)),
+               "through": s.period}
+        (certs / f"{payee_file_name(s.payee)}.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+    return export
