@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-stream bench-gateway install clickhouse-up clickhouse-down kafka-up kafka-down clean
+.PHONY: demo test test-fast bench bench-stream bench-gateway bench-settle install clickhouse-up clickhouse-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench-stream: $(STAMP)
 # generator, against GET /healthz in the same run (benchmarks/gateway_load.py).
 bench-gateway: $(STAMP)
 	$(BIN)/python -m benchmarks.gateway_load $(BENCH_GATEWAY_ARGS)
+
+# `tuike settle` of one month for 10,000 payees on a generated chDB ledger: time and peak RSS
+# (benchmarks/settle_scale.py; options: make bench-settle BENCH_SETTLE_ARGS="--payees 20000").
+bench-settle: $(STAMP)
+	$(BIN)/python -m benchmarks.settle_scale $(BENCH_SETTLE_ARGS)
 
 clickhouse-up:
 	deploy/clickhouse.sh up

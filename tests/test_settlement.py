@@ -237,3 +237,50 @@ def test_settle_on_the_command_line(tmp_path):
     assert broken.returncode == 1 and "was altered" in broken.stdout, broken
     shutil.rmtree(tmp_path / "d" / "statements")
     assert tuike("reconcile", "--period", "2026-10").returncode == 1
+
+
+def test_the_server_settles_the_same_as_chdb(tmp_path, clickhouse_url):
+    """ClickHouse 18.16 runs every settlement and reconcile query, with the same results."""
+    results = []
+    for name, url in (("chdb", None), ("server", clickhouse_url)):
+        root = tmp_path / name
+        root.mkdir()
+        b = Books(root, RULES)
+        if url:
+            b.ledger.close()
+            b.ledger = open_ledger(url, root)
+        try:
+            october(b)
+            b.feed(sale("O5", "C5", "P2", "450.00", ts(2), ts(3)) + [refunded("O1", "R1", ts(5), amount="1000.00")])
+            for period in ("2026-10", "2026-11"):
+                b.settle(period)
+            rows = b.one("SELECT period, payee, status, balance, gmv, bonus, income, tax, net, carried, statement_sha256 "
+                         "FROM settlements ORDER BY period, payee")
+            problems = reconcile(b.ledger, b.config, period_of("2026-11", "Asia/Shanghai"), b.dir)
+            results.append(([tuple(r) for r in rows], problems))
+        finally:
+            b.ledger.close()
+    assert results[0] == results[1] and len(results[0][0]) == 5  # October P1-P3, November P1 (negative), P2
+
+
+def test_fund_flow_alerts(books):
+    """A payout far above the payee's history, payouts above the share of GMV, a shared account."""
+    config = parse_config({**RULES, "settlement": {"min_payout": "1.00", "alert_share": "0.05"}})
+    books.config = config
+    events = [{**joined("P1"), "ts": ts(1, 0, month=6)}, {**joined("P2"), "ts": ts(1, 0, month=6)}]
+    events += [{"type": "promoter.agreed", "ts": ts(1, 1, month=6), "promoter_id": p, "agreement_version": "v1",
+                "text_sha256": "a" * 64, "payout_account": "alipay:same"} for p in ("P1", "P2")]
+    for month in (6, 7, 8, 9):
+        events += sale(f"O{month}", f"C{month}", "P1", "100.00", ts(1, month=month), ts(2, month=month))
+    events += sale("O10", "C10", "P1", "9000.00", ts(1, month=10), ts(2, month=10))
+    books.feed(events)
+    for period in ("2026-06", "2026-07", "2026-08", "2026-09", "2026-10"):
+        books.settle(period)
+    alerts = {(p, k, s) for p, k, s in books.one("SELECT period, kind, subject FROM alerts")}
+    assert ("2026-10", "payout_jump", "P1") in alerts  # 900 + bonus 90 vs a median of 10
+    assert ("2026-10", "payout_share", "2026-10") in alerts  # 10% of GMV paid, above the 5% set here
+    assert ("2026-06", "shared_account", "alipay:same") in alerts
+    assert not [a for a in alerts if a[1] == "payout_jump" and a[0] != "2026-10"]
+    agreements = [r for r in orjson.loads(b"[" + b",".join(evidence_path(books.dir).read_bytes().splitlines()) + b"]")
+                  if r["kind"] == "agreement"]
+    assert [a["ref"] for a in agreements] == ["agreement/P1/v1", "agreement/P2/v1"]

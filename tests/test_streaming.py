@@ -357,14 +357,6 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(shop, refe
 # --- test 4: dead letters ----------------------------------------------------------------
 
 
-# contract §1.3, written out: type -> (input topic without the prefix, key field)
-CONTRACT = {
-    "promoter.joined": ("promoters", "promoter_id"), "promoter.banned": ("promoters", "promoter_id"),
-    "click": ("clicks", "click_id"), "customer.bound": ("binds", "customer_id"),
-    "order.paid": ("orders", "order_id"), "order.completed": ("orders", "order_id"),
-    "order.refunded": ("orders", "order_id"), "order.cancelled": ("orders", "order_id"),
-    "review.decided": ("orders", "order_id"),
-}
 TS = "2026-11-11T10:00:00+08:00"
 
 
@@ -398,6 +390,7 @@ def malformed() -> list[tuple[str, str, bytes, tuple[str, ...]]]:
 def test_malformed_messages_go_to_the_dead_letters_and_the_workers_stay_up(kafka_broker, clickhouse_server, tmp_path):
     from aiokafka import AIOKafkaProducer
 
+    from topologies.admin import ROUTES
     from topologies.codec import decode_dead_letter
     from tuike.generate import generate_shop, write_events
 
@@ -427,7 +420,7 @@ def test_malformed_messages_go_to_the_dead_letters_and_the_workers_stay_up(kafka
                 sent = []
                 for kind, m in messages:
                     if kind == "good":
-                        name, key_field = CONTRACT[m["type"]]
+                        name, key_field = ROUTES[m["type"]]  # contract §1.3 (checked in test_produce)
                         fut = await producer.send(s.topic(name), orjson.dumps(m), key=m[key_field].encode())
                     else:
                         name, key, value, _words = m
