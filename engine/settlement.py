@@ -12,8 +12,8 @@ downline's). Out:
 - ``net`` = gross − tax, paid out — unless it is below the minimum payout, or the gross is not
   positive: then nothing is paid, no tax is withheld and the balance carries into next month.
 
-Ledger rows (contract §4), dated the last second of the period, ids derived from (period, payee)
-so a re-run writes the same rows: ``bonus`` (+bonus into ``confirmed``), ``tax`` (−tax out of
+Ledger rows (contract §4), dated the last second of the period, ids derived from (period, payee),
+derived from the recorded ``settlements`` row so a resumed run writes the same rows: ``bonus`` (+bonus into ``confirmed``), ``tax`` (−tax out of
 ``confirmed``), and the ``settle`` move (−net out of ``confirmed``, +net into ``settled``). After
 a payment the payee's confirmed balance is exactly zero.
 """
@@ -73,9 +73,9 @@ def settle_payee(p: PayeeMonth, period: str, tiers: Sequence[Tier], method: str,
     tier = tier_for(p.gmv, tiers) if p.gmv > 0 else None
     bonus = cents(tier.bonus * p.gmv) if tier else ZERO
     gross = p.balance + bonus
-    if gross <= 0:
+    if gross <= 0:  # nothing to pay; a bonus still counts (it reduces what is carried)
         return Settlement(period, p.payee, p.balance, p.gmv, tier, bonus, gross, None, ZERO,
-                          CARRIED if gross < 0 else NOTHING)
+                          CARRIED if gross < 0 or bonus else NOTHING)
     tax = withhold(method, year, month, gross, p.history)
     net = gross - tax.tax
     if net < min_payout:
@@ -83,23 +83,23 @@ def settle_payee(p: PayeeMonth, period: str, tiers: Sequence[Tier], method: str,
     return Settlement(period, p.payee, p.balance, p.gmv, tier, bonus, gross, tax, net, PAID)
 
 
-def settlement_entries(s: Settlement, period_end_ms: int, currency: str) -> list[LedgerEntry]:
-    """The ledger rows of one settlement, dated the last second of the period."""
+def settlement_entries(s: dict, period_end_ms: int, currency: str) -> list[LedgerEntry]:
+    """The ledger rows of one settlement, from its ``settlements`` row (so that a resumed run
+    derives them from what was recorded, not from a ledger that may have grown since), dated the
+    last second of the period."""
     ts = period_end_ms - 1000
-    cause = f"settle:{s.period}"
+    cause = f"settle:{s['period']}"
 
     def row(kind: str, part: str, amount: Decimal, status: str, rate: Decimal, rule: str) -> LedgerEntry:
-        return LedgerEntry(entry_id("settlement", s.period, s.payee, kind, part), cause, ts, "", "", "", s.payee, 0,
-                           kind, amount, rate, rule, currency, status)
+        return LedgerEntry(entry_id("settlement", s["period"], s["payee"], kind, part), cause, ts, "", "", "",
+                           s["payee"], 0, kind, amount, rate, rule, currency, status)
 
     rows = []
-    if s.bonus:
-        rows.append(row("bonus", "", s.bonus, "confirmed", s.tier.bonus, f"tier:{s.tier.min_gmv}"))  # type: ignore[union-attr]
-    if s.status == PAID:
-        w = s.withholding
-        assert w is not None
-        if w.tax:
-            rows.append(row("tax", "", -w.tax, "confirmed", w.rate, w.table_version))
-        rows.append(row("settle", "out", -s.net, "confirmed", Decimal(0), w.table_version))
-        rows.append(row("settle", "in", s.net, "settled", Decimal(0), w.table_version))
+    if s["bonus"]:
+        rows.append(row("bonus", "", s["bonus"], "confirmed", s["bonus_rate"], f"tier:{s['tier']}"))
+    if s["status"] == PAID:
+        if s["tax"]:
+            rows.append(row("tax", "", -s["tax"], "confirmed", s["rate"], s["table_version"]))
+        rows.append(row("settle", "out", -s["net"], "confirmed", Decimal(0), s["table_version"]))
+        rows.append(row("settle", "in", s["net"], "settled", Decimal(0), s["table_version"]))
     return rows

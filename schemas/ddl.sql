@@ -47,11 +47,13 @@ CREATE TABLE IF NOT EXISTS {db}.ledger_generations (
 PARTITION BY tuple()
 ORDER BY generation;
 
+-- Settlement rows (`tuike settle`: bonus, tax, settle) are not derived from events, so a replay
+-- does not re-derive them: they are written in generation 4294967295, which every view shows.
 CREATE VIEW IF NOT EXISTS {db}.commission_ledger AS
 SELECT entry_id, event_id, ts, order_id, item_sku, customer_id, beneficiary_id, level, kind,
        amount, rate, rule_id, currency, status_after
 FROM {db}.ledger_entries FINAL
-WHERE generation = (SELECT max(generation) FROM {db}.ledger_generations);
+WHERE generation = (SELECT max(generation) FROM {db}.ledger_generations) OR generation = 4294967295;
 
 -- A dead letter written again (a re-run of the same file) keeps the time it was first received:
 -- the version column is larger for an earlier received_at, and ReplacingMergeTree(ver) keeps
@@ -218,6 +220,7 @@ CREATE TABLE IF NOT EXISTS {db}.settlements_raw (
     balance Decimal(18, 2),
     gmv Decimal(18, 2),
     tier String,
+    bonus_rate Decimal(18, 6),
     bonus Decimal(18, 2),
     income Decimal(18, 2),
     taxable Decimal(18, 2),
@@ -235,7 +238,7 @@ CREATE TABLE IF NOT EXISTS {db}.settlements_raw (
 ORDER BY (period, payee);
 
 CREATE VIEW IF NOT EXISTS {db}.settlements AS
-SELECT period, payee, payer, balance, gmv, tier, bonus, income, taxable, rate, quick_deduction, tax, net,
+SELECT period, payee, payer, balance, gmv, tier, bonus_rate, bonus, income, taxable, rate, quick_deduction, tax, net,
        carried, status, method, table_version, statement_sha256, settled_at
 FROM {db}.settlements_raw FINAL;
 

@@ -41,7 +41,7 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "fraud_scores": ("score_id", "order_id", "ts", "customer_id", "promoter_id", "score", "reasons",
                      "features", "held"),
     # written by `tuike settle` (tuike/settle.py)
-    "settlements": ("period", "payee", "payer", "balance", "gmv", "tier", "bonus", "income", "taxable", "rate",
+    "settlements": ("period", "payee", "payer", "balance", "gmv", "tier", "bonus_rate", "bonus", "income", "taxable", "rate",
                     "quick_deduction", "tax", "net", "carried", "status", "method", "table_version",
                     "statement_sha256", "settled_at"),
     "alerts": ("alert_id", "period", "kind", "subject", "detail", "amount", "ts"),

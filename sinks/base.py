@@ -24,6 +24,9 @@ from engine.dead_letter import DeadLetter
 from engine.ledger_entry import LedgerEntry
 
 
+SETTLEMENT_GENERATION = 4294967295  # settlement rows: shown in every generation (schemas/ddl.sql)
+
+
 @dataclass
 class Batch:
     entries: list[LedgerEntry] = field(default_factory=list)
@@ -119,7 +122,7 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "settlements": (
         ("period", "s"), ("payee", "s"), ("payer", "s"), ("balance", "d2"), ("gmv", "d2"), ("tier", "s"),
-        ("bonus", "d2"), ("income", "d2"), ("taxable", "d2"), ("rate", "d6"), ("quick_deduction", "d2"),
+        ("bonus_rate", "d6"), ("bonus", "d2"), ("income", "d2"), ("taxable", "d2"), ("rate", "d6"), ("quick_deduction", "d2"),
         ("tax", "d2"), ("net", "d2"), ("carried", "d2"), ("status", "s"), ("method", "s"), ("table_version", "s"),
         ("statement_sha256", "s"), ("settled_at", "dt"),
     ),
@@ -156,12 +159,18 @@ def upgrade_statements(database: str, query: Callable[[str], list[tuple]]) -> li
     """ALTERs that bring a ledger created by an older tuike up to ``schemas/ddl.sql`` (run before
     it: the views read the new columns). ``query`` runs SQL and returns rows.
 
-    - ``ledger_entries.generation`` (streaming replays): older ledgers hold generation 0 only."""
-    columns = {r[0] for r in query(f"SELECT name FROM system.columns WHERE database = '{check_database_name(database)}' "
-                                   "AND table = 'ledger_entries'")}
+    - ``ledger_entries.generation`` (streaming replays): older ledgers hold generation 0 only;
+    - the ``commission_ledger`` view before it showed settlement rows (:data:`SETTLEMENT_GENERATION`)
+      in every generation: dropped, so the DDL creates it again (a view holds no data)."""
+    db = check_database_name(database)
+    columns = {r[0] for r in query(f"SELECT name FROM system.columns WHERE database = '{db}' AND table = 'ledger_entries'")}
+    out = []
     if columns and "generation" not in columns:
-        return [f"ALTER TABLE {database}.ledger_entries ADD COLUMN generation UInt32"]
-    return []
+        out.append(f"ALTER TABLE {database}.ledger_entries ADD COLUMN generation UInt32")
+    view = query(f"SELECT create_table_query FROM system.tables WHERE database = '{db}' AND name = 'commission_ledger'")
+    if view and str(SETTLEMENT_GENERATION) not in view[0][0]:
+        out.append(f"DROP TABLE IF EXISTS {database}.commission_ledger")
+    return out
 
 
 def ddl_statements(database: str) -> list[str]:

@@ -164,6 +164,21 @@ def test_ddl_applied_twice_keeps_data(open_one) -> None:
     assert _one(second, "SELECT count(), sum(amount) FROM commission_ledger") == (3, Decimal("33.83"))
 
 
+def test_a_ledger_from_before_settlement_rows_gets_the_new_view(open_one) -> None:
+    """The commission_ledger view of an older tuike hid settlement rows after a replay; opening the
+    ledger again replaces it (a view holds no data)."""
+    from sinks.base import SETTLEMENT_GENERATION
+
+    first = open_one()
+    first.write(Batch(ENTRIES[:3], {}, []))
+    first.write(Batch(ENTRIES[3:4], {}, [], generation=SETTLEMENT_GENERATION))
+    first.query("DROP TABLE commission_ledger")
+    first.query(f"CREATE VIEW {first.database}.commission_ledger AS SELECT entry_id, amount FROM "
+                f"{first.database}.ledger_entries FINAL WHERE generation = 0")
+    second = open_one()
+    assert _one(second, "SELECT count() FROM commission_ledger") == (4,)
+
+
 def test_ledger_sums_exact_and_rewrite_changes_nothing(open_one) -> None:
     ledger = open_one()
     ledger.write(Batch(ENTRIES, {}, []))

@@ -602,7 +602,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
     if outcome.already:
         print(f"{p} was settled before: nothing changed (money dated in {p} that arrived since is in the next period)")
     else:
-        print(f"settled {p} in {time.perf_counter() - t0:.1f} s: {len(outcome.settlements):,} payees, "
+        print(f"settled {p} in {time.perf_counter() - t0:.1f} s: {outcome.payees:,} payees, "
               f"{outcome.rows:,} ledger rows, {outcome.alerts} alerts (tuike alerts --period {p})")
     _write_table(["status", "payees", "balance", "bonus", "tax", "net paid", "carried"], [], summary, sys.stdout)
     print(f"statements: {data_dir / 'statements' / p}/; withholding export: {data_dir / 'tax' / (p + '-withholding.csv')}")

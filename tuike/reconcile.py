@@ -3,10 +3,10 @@
 Every check is one query on the ledger (the SQL subset of ClickHouse 18.16 and chDB) or one
 look at a statement file, and every mismatch is one line that names what to look at:
 
-- a paid order of the period attributed to a promoter (explicitly, or by its fraud score's
-  level-1 promoter) with no ledger row at all;
+- a paid order of the period attributed to a promoter in good standing (named on the order, or
+  its fraud score's level-1 promoter; joined, never banned, not the buyer) with no ledger row;
 - ledger rows dated in the period for an order the ``orders`` table does not know;
-- the period has no settlement;
+- the period was not settled (no closed settlement run in the evidence log);
 - a settlement whose ``settle``/``tax``/``bonus`` rows in the ledger do not match it, or a paid
   payee whose confirmed balance after settlement is not zero (settled ≠ confirmed);
 - a payee with a negative confirmed balance at the period's end (clawed back after settlement);
@@ -21,7 +21,7 @@ from typing import Any
 from engine.config import Config
 from engine.money import ZERO
 
-from .evidence import sha256_file
+from .evidence import EvidenceLog, evidence_path, sha256_file
 from .settle import Period, payee_file_name
 
 
@@ -29,11 +29,15 @@ def reconcile(ledger: Any, config: Config, period: Period, data_dir: Path) -> li
     q = lambda sql: ledger.query(sql).rows  # noqa: E731
     p, s, e = period.name, period.start_s, period.end_s
     problems = []
+    # attributed: a promoter named on the order or scored as its level 1, who joined, was never
+    # banned and is not the buyer (those orders rightly earn nothing)
     for (order_id,) in q(
             "SELECT order_id FROM orders WHERE toUInt32(ts) >= {s} AND toUInt32(ts) < {e} "
-            "AND (promoter_id != '' OR order_id IN (SELECT order_id FROM fraud_scores WHERE promoter_id != '')) "
+            "AND ((promoter_id != '' AND promoter_id != customer_id AND promoter_id IN ({ok})) "
+            "OR order_id IN (SELECT order_id FROM fraud_scores WHERE promoter_id IN ({ok}))) "
             "AND order_id NOT IN (SELECT order_id FROM commission_ledger) GROUP BY order_id ORDER BY order_id"
-            .format(s=s, e=e)):
+            .format(s=s, e=e, ok="SELECT promoter_id FROM promoters WHERE type = 'promoter.joined' AND promoter_id "
+                                 "NOT IN (SELECT promoter_id FROM promoters WHERE type = 'promoter.banned')")):
         problems.append(f"order {order_id}: paid in {p} and attributed to a promoter, but no ledger row "
                         "(is its processing parked or dead-lettered? tuike query \"SELECT reason FROM dead_letters "
                         f"WHERE key = '{order_id}'\")")
@@ -43,7 +47,7 @@ def reconcile(ledger: Any, config: Config, period: Period, data_dir: Path) -> li
         problems.append(f"order {order_id}: {n} ledger rows but no order.paid in the orders table")
     settled = {r[0]: r[1:] for r in q(
         f"SELECT payee, status, bonus, tax, net, statement_sha256 FROM settlements WHERE period = '{p}'")}
-    if not settled:
+    if not EvidenceLog(evidence_path(data_dir)).has(f"settlement_run/{p}"):
         problems.append(f"{p} has no settlement: run tuike settle --period {p}")
     moved: dict[tuple[str, str, str], Decimal] = {(b, k, st): Decimal(a) for b, k, st, a in q(
         "SELECT beneficiary_id, kind, status_after, sum(amount) FROM commission_ledger "

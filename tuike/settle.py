@@ -2,27 +2,31 @@
 :mod:`engine.settlement`).
 
 Reads the ledger as of the period's end (a calendar month in the configured timezone), settles
-each payee, and writes, in this order so that a crash anywhere can be resumed by running the
+each payee, and writes, in this order so that a crash anywhere is finished by running the
 command again:
 
 1. one statement per payee (``statements/YYYY-MM/<payee>.json`` and ``.csv``: the ledger rows
    behind the balance, the tier, the tax computation line by line), the withholding export for
    filing (``tax/YYYY-MM-withholding.csv``, 扣缴申报) and each paid payee's year-to-date tax
    certificate data (``tax/certificates/YYYY/<payee>.json``, 完税证明);
-2. their SHA-256 into the evidence log (:mod:`tuike.evidence`);
-3. the ``bonus``, ``tax`` and ``settle`` ledger rows, the ``settlements`` rows and the fund-flow
-   alerts, in one batch;
-4. a ``settlement_run`` evidence record: the period is closed.
+2. the ``settlements`` rows (every figure, and each statement's SHA-256) and the fund-flow alerts:
+   from here on the period's figures are fixed;
+3. the ``bonus``, ``tax`` and ``settle`` ledger rows, derived from the ``settlements`` rows, in
+   generation :data:`~sinks.base.SETTLEMENT_GENERATION` (a replay of the events keeps them);
+4. the statements' and the export's SHA-256 into the evidence log (:mod:`tuike.evidence`), and a
+   ``settlement_run`` record: the period is closed.
 
-Every figure is computed from ledger rows that exclude the period's own settlement rows, so a
-resumed run computes the same rows with the same ids (the ledger counts them once) and the same
-files. A closed period is not settled again: money that arrives late for it (a refund of a
-settled order, a late confirmation) is in the next period's balance.
+A run that stopped after step 2 is finished from the recorded rows, whatever reached the ledger
+since (the same ledger rows, ids and evidence); one that stopped before computes everything
+again. Periods close one after the other, once over. A closed period is not settled again:
+money that arrives late for it (a refund of a settled order, a late confirmation) is in the
+next period's balance.
 """
 from __future__ import annotations
 
 import csv
 import io
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,9 +40,10 @@ import orjson
 from engine.config import Config
 from engine.ledger_entry import entry_id
 from engine.money import ZERO, cents
-from engine.settlement import PAID, NOTHING, PayeeMonth, Settlement, settle_payee, settlement_entries
+from engine.settlement import NOTHING, PAID, PayeeMonth, Settlement, settle_payee, settlement_entries
 from engine.tax import MonthIncome
-from sinks.base import Batch
+from schemas.facts import FACT_COLUMNS
+from sinks.base import SETTLEMENT_GENERATION, Batch
 
 from .alerts import fund_flow_alerts
 from .evidence import EvidenceLog, evidence_path, sha256_file
@@ -72,50 +77,64 @@ def period_of(text: str, tz: str) -> Period:
 @dataclass
 class Outcome:
     period: Period
-    settlements: list[Settlement]
+    payees: int  # settled (paid or carried)
     already: bool  # the period had been closed: nothing was written
     rows: int  # ledger rows written
     alerts: int
 
 
-def settle(ledger: Any, config: Config, period_text: str, data_dir: Path) -> Outcome:
+def settle(ledger: Any, config: Config, period_text: str, data_dir: Path, now: float | None = None) -> Outcome:
+    """Settle one period (see the module doc); ``now`` (epoch seconds) refuses a period not over yet."""
     period = period_of(period_text, config.timezone)
     evidence = EvidenceLog(evidence_path(data_dir))
-    run_ref = f"settlement_run/{period.name}"
     closed = _closed_periods(ledger, evidence)
     _log_agreements(ledger, evidence)
     if period.name in closed:
         return Outcome(period, [], True, 0, 0)
-    later = sorted(p for p in closed if p > period.name)
-    if later:
-        raise SettleError(f"{period.name} cannot be settled after {later[0]}: periods close in order "
-                          f"(its confirmed money was paid with {later[0]})")
-    settlements = [settle_payee(p, period.name, config.tiers, config.tax_method, config.min_payout)
-                   for p in _payee_months(ledger, config, period)]
-    settlements = [s for s in settlements if s.status != NOTHING]
-    lines = _statement_lines(ledger, period, closed, config.timezone)
-    out = data_dir / "statements" / period.name
-    out.mkdir(parents=True, exist_ok=True)
-    facts: dict[str, list[dict]] = defaultdict(list)
-    entries = []
+    _check_order(period, closed, config.timezone, time.time() if now is None else now)
     settled_at = datetime.fromtimestamp(period.end_s - 1, timezone.utc)
-    for s in settlements:
-        digest = _write_statement(out, s, lines.get(s.payee, []), config)
-        evidence.append("statement", f"statement/{period.name}/{s.payee}",
-                        {"file": f"statements/{period.name}/{s.payee}.json", "sha256": digest})
-        facts["settlements"].append(_settlement_row(s, config, digest, settled_at))
-        entries += settlement_entries(s, period.end_s * 1000, config.currency)
-    export = _write_tax_files(data_dir, period, settlements, ledger, config)
+    recorded = _recorded(ledger, period)
+    if recorded:  # a run that stopped after recording its figures: finish it from them, not from the ledger
+        rows, alerts = recorded, []
+    else:
+        settlements = [s for s in (settle_payee(p, period.name, config.tiers, config.tax_method, config.min_payout)
+                                   for p in _payee_months(ledger, config, period)) if s.status != NOTHING]
+        lines = _statement_lines(ledger, period, closed, config.timezone)
+        out = data_dir / "statements" / period.name
+        out.mkdir(parents=True, exist_ok=True)
+        rows = [_settlement_row(s, config, _write_statement(out, s, lines.get(s.payee, []), config), settled_at)
+                for s in settlements]
+        _write_tax_files(data_dir, period, settlements, ledger, config)
+        alerts = fund_flow_alerts(period.name, settlements, _history(ledger, config), _attributed_gmv(ledger, period),
+                                  config, settled_at, _shared_accounts(ledger))
+        ledger.write(Batch([], {"settlements": rows, "alerts": alerts}, []))  # the figures, recorded first
+    entries = [e for r in rows for e in settlement_entries(r, period.end_s * 1000, config.currency)]
+    ledger.write(Batch(entries, {}, [], generation=SETTLEMENT_GENERATION))
+    for r in rows:
+        evidence.append("statement", f"statement/{period.name}/{r['payee']}",
+                        {"file": f"statements/{period.name}/{payee_file_name(r['payee'])}.json",
+                         "sha256": r["statement_sha256"]})
+    export = data_dir / "tax" / f"{period.name}-withholding.csv"
     evidence.append("tax_export", f"tax_export/{period.name}",
-                    {"file": str(export.relative_to(data_dir)), "sha256": sha256_file(export)})
-    alerts = fund_flow_alerts(period.name, settlements, _history(ledger, config), _attributed_gmv(ledger, period),
-                              config, settled_at, _shared_accounts(ledger))
-    facts["alerts"] = alerts
-    ledger.write(Batch(entries, dict(facts), []))
-    evidence.append("settlement_run", run_ref, {
-        "payees": len(settlements), "paid": sum(1 for s in settlements if s.status == PAID),
-        "net": str(sum((s.net for s in settlements), ZERO)), "tax": str(sum((s.tax for s in settlements), ZERO))})
-    return Outcome(period, settlements, False, len(entries), len(alerts))
+                    {"file": f"tax/{export.name}", "sha256": sha256_file(export)})
+    evidence.append("settlement_run", f"settlement_run/{period.name}", {
+        "payees": len(rows), "paid": sum(1 for r in rows if r["status"] == PAID),
+        "net": str(sum((r["net"] for r in rows), ZERO)), "tax": str(sum((r["tax"] for r in rows), ZERO))})
+    return Outcome(period, len(rows), False, len(entries), len(alerts))
+
+
+def _check_order(period: Period, closed: set[str], tz: str, now: float) -> None:
+    """Periods close one after the other, once they are over: a skipped month would lose its tier
+    bonus, and a month settled before its end would miss its last days."""
+    if period.end_s > now:
+        raise SettleError(f"{period.name} is not over yet: it ends {datetime.fromtimestamp(period.end_s, ZoneInfo(tz))}")
+    if closed:
+        last = max(closed)
+        after = period_of(last, tz)
+        expected = datetime.fromtimestamp(after.end_s, ZoneInfo(tz)).strftime("%Y-%m")
+        if period.name != expected:
+            raise SettleError(f"{period.name} cannot be settled now: periods close in order, and the next one "
+                              f"after {last} is {expected}")
 
 
 # --- reading the ledger -------------------------------------------------------------------------
@@ -128,6 +147,13 @@ def _closed_periods(ledger: Any, evidence: EvidenceLog) -> set[str]:
     """Periods whose settlement finished (the evidence log's run record, with rows in the ledger)."""
     with_rows = {r[0] for r in _q(ledger, "SELECT DISTINCT period FROM settlements")}
     return {p for p in with_rows if evidence.has(f"settlement_run/{p}")}
+
+
+def _recorded(ledger: Any, period: Period) -> list[dict]:
+    """The period's ``settlements`` rows, if a run recorded them."""
+    cols = FACT_COLUMNS["settlements"]
+    rows = _q(ledger, f"SELECT {', '.join(cols)} FROM settlements WHERE period = '{period.name}' ORDER BY payee")
+    return [dict(zip(cols, r)) for r in rows]
 
 
 def _own_rows(period: Period) -> str:
@@ -146,26 +172,31 @@ def _payee_months(ledger: Any, config: Config, period: Period) -> list[PayeeMont
 
 
 def _own_gmv(ledger: Any, period: Period) -> dict[str, Decimal]:
-    """Each promoter's own level-1 GMV confirmed within the period: an item's paid amount times
-    the share of its level-1 commission that was confirmed (the rest was refunded)."""
-    window = (f"level = 1 AND kind IN ('confirm', 'release') AND status_after = 'confirmed' AND amount > 0 "
-              f"AND toUInt32(ts) >= {period.start_s} AND toUInt32(ts) < {period.end_s}")
-    confirmed = _q(ledger, "SELECT beneficiary_id, order_id, item_sku, sum(amount) FROM commission_ledger "
-                           f"WHERE {window} GROUP BY beneficiary_id, order_id, item_sku")
-    if not confirmed:
+    """Each promoter's own level-1 GMV confirmed in the period: the items whose commission last
+    moved into ``confirmed`` within it (so an item counts once, in the month it became payable
+    for good — a hold and a later release count it in the release's month), each at its paid
+    amount × the share of its commission still confirmed at the period's end (refunded and held
+    money does not count)."""
+    into = "kind IN ('confirm', 'release') AND status_after = 'confirmed' AND amount > 0"
+    rows = _q(ledger, (
+        f"SELECT beneficiary_id, order_id, item_sku, maxIf(toUInt32(ts), {into}), "
+        "sumIf(amount, status_after = 'confirmed'), sumIf(amount, kind = 'accrue' AND amount > 0) "
+        f"FROM commission_ledger WHERE level = 1 AND toUInt32(ts) < {period.end_s} AND order_id IN "
+        f"(SELECT order_id FROM commission_ledger WHERE level = 1 AND {into} AND toUInt32(ts) >= {period.start_s} "
+        f"AND toUInt32(ts) < {period.end_s}) GROUP BY beneficiary_id, order_id, item_sku"))
+    counted = [(b, o, s, Decimal(c), Decimal(a)) for b, o, s, last, c, a in rows
+               if int(last) >= period.start_s and Decimal(c) > 0 and Decimal(a) > 0]
+    if not counted:
         return {}
-    accrued = {(b, o, s): Decimal(a) for b, o, s, a in _q(ledger, (
-        "SELECT beneficiary_id, order_id, item_sku, sum(amount) FROM commission_ledger WHERE level = 1 AND "
-        f"kind = 'accrue' AND amount > 0 AND order_id IN (SELECT order_id FROM commission_ledger WHERE {window}) "
-        "GROUP BY beneficiary_id, order_id, item_sku"))}
     paid = {(o, s): Decimal(a) for o, s, a in _q(ledger, (
         "SELECT order_id, sku, max(paid_amount) FROM order_items WHERE order_id IN "
-        f"(SELECT order_id FROM commission_ledger WHERE {window}) GROUP BY order_id, sku"))}
+        f"(SELECT order_id FROM commission_ledger WHERE level = 1 AND {into} AND toUInt32(ts) >= {period.start_s} "
+        f"AND toUInt32(ts) < {period.end_s}) GROUP BY order_id, sku"))}
     out: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    for b, o, s, amount in confirmed:
-        whole, item = accrued.get((b, o, s)), paid.get((o, s))
-        if whole and item:
-            out[b] += min(item, cents(item * Decimal(amount) / whole))
+    for b, o, s, confirmed, accrued in counted:
+        item = paid.get((o, s))
+        if item:
+            out[b] += min(item, cents(item * min(confirmed, accrued) / accrued))
     return dict(out)
 
 
@@ -185,7 +216,7 @@ def _log_agreements(ledger: Any, evidence: EvidenceLog) -> None:
     for event_id, ts, promoter, version, digest, account in _q(ledger, (
             "SELECT event_id, ts, promoter_id, agreement_version, text_sha256, payout_account FROM agreements "
             "ORDER BY ts, event_id")):
-        ref = f"agreement/{promoter}/{version}"
+        ref = f"agreement/{promoter}/{version}/{event_id}"  # every signature, a re-signed version too
         if not evidence.has(ref):
             evidence.append("agreement", ref, {"event_id": event_id, "promoter_id": promoter, "version": version,
                                                "text_sha256": digest, "payout_account": account,
@@ -281,7 +312,8 @@ def payee_file_name(payee: str) -> str:
 def _settlement_row(s: Settlement, config: Config, digest: str, settled_at: datetime) -> dict:
     w = s.withholding
     return {"period": s.period, "payee": s.payee, "payer": config.payer, "balance": s.balance, "gmv": s.gmv,
-            "tier": "" if s.tier is None else str(s.tier.min_gmv), "bonus": s.bonus, "income": s.gross if w else ZERO,
+            "tier": "" if s.tier is None else str(s.tier.min_gmv),
+            "bonus_rate": s.tier.bonus if s.tier else Decimal(0), "bonus": s.bonus, "income": s.gross if w else ZERO,
             "taxable": cents(w.taxable) if w else ZERO, "rate": w.rate if w else Decimal(0),
             "quick_deduction": w.quick_deduction if w else ZERO, "tax": s.tax, "net": s.net, "carried": s.carried,
             "status": s.status, "method": w.method if w else config.tax_method,
