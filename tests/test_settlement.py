@@ -328,3 +328,18 @@ def test_settlement_rows_stay_in_the_ledger_when_a_replay_goes_live(books):
     assert kinds == {"bonus", "tax", "settle"}
     assert books.one("SELECT sum(amount) FROM commission_ledger WHERE kind = 'settle' AND status_after = 'settled'")[0][0] \
         == D("253.00") + D("3696.00")
+
+
+def test_csv_cells_of_free_text_ids_are_not_formulas(tmp_path):
+    books = Books(tmp_path, RULES)
+    try:
+        events = [{**joined("=HYPERLINK(1)"), "ts": ts(1, 0, month=10)}]
+        events += sale("@SUM", "C1", "=HYPERLINK(1)", "2000.00", ts(2, month=10), ts(3, month=10))
+        books.feed(events)
+        books.settle("2026-10")
+        statement = next((tmp_path / "statements" / "2026-10").glob("*.csv")).read_text()
+        export = (tmp_path / "tax" / "2026-10-withholding.csv").read_text()
+        assert "'@SUM" in statement and ",@SUM" not in statement
+        assert "'=HYPERLINK(1)" in export and ",=HYPERLINK" not in export
+    finally:
+        books.ledger.close()

@@ -5,7 +5,8 @@
 - ``payout_share``: the period's payouts (before tax) exceed ``settlement.alert_share`` of the
   GMV attributed to promoters in the period — the rules, or the fraud screen, are leaking;
 - ``shared_account``: one payout account is named by several promoters' agreements
-  (``promoter.agreed``) — one person behind several promoters collects several levels.
+  (``promoter.agreed``) — one person behind several promoters collects several levels; raised
+  once, in the first period settled after it appears.
 
 Each alert is one row of the ``alerts`` table, with an id derived from (period, kind, subject),
 so settling again raises nothing twice. Pure but for the rows it returns.

@@ -46,7 +46,7 @@ def reconcile(ledger: Any, config: Config, period: Period, data_dir: Path) -> li
                            "(SELECT order_id FROM orders) GROUP BY order_id ORDER BY order_id"):
         problems.append(f"order {order_id}: {n} ledger rows but no order.paid in the orders table")
     settled = {r[0]: r[1:] for r in q(
-        f"SELECT payee, status, bonus, tax, net, statement_sha256 FROM settlements WHERE period = '{p}'")}
+        f"SELECT payee, status, bonus, tax, net, carried, statement_sha256 FROM settlements WHERE period = '{p}'")}
     if not EvidenceLog(evidence_path(data_dir)).has(f"settlement_run/{p}"):
         problems.append(f"{p} has no settlement: run tuike settle --period {p}")
     moved: dict[tuple[str, str, str], Decimal] = {(b, k, st): Decimal(a) for b, k, st, a in q(
@@ -56,7 +56,9 @@ def reconcile(ledger: Any, config: Config, period: Period, data_dir: Path) -> li
         "SELECT beneficiary_id, sum(amount) FROM commission_ledger WHERE status_after = 'confirmed' "
         f"AND toUInt32(ts) < {e} GROUP BY beneficiary_id")}
     statements = data_dir / "statements" / p
-    for payee, (status, bonus, tax, net, digest) in sorted(settled.items()):
+    for payee in sorted({b for b, _k, _s in moved} - settled.keys()):
+        problems.append(f"payee {payee}: settlement rows for {p} in the ledger but no settlement recorded")
+    for payee, (status, bonus, tax, net, carried, digest) in sorted(settled.items()):
         want = {("bonus", "confirmed"): Decimal(bonus), ("tax", "confirmed"): -Decimal(tax),
                 ("settle", "settled"): Decimal(net)}
         for (kind, bucket), amount in want.items():
@@ -66,6 +68,9 @@ def reconcile(ledger: Any, config: Config, period: Period, data_dir: Path) -> li
         if status == "paid" and balances.get(payee, ZERO) != 0:
             problems.append(f"payee {payee}: settled in {p} but {balances[payee]} is still confirmed at its end "
                             "(settled ≠ confirmed)")
+        if status == "carried" and balances.get(payee, ZERO) != Decimal(carried):
+            problems.append(f"payee {payee}: settlement {p} carried {carried} but {balances.get(payee, ZERO)} is "
+                            "confirmed at its end")
         path = statements / f"{payee_file_name(payee)}.json"
         if not path.exists():
             problems.append(f"payee {payee}: settlement {p} has no statement ({path} is missing)")

@@ -224,12 +224,13 @@ def _log_agreements(ledger: Any, evidence: EvidenceLog) -> None:
 
 
 def _shared_accounts(ledger: Any) -> list[tuple[str, list[str]]]:
-    """Payout accounts named by more than one promoter's agreements."""
+    """Payout accounts named by more than one promoter's agreements, not alerted before."""
+    raised = {a for (a,) in _q(ledger, "SELECT subject FROM alerts WHERE kind = 'shared_account'")}
     by_account: dict[str, set[str]] = defaultdict(set)
     for account, promoter in _q(ledger, "SELECT DISTINCT payout_account, promoter_id FROM agreements "
                                         "WHERE payout_account != ''"):
         by_account[account].add(promoter)
-    return sorted((a, sorted(p)) for a, p in by_account.items() if len(p) > 1)
+    return sorted((a, sorted(p)) for a, p in by_account.items() if len(p) > 1 and a not in raised)
 
 
 def _attributed_gmv(ledger: Any, period: Period) -> Decimal:
@@ -271,7 +272,7 @@ def _write_statement(out: Path, s: Settlement, lines: list[tuple], config: Confi
         "status": s.status,
         "carried_in": _money(s.balance - listed),
         "rows": [{"order_id": o, "sku": sku, "level": int(lv), "kind": k, "amount": _money(Decimal(a)),
-                  "rate": str(r), "rule_id": rule, "ts": t.isoformat() if hasattr(t, "isoformat") else str(t)}
+                  "rate": str(r), "rule_id": rule, "ts": _local(t, config.timezone)}
                  for o, sku, lv, k, a, r, rule, t in lines],
         "balance": _money(s.balance),
         "own_level1_gmv": _money(s.gmv),
@@ -292,7 +293,8 @@ def _write_statement(out: Path, s: Settlement, lines: list[tuple], config: Confi
     csv_out.writerow(["section", "order_id", "sku", "level", "kind", "amount", "rate", "rule_id", "ts"])
     csv_out.writerow(["carried_in", "", "", "", "", doc["carried_in"], "", "", ""])
     for r in doc["rows"]:
-        csv_out.writerow(["row", r["order_id"], r["sku"], r["level"], r["kind"], r["amount"], r["rate"], r["rule_id"], r["ts"]])
+        csv_out.writerow(["row", _cell(r["order_id"]), _cell(r["sku"]), r["level"], r["kind"], r["amount"], r["rate"],
+                          _cell(r["rule_id"]), r["ts"]])
     for label in ("balance", "bonus", "gross"):
         csv_out.writerow([label, "", "", "", "", doc[label], "", "", ""])
     for label, amount in (doc["tax"] or {}).get("computation", []):
@@ -301,6 +303,17 @@ def _write_statement(out: Path, s: Settlement, lines: list[tuple], config: Confi
         csv_out.writerow([label, "", "", "", "", doc[label], "", "", ""])
     (out / f"{payee_file_name(s.payee)}.csv").write_text(buf.getvalue(), encoding="utf-8")
     return sha256_file(path)
+
+
+def _local(t: Any, tz: str) -> str:
+    """A ledger time as the shop reads it: in the configured timezone, like the period."""
+    return t.astimezone(ZoneInfo(tz)).isoformat() if hasattr(t, "astimezone") else str(t)
+
+
+def _cell(text: str) -> str:
+    """An id as a CSV cell a spreadsheet shows as text: ids are free text, and one starting with
+    = + - @ would be run as a formula when finance opens the file."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def payee_file_name(payee: str) -> str:
@@ -335,7 +348,7 @@ def _write_tax_files(data_dir: Path, period: Period, settlements: Iterable[Settl
     for s in paid:
         w = s.withholding
         assert w is not None
-        out.writerow([config.payer, s.payee, s.period, w.method, w.table_version, _money(w.income), _money(w.taxable),
+        out.writerow([_cell(config.payer), _cell(s.payee), s.period, w.method, w.table_version, _money(w.income), _money(w.taxable),
                       str(w.rate), _money(w.quick_deduction), _money(w.tax)])
     export.write_text(buf.getvalue(), encoding="utf-8")
     history = _history(ledger, config)
