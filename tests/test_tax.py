@@ -218,8 +218,11 @@ def test_withhold_unknown_method_names_it():
         withhold("flat_rate", 2025, 1, D("100"), [])
 
 
-def test_methods_match_the_config_choices():
-    assert TAX_METHODS == engine_config.TAX_METHODS
+def test_the_configuration_accepts_each_method_and_names_a_wrong_one():
+    for method in TAX_METHODS:
+        assert engine_config.parse_config({"tax": {"method": method}}).tax_method == method
+    with pytest.raises(engine_config.ConfigError, match="tax.method"):
+        engine_config.parse_config({"tax": {"method": "flat_rate"}})
 
 
 # --- properties ------------------------------------------------------------------------------
