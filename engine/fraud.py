@@ -133,29 +133,30 @@ def hold_at(signals: Mapping[str, list], rules: FraudRules) -> list | None:
     return None
 
 
-def spread(population: list[float]) -> list[float] | None:
-    """``[median, scaled MAD]`` of a population (None when empty), for :func:`robust_z`."""
+STAT = Decimal("0.000001")
+
+
+def spread(population: list[Decimal]) -> list[str] | None:
+    """``[median, scaled MAD]`` of a population, to 6 places as strings (kept in state), or None
+    when empty; for :func:`robust_z`. Decimal like every figure derived from money."""
     if not population:
         return None
     median = _median(population)
-    return [median, _median([abs(x - median) for x in population]) * 1.4826]
+    mad = _median([abs(x - median) for x in population]) * Decimal("1.4826")
+    return [str(median.quantize(STAT, ROUND_HALF_UP)), str(mad.quantize(STAT, ROUND_HALF_UP))]
 
 
-def robust_z(value: float, stats: list[float] | None, floor: float) -> Decimal:
+def robust_z(value: Decimal, stats: list[str] | None, floor: Decimal) -> Decimal:
     """How many scaled median absolute deviations ``value`` lies above the population's median
     (``stats`` from :func:`spread`; the MAD is floored so that a population of equal values does
-    not make every change huge).
-
-    In floats — these are rates and log values, not money, and the engine computes one per order
-    over every peer — with only IEEE-754 +, −, ×, ÷ (correctly rounded on every machine), and the
-    result rounded to 2 places, so the same state gives the same z everywhere."""
+    not make every change huge), to 2 places."""
     if stats is None:
         return Decimal("0.00")
-    median, mad = stats
-    return Decimal(repr((value - median) / max(mad, floor))).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    median, mad = (Decimal(x) for x in stats)
+    return ((value - median) / max(mad, floor)).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
 
-def _median(values: list[float]) -> float:
+def _median(values: list[Decimal]) -> Decimal:
     s = sorted(values)
     n = len(s)
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2

@@ -32,8 +32,9 @@ MAX_ORDERS = 200  # orders kept per entity for late flags
 MAX_VALUES = 50  # order values kept per promoter
 MAX_SHOP_VALUES = 500  # order values kept for the shop (promoters with little history)
 MAX_MEMBERS = 64  # accounts per device, devices per IP, own devices per promoter
-RATE_FLOOR = 0.05  # the smallest spread of peers' rates a z-score divides by
-LOG_FLOOR = 0.25
+RATE_FLOOR = Decimal("0.05")  # the smallest spread of peers' rates a z-score divides by
+LOG_FLOOR = Decimal("0.25")
+RATE = Decimal("0.000001")
 
 
 def click_messages(event, cause: str) -> list[Message]:  # type: ignore[no-untyped-def]
@@ -272,14 +273,14 @@ def _order_at_promoter(state: dict, body: dict, rules: FraudRules, msg: Message,
     if (body.get("d") and body["d"] in own) or (body.get("i") and body["i"] in own):
         _fire(body, "F07", cause)
     value = _log(body["v"])
-    logs = [float(v) for v in state.get("logs", ())]
+    logs = [Decimal(v) for v in state.get("logs", ())]
     if len(logs) >= rules.limit("value_min_orders"):
         _value_outlier(body, value, logs, rules, cause)
     else:
-        body["shop_value"] = value  # too little history: the peers' hop compares with the shop's
+        body["shop_value"] = str(value)  # too little history: the peers' hop compares with the shop's
     if _record_order(state, body):
         state["n_orders"] = state.get("n_orders", 0) + 1
-        state["logs"] = (state.get("logs", []) + [value])[-MAX_VALUES:]
+        state["logs"] = (state.get("logs", []) + [str(value)])[-MAX_VALUES:]
         hours = state.setdefault("oh", {})
         hours[str(ts // HOUR_MS)] = hours.get(str(ts // HOUR_MS), 0) + 1
         _prune_hours(hours, ts)
@@ -288,20 +289,20 @@ def _order_at_promoter(state: dict, body: dict, rules: FraudRules, msg: Message,
     _sticky(state, body)
 
 
-def _value_outlier(body: dict, value: float, logs: list[float], rules: FraudRules, cause: str) -> None:
+def _value_outlier(body: dict, value: Decimal, logs: list[Decimal], rules: FraudRules, cause: str) -> None:
     z = robust_z(value, spread(logs), LOG_FLOOR)
     body["f"]["value_z"] = str(z)
     if z >= rules.limit("value_z"):
         _fire(body, "F11", cause)
 
 
-def _log(value: str) -> float:
+def _log(value: str) -> Decimal:
     """ln(1 + value) to 4 places: order values compare on a log scale (a basket of 2,000 is as far
     above one of 200 as 200 is above 20). Decimal's ln is exact to its precision on every machine
     (a C library's log need not be), and it runs once per order."""
     with localcontext() as c:
         c.prec = 12
-        return float((Decimal(value) + 1).ln().quantize(Decimal("0.0001")))
+        return (Decimal(value) + 1).ln().quantize(Decimal("0.0001"))
 
 
 def _counts(state: dict) -> list[int]:
@@ -317,17 +318,18 @@ def _order_at_peers(state: dict, body: dict, rules: FraudRules, msg: Message, ou
     if "shop_value" in body:
         value = body.pop("shop_value")
         if len(shop) >= MAX_VALUES:
-            _value_outlier(body, value, shop, rules, msg.cause)
+            _value_outlier(body, Decimal(value), [Decimal(v) for v in shop], rules, msg.cause)
         shop.append(value)
         del shop[:-MAX_SHOP_VALUES]
 
 
-PEER_RATES = (("F13", lambda c: c[2] / c[1]), ("F14", lambda c: c[1] / max(c[0], 1)))  # refunds, conversion
+PEER_RATES = (("F13", lambda c: (Decimal(c[2]) / c[1]).quantize(RATE)),  # refund rate
+              ("F14", lambda c: (Decimal(c[1]) / max(c[0], 1)).quantize(RATE)))  # conversion rate
 PEER_REFRESH = 25  # peer updates between two recomputations of the peers' median and spread
 PEER_CACHED = 50  # from this many eligible peers on (below, every update recomputes: it is cheap)
 
 
-def _population(state: dict, least: Decimal) -> dict[str, list[float]]:
+def _population(state: dict, least: Decimal) -> dict:
     """The peers' median and MAD per rate, recomputed every ``PEER_REFRESH`` updates once there
     are ``PEER_CACHED`` peers: one promoter moves the median and spread of fifty or more very
     little, and this is the one hot key (every order passes it)."""

@@ -74,8 +74,8 @@ def test_the_hold_starts_when_the_signals_known_by_then_reach_hold_score():
 
 
 def test_robust_z_scores_and_helpers():
-    assert robust_z(10.0, spread([1.0, 2.0, 3.0]), 0.05) == D("5.40")  # (10 − 2) / (1.4826 × 1)
-    assert robust_z(1.0, spread([1.0, 1.0]), 0.25) == D("0.00") and robust_z(1.0, spread([]), 0.25) == D("0.00")
+    assert robust_z(D(10), spread([D(1), D(2), D(3)]), D("0.05")) == D("5.40")  # (10 − 2) / (1.4826 × 1)
+    assert robust_z(D(1), spread([D(1), D(1)]), D("0.25")) == D("0.00") == robust_z(D(1), spread([]), D("0.25"))
     assert automation_agent(None) and automation_agent("  ") and automation_agent("python-requests/2.31.0")
     assert automation_agent("Mozilla/5.0 (X11) HeadlessChrome/120.0.0.0") and not automation_agent(BROWSER)
     assert ip_prefix("223.104.5.77") == "223.104.5.0/24"

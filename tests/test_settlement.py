@@ -343,3 +343,12 @@ def test_csv_cells_of_free_text_ids_are_not_formulas(tmp_path):
         assert "'=HYPERLINK(1)" in export and ",=HYPERLINK" not in export
     finally:
         books.ledger.close()
+
+
+def test_a_month_with_nothing_to_pay_closes_and_the_next_follows(books):
+    october(books)
+    books.settle("2026-09")  # before any confirmation: nothing to pay
+    assert books.settle("2026-09").already
+    assert reconcile(books.ledger, books.config, period_of("2026-09", "Asia/Shanghai"), books.dir) == []
+    books.settle("2026-10")
+    assert books.settlement("2026-10", "P1")["net"] == D("253.00")

@@ -207,6 +207,10 @@ class EvidenceLog:
     def has(self, ref: str) -> bool:
         return ref in self._by_ref
 
+    def refs(self, prefix: str) -> list[str]:
+        """The refs logged that start with ``prefix``, in log order."""
+        return [ref for ref in self._by_ref if ref.startswith(prefix)]
+
     def get(self, ref: str) -> Record | None:
         return self._by_ref.get(ref)
 

@@ -87,7 +87,7 @@ def settle(ledger: Any, config: Config, period_text: str, data_dir: Path, now: f
     """Settle one period (see the module doc); ``now`` (epoch seconds) refuses a period not over yet."""
     period = period_of(period_text, config.timezone)
     evidence = EvidenceLog(evidence_path(data_dir))
-    closed = _closed_periods(ledger, evidence)
+    closed = _closed_periods(evidence)
     _log_agreements(ledger, evidence)
     if period.name in closed:
         return Outcome(period, [], True, 0, 0)
@@ -143,10 +143,10 @@ def _q(ledger: Any, sql: str) -> list:
     return ledger.query(sql).rows
 
 
-def _closed_periods(ledger: Any, evidence: EvidenceLog) -> set[str]:
-    """Periods whose settlement finished (the evidence log's run record, with rows in the ledger)."""
-    with_rows = {r[0] for r in _q(ledger, "SELECT DISTINCT period FROM settlements")}
-    return {p for p in with_rows if evidence.has(f"settlement_run/{p}")}
+def _closed_periods(evidence: EvidenceLog) -> set[str]:
+    """Periods whose settlement finished: the evidence log's run records (a month with nothing
+    to pay is closed too, or the next month could never be settled)."""
+    return {ref.split("/", 1)[1] for ref in evidence.refs("settlement_run/")}
 
 
 def _recorded(ledger: Any, period: Period) -> list[dict]:
