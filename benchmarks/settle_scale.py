@@ -3,9 +3,9 @@
     python -m benchmarks.settle_scale [--payees 10000] [--orders 15]     (make bench-settle)
 
 Builds a chDB ledger for one month directly (no engine run, which would dominate): for each
-payee, ``--orders`` orders paid in October and confirmed in November (an ``accrue`` row, a
+payee, ``--orders`` orders paid in September and confirmed in October (an ``accrue`` row, a
 ``confirm`` move and the order's items), a few refunds clawed back, tiers and per_payment tax;
-then runs `tuike settle --period 2026-11` in a subprocess of its own and reports its wall time
+then runs `tuike settle --period 2026-10` in a subprocess of its own and reports its wall time
 and peak RSS, and the same for a second run (which must change nothing).
 """
 from __future__ import annotations
@@ -42,8 +42,8 @@ def build(data_dir: Path, payees: int, orders: int, seed: int) -> int:
                     order, sku = f"O{n:06d}-{k:03d}", f"S{rng.randrange(200):03d}"
                     price = Decimal(rng.randrange(1_000, 60_000)) / 100
                     commission = (price * Decimal("0.10")).quantize(Decimal("0.01"))
-                    paid = datetime(2026, 10, rng.randrange(1, 29), 12, tzinfo=timezone.utc)
-                    confirmed = datetime(2026, 11, rng.randrange(1, 29), 12, tzinfo=timezone.utc)
+                    paid = datetime(2026, 9, rng.randrange(1, 29), 12, tzinfo=timezone.utc)
+                    confirmed = datetime(2026, 10, rng.randrange(1, 29), 12, tzinfo=timezone.utc)
                     ms = lambda d: int(d.timestamp() * 1000)  # noqa: E731
 
                     def row(kind: str, status: str, amount: Decimal, when: datetime, part: str) -> LedgerEntry:
@@ -69,7 +69,7 @@ def build(data_dir: Path, payees: int, orders: int, seed: int) -> int:
 def timed_settle(data_dir: Path, config: Path) -> tuple[float, float, str]:
     t0 = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    p = subprocess.run([sys.executable, "-m", "tuike.cli", "settle", "--period", "2026-11", "--data-dir", str(data_dir),
+    p = subprocess.run([sys.executable, "-m", "tuike.cli", "settle", "--period", "2026-10", "--data-dir", str(data_dir),
                         "--config", str(config)], cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if p.returncode != 0:
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     print(out.rstrip())
     again, peak2, out2 = timed_settle(args.dir, config)
     assert "nothing changed" in out2, out2
-    statements = sum(1 for _ in (args.dir / "statements" / "2026-11").glob("*.json"))
-    print(f"\nsettle 2026-11: {args.payees:,} payees, {statements:,} statements: {seconds:.1f} s, peak RSS {peak:,.0f} MB "
+    statements = sum(1 for _ in (args.dir / "statements" / "2026-10").glob("*.json"))
+    print(f"\nsettle 2026-10: {args.payees:,} payees, {statements:,} statements: {seconds:.1f} s, peak RSS {peak:,.0f} MB "
           f"({args.payees / seconds:,.0f} payees/s); run again: {again:.1f} s, nothing changed")
     return 0
 

@@ -10,6 +10,8 @@ Order facts (JSON-able, as kept in state):
 - ``paid``: ``{"e": event_id, "t": ts_ms, "items": [[sku, category, price, qty]], ...}``
 - ``refunds``: ``{refund_id: [ts_ms, event_id, [[sku, amount]] or None, amount or None]}``
 - ``done`` (completed) and ``cancel``: ``[ts_ms, event_id]`` or absent.
+- ``settled``: ``{period: [cutoff_ms, event_id, [[sku, beneficiary, level]]]}``: the lines a
+  closed settlement paid (``order.settled``); paid money is not held again.
 - ``review``: ``[ts_ms, event_id, "release" | "reject"]`` or absent: a person's decision on held
   money. ``release`` moves what is held back to pending (or confirmed, when the confirmation
   date has passed) with ``release`` rows; ``reject`` reverses it to exactly zero. A decision
@@ -107,12 +109,15 @@ def desired_steps(
     hold_days: int,
     review: list | None = None,
     fraud: list | None = None,
+    settled: dict[tuple, list] | None = None,
 ) -> dict[str, Step]:
     """Every step of the order's money, from its facts (pure; see module doc).
 
     ``holds[i]`` is the ban ``[ts_ms, event_id]`` of level i+1's promoter after the order: from
     then on their unsettled money from this order is held (and is not confirmed). ``fraud`` is
     the ``[ts_ms, cause]`` from which the fraud score holds every level (engine/suspicion.py).
+    ``settled[(sku, beneficiary, level)]`` lists ``[cutoff_ms, cause]`` of the settlements that
+    paid that line (``order.settled``).
     """
     if not any(beneficiaries):
         return {}
@@ -123,7 +128,7 @@ def desired_steps(
     for sku, _cat, price, qty in paid["items"]:
         item_paid = Decimal(price) * qty
         # (ts, rank, tiebreak, what, cause, arg): at equal ts reversals come first, then holds, then
-        # the review, then confirmation
+        # the review, then confirmation, then a settlement's cutoff
         base: list[tuple] = [(s.ts_ms, 0, s.refund_id, "refund", s.event_id, s.applied[sku])
                              for s in shares if s.applied.get(sku)]
         if cancel:
@@ -140,44 +145,76 @@ def desired_steps(
                 continue
             ban = holds[level - 1] if level <= len(holds) else None
             timeline = base + [(ban[0], 1, "", "hold", ban[1], None)] if ban is not None else base
+            for cutoff, cause in (settled or {}).get((sku, who, level), ()):
+                timeline = timeline + [(cutoff, 4, "", "settled", cause, None)]
             if len(timeline) > 1:
                 timeline = sorted(timeline, key=lambda x: (x[0], x[1], x[2]))
-            accrued, rate_d = Decimal(amount), Decimal(rate)
-            moves: list[tuple] = [("accrue", "pending", paid_event, paid_ts, accrued)]
-            left, refunded, bucket = accrued, ZERO, "pending"
-            for ts, _rank, _tie, what, cause, share in timeline:
-                if what == "review":
-                    if bucket != "held":
-                        continue  # nothing held (yet) to decide on
-                    if share == "release":
-                        target = "confirmed" if confirm_at is not None and confirm_at <= ts else "pending"
-                        if left > 0:
-                            moves.append(("release", "held", cause, ts, -left))
-                            moves.append(("release", target, cause, ts, left))
-                        bucket = target
-                    else:  # reject: the held money goes back, to exactly zero
-                        if left > 0:
-                            moves.append(("reverse", "held", cause, ts, -left))
-                        left = ZERO
-                    continue
-                if what == "confirm" or what == "hold":
-                    if bucket == "held":
-                        continue  # held money stays held until a review releases it
-                    target = "confirmed" if what == "confirm" else "held"
-                    if left > 0:
-                        moves.append((what, bucket, cause, ts, -left))
-                        moves.append((what, target, cause, ts, left))
-                    bucket = target
-                    continue
-                if what == "cancel":
-                    back = left
-                else:
-                    refunded += share
-                    back = left if refunded >= item_paid else min(left, cents(accrued * share / item_paid))
-                if back > 0:
-                    moves.append(("reverse", bucket, cause, ts, -back))
-                    left -= back
+            moves = _line_moves(timeline, Decimal(amount), item_paid, confirm_at, paid_event, paid_ts)
+            rate_d = Decimal(rate)
             for kind, where, cause, ts, value in moves:
                 key = step_key(sku, who, level, kind, cause, where)
                 steps[key] = Step(key, ts, kind, where, cause, sku, who, level, value, rate_d, rule_id)
     return steps
+
+
+def _line_moves(timeline: list[tuple], accrued: Decimal, item_paid: Decimal, confirm_at: int | None,
+                paid_event: str, paid_ts: int) -> list[tuple]:
+    """One line's moves ``(kind, bucket, cause, ts, amount)`` along its timeline.
+
+    A settlement that paid the line finds its money confirmed and marks it settled: a later hold
+    (a ban, a fraud score) leaves paid money alone, and a later refund still reverses it out of
+    ``confirmed`` (the negative the next settlement carries). When the timeline has the line held
+    at a cutoff that paid it, the hold was dated inside the period but arrived after the
+    payment: money paid is not held, so holds up to that cutoff do not apply to this line.
+    """
+    void_until = None
+    while True:
+        moves, conflict = _walk(timeline, accrued, item_paid, confirm_at, paid_event, paid_ts, void_until)
+        if conflict is None:
+            return moves
+        void_until = conflict
+
+
+def _walk(timeline: list[tuple], accrued: Decimal, item_paid: Decimal, confirm_at: int | None,
+          paid_event: str, paid_ts: int, void_until: int | None) -> tuple[list[tuple], int | None]:
+    moves: list[tuple] = [("accrue", "pending", paid_event, paid_ts, accrued)]
+    left, refunded, bucket = accrued, ZERO, "pending"
+    for ts, _rank, _tie, what, cause, share in timeline:
+        if what == "settled":
+            if bucket == "held" and left > 0:
+                return moves, ts  # held at a cutoff that paid it: see _line_moves
+            if bucket == "confirmed":
+                bucket = "settled"
+            continue
+        if what == "review":
+            if bucket != "held":
+                continue  # nothing held (yet) to decide on
+            if share == "release":
+                target = "confirmed" if confirm_at is not None and confirm_at <= ts else "pending"
+                if left > 0:
+                    moves.append(("release", "held", cause, ts, -left))
+                    moves.append(("release", target, cause, ts, left))
+                bucket = target
+            else:  # reject: the held money goes back, to exactly zero
+                if left > 0:
+                    moves.append(("reverse", "held", cause, ts, -left))
+                left = ZERO
+            continue
+        if what == "confirm" or what == "hold":
+            if bucket in ("held", "settled") or (what == "hold" and void_until is not None and ts <= void_until):
+                continue  # held money stays held until a review releases it; paid money is not held
+            target = "confirmed" if what == "confirm" else "held"
+            if left > 0:
+                moves.append((what, bucket, cause, ts, -left))
+                moves.append((what, target, cause, ts, left))
+            bucket = target
+            continue
+        if what == "cancel":
+            back = left
+        else:
+            refunded += share
+            back = left if refunded >= item_paid else min(left, cents(accrued * share / item_paid))
+        if back > 0:
+            moves.append(("reverse", "confirmed" if bucket == "settled" else bucket, cause, ts, -back))
+            left -= back
+    return moves, None

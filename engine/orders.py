@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import orjson
 
-from schemas.events import OrderCancelled, OrderCompleted, OrderPaid, OrderRefunded, ReviewDecided
+from schemas.events import OrderCancelled, OrderCompleted, OrderPaid, OrderRefunded, OrderSettled, ReviewDecided
 
 from .dataflow import CUSTOMERS, RISK, Context, Message, Output
 from .dead_letter import DeadLetter
@@ -49,7 +49,7 @@ def _seen(state: dict, event_id: str) -> bool:
     """Whether this order already holds a fact from ``event_id`` (or refused it as a second payment)."""
     if state.get("paid", {}).get("e") == event_id or any(r[1] == event_id for r in state["refunds"].values()):
         return True
-    if event_id in state.get("lost", ()):
+    if event_id in state.get("lost", ()) or any(s[1] == event_id for s in state.get("settled", {}).values()):
         return True
     return any(state.get(f) and state[f][1] == event_id for f in FACT_FIELDS.values())
 
@@ -62,7 +62,14 @@ def _record(state: dict, msg: Message, ctx: Context, out: Output) -> bool:
         return False
     if isinstance(event, OrderPaid):
         return _record_payment(state, msg, ctx, out)
-    if isinstance(event, OrderRefunded):
+    if isinstance(event, OrderSettled):
+        settled = state.setdefault("settled", {})
+        if event.period in settled:  # one settlement per period; its lines never change
+            out.duplicates += 1
+            return False
+        settled[event.period] = [event.ts_ms, event.event_id,
+                                 [[line.sku, line.beneficiary_id, line.level] for line in event.lines]]
+    elif isinstance(event, OrderRefunded):
         items = [[ri.sku, str(ri.amount)] for ri in event.items] if event.items is not None else None
         refund = [event.ts_ms, event.event_id, items, None if event.amount is None else str(event.amount)]
         have = state["refunds"].get(event.refund_id)
@@ -144,7 +151,8 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
     levels, holds = (answer[1], answer[2]) if answer else ([], [])  # no answer yet: nothing to pay
     flag = fraud_hold(order_id, state, ctx.config.fraud, out)
     desired = desired_steps(paid, state["refunds"], state.get("done"), state.get("cancel"),
-                            state["terms"], levels, holds, ctx.config.hold_days, state.get("review"), flag)
+                            state["terms"], levels, holds, ctx.config.hold_days, state.get("review"), flag,
+                            _settled_lines(state.get("settled")))
     held: dict[str, list] = state["steps"]
     changed = [k for k, step in desired.items() if k not in held or held[k][0] != str(step.amount)]
     changed += [k for k, have in held.items() if k not in desired and have[0] != "0.00"]
@@ -170,6 +178,17 @@ def _reconcile(order_id: str, state: dict, cause: str, ctx: Context, out: Output
             beneficiary_id=step.beneficiary, level=step.level, kind=kind, amount=delta,
             rate=step.rate, rule_id=step.rule_id, currency=paid["cur"], status_after=step.bucket,
         ))
+
+
+def _settled_lines(settled: dict | None) -> dict[tuple, list] | None:
+    """``{(sku, beneficiary, level): [[cutoff_ms, event_id], …]}`` from the order's settlements."""
+    if not settled:
+        return None
+    lines: dict[tuple, list] = {}
+    for ts, eid, paid_lines in settled.values():
+        for sku, who, level in paid_lines:
+            lines.setdefault((sku, who, level), []).append([ts, eid])
+    return lines
 
 
 def _held_step(key: str, have: list) -> Step:

@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from engine.dead_letter import DeadLetter
+from schemas.events import OrderSettled
 from tuike.inputs import decode_record, parse_record
 
 from . import shopify, wechatpay, woocommerce, youzan
@@ -257,6 +258,8 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
                 if rec is None:
                     continue
                 parsed = parse_record(rec)
+                if isinstance(parsed, OrderSettled):
+                    parsed = "type: order.settled is written by tuike settle, never sent by a shop"
                 if not isinstance(parsed, str):
                     parsed = foreign_id(rec.obj, shop_id) or parsed
                 if isinstance(parsed, str):

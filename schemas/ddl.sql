@@ -242,6 +242,22 @@ SELECT period, payee, payer, balance, gmv, tier, bonus_rate, bonus, income, taxa
        carried, status, method, table_version, statement_sha256, settled_at
 FROM {db}.settlements_raw FINAL;
 
+-- The order lines each settlement paid (tuike/settle.py), recorded with the settlements and told
+-- to the engine as `order.settled` events: paid money is settled, a later hold leaves it alone.
+CREATE TABLE IF NOT EXISTS {db}.settled_lines_raw (
+    period String,
+    order_id String,
+    sku String,
+    beneficiary_id String,
+    level UInt8,
+    amount Decimal(18, 2)
+) ENGINE = ReplacingMergeTree()
+ORDER BY (period, order_id, sku, beneficiary_id, level);
+
+CREATE VIEW IF NOT EXISTS {db}.settled_lines AS
+SELECT period, order_id, sku, beneficiary_id, level, amount
+FROM {db}.settled_lines_raw FINAL;
+
 -- Fund-flow alerts raised at settlement (tuike/alerts.py), one per (period, kind, subject).
 CREATE TABLE IF NOT EXISTS {db}.alerts_raw (
     alert_id String,

@@ -247,6 +247,22 @@ class ReviewDecided(Event):
     note: OptText = None
 
 
+class SettledLine(_Model):
+    sku: Id
+    beneficiary_id: Id
+    level: Literal[1, 2, 3]
+
+
+class OrderSettled(Event):
+    """What a closed settlement paid of an order: written by ``tuike settle`` (never by a shop),
+    dated the last instant of the period. Paid money is settled: a hold dated later (a ban, a
+    fraud score) holds only what is still unpaid (engine/lifecycle.py)."""
+    type: Literal["order.settled"]
+    order_id: Id
+    period: Annotated[str, Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+    lines: Annotated[list[SettledLine], Field(min_length=1)]
+
+
 EVENT_MODELS: dict[str, type[Event]] = {
     m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (
@@ -260,12 +276,13 @@ EVENT_MODELS: dict[str, type[Event]] = {
         OrderRefunded,
         OrderCancelled,
         ReviewDecided,
+        OrderSettled,
     )
 }
 
 AnyEvent = Union[
     PromoterJoined, PromoterAgreed, PromoterBanned, Click, CustomerBound, OrderPaid,
-    OrderCompleted, OrderRefunded, OrderCancelled, ReviewDecided,
+    OrderCompleted, OrderRefunded, OrderCancelled, ReviewDecided, OrderSettled,
 ]
 
 

@@ -44,6 +44,7 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "settlements": ("period", "payee", "payer", "balance", "gmv", "tier", "bonus_rate", "bonus", "income", "taxable", "rate",
                     "quick_deduction", "tax", "net", "carried", "status", "method", "table_version",
                     "statement_sha256", "settled_at"),
+    "settled_lines": ("period", "order_id", "sku", "beneficiary_id", "level", "amount"),
     "alerts": ("alert_id", "period", "kind", "subject", "detail", "amount", "ts"),
     "agreements": ("event_id", "ts", "promoter_id", "agreement_version", "text_sha256", "payout_account"),
 }

@@ -126,6 +126,9 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("tax", "d2"), ("net", "d2"), ("carried", "d2"), ("status", "s"), ("method", "s"), ("table_version", "s"),
         ("statement_sha256", "s"), ("settled_at", "dt"),
     ),
+    "settled_lines": (
+        ("period", "s"), ("order_id", "s"), ("sku", "s"), ("beneficiary_id", "s"), ("level", "u8"), ("amount", "d2"),
+    ),
     "alerts": (
         ("alert_id", "s"), ("period", "s"), ("kind", "s"), ("subject", "s"), ("detail", "s"), ("amount", "d2"),
         ("ts", "dt"),

@@ -387,6 +387,14 @@ def test_a_shop_cannot_send_events_for_another_shops_ids(gw):
     assert r.status_code == 422 and "belongs to shop 'other-shop'" in r.json()["problems"][0]
 
 
+def test_a_shop_cannot_send_what_only_a_settlement_writes(gw):
+    settled = {"type": "order.settled", "event_id": "x2", "ts": "2026-11-30T23:59:59.999+08:00", "order_id": "o1",
+               "period": "2026-11", "lines": [{"sku": "s1", "beneficiary_id": "P1", "level": 1}]}
+    r = gw.events(settled)
+    assert r.status_code == 422 and "order.settled is written by tuike settle" in r.json()["problems"][0]
+    assert ("gateway:events", "type: order.settled is written by tuike settle, never sent by a shop") in gw.dead()
+
+
 def test_pretty_printed_single_event_and_odd_inputs_are_handled(gw):
     body = json.dumps(joined("P5", None), indent=2).encode()
     assert gw.client.post("/events", content=body,

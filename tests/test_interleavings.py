@@ -327,3 +327,25 @@ def test_a_payer_replaced_and_back_again_is_attributed_anew():
     earliest_first = events[:3] + events[3:][::-1]
     assert Run(earliest_first).net() == {}
     assert Run(events).net() == Run(earliest_first).net()
+
+
+def _settled(order: str, at: str, *lines: tuple) -> dict:
+    return {"type": "order.settled", "ts": at, "order_id": order, "period": "2026-11",
+            "lines": [{"sku": s, "beneficiary_id": b, "level": n} for s, b, n in lines]}
+
+
+@settings(SETTINGS, max_examples=150)
+@given(data=st.data(), rnd=SCHEDULES, redeliver=st.sampled_from([None, "some"]))
+def test_a_settlement_bans_and_a_refund_in_any_order_give_the_same_money(data, rnd, redeliver):
+    """o1 was paid to p1 and p0 by a settlement at the 20th; p1 is banned after it (the 25th), p0
+    before it (the 10th, reaching the engine late): neither ban holds paid money, whatever the
+    order they arrive in. o2 was not paid: p1's ban holds it."""
+    events = with_ids([joined("p0"), joined("p1", "p0"), bound("c1", "p1", ts(1, 13)),
+                       paid("o1", "c1", ts(2), item("s1", "100.00")), completed("o1", ts(3)),
+                       paid("o2", "c1", ts(4), item("s2", "50.00")), completed("o2", ts(5)),
+                       _settled("o1", ts(20), ("s1", "p1", 1), ("s1", "p0", 2)),
+                       banned("p1", ts(25)), banned("p0", ts(10)), refunded("o1", "r1", ts(26), amount="50.00")])
+    reference = Run(events, {"hold_days": 7})
+    assert reference.by_status("p1") == {"confirmed": Decimal("5.00"), "held": Decimal("5.00")}  # o1 half refunded; o2 held
+    assert reference.by_status("p0") == {"confirmed": Decimal("2.50"), "held": Decimal("2.50")}
+    _check(events, {"hold_days": 7}, data, rnd, redeliver)

@@ -43,6 +43,7 @@ CONTRACT = {
     "order.refunded": ("orders", "order_id"),
     "order.cancelled": ("orders", "order_id"),
     "review.decided": ("orders", "order_id"),
+    "order.settled": ("orders", "order_id"),  # written by tuike settle (README: additions to the contract)
 }
 
 

@@ -73,12 +73,14 @@ BAD_CASES = {
     "unknown type": (
         _with("order.completed", type="order.shipped"),
         "type: unknown event type 'order.shipped' (known: click, customer.bound, order.cancelled, "
-        "order.completed, order.paid, order.refunded, promoter.agreed, promoter.banned, promoter.joined, review.decided)",
+        "order.completed, order.paid, order.refunded, order.settled, promoter.agreed, promoter.banned, promoter.joined, "
+        "review.decided)",
     ),
     "missing type": (
         _with("order.completed", type=...),
         "type: unknown event type None (known: click, customer.bound, order.cancelled, "
-        "order.completed, order.paid, order.refunded, promoter.agreed, promoter.banned, promoter.joined, review.decided)",
+        "order.completed, order.paid, order.refunded, order.settled, promoter.agreed, promoter.banned, promoter.joined, "
+        "review.decided)",
     ),
     "float money": (
         _item(price=199.00),

@@ -11,9 +11,9 @@ import pytest
 
 from engine.config import parse_config
 from sinks import open_ledger
-from tests.shop import bound, completed, item, joined, paid, refunded, ts, with_ids
+from tests.shop import banned, bound, completed, item, joined, paid, refunded, reviewed, ts, with_ids
 from tuike.evidence import evidence_path, verify
-from tuike.inputs import read_records
+from tuike.inputs import read_records, records_of
 from tuike.pipeline import run_events
 from tuike.generate import write_events
 from tuike.reconcile import reconcile
@@ -32,6 +32,7 @@ class Books:
         self.config = parse_config(rules)
         self.ledger = open_ledger(None, root)
         self.n = 0
+        self.told: list[dict] = []
 
     def feed(self, events: list[dict]) -> "Books":
         self.n += 1
@@ -41,7 +42,18 @@ class Books:
         return self
 
     def settle(self, period: str):
-        return settle(self.ledger, self.config, period, self.dir, now=4e9)  # every period of these tests is over
+        # every period of these tests is over; the engine is told what was paid, as by `tuike settle`
+        return settle(self.ledger, self.config, period, self.dir, now=4e9, tell=self.tell)
+
+    def tell(self, events: list[dict]) -> None:
+        self.told.extend(events)
+        stats = run_events(records_of(events, "settle"), config=self.config, data_dir=self.dir, ledger=self.ledger)
+        assert stats.rejected == 0, stats.rejected_reasons
+
+    def held(self, payee: str) -> Decimal:
+        rows = self.one(f"SELECT sum(amount) FROM commission_ledger WHERE beneficiary_id = '{payee}' "
+                        "AND status_after = 'held'")
+        return D(rows[0][0] or 0)
 
     def one(self, sql: str):
         return self.ledger.query(sql).rows
@@ -188,7 +200,9 @@ def test_reconcile_finds_each_kind_of_planted_mismatch(books):
     oct_ts = datetime(2026, 10, 20, tzinfo=timezone.utc)
     books.ledger.write(Batch(
         [LedgerEntry("planted-1", "x", int(oct_ts.timestamp() * 1000), "GHOST", "S", "C", "P1", 1, "accrue",
-                     D("5.00"), D("0.10"), "", "CNY", "confirmed")],
+                     D("5.00"), D("0.10"), "", "CNY", "confirmed"),
+         LedgerEntry("planted-2", "x", int(oct_ts.timestamp() * 1000), "O4", "S-O4", "C4", "P3", 1, "hold",
+                     D("100.00"), D("0.10"), "", "CNY", "held")],
         {"orders": [{"event_id": "planted-o", "order_id": "LOST", "ts": oct_ts, "customer_id": "C9", "currency": "CNY",
                      "shop_id": "", "promoter_id": "P1", "click_id": "", "device_id": "", "ip": "", "item_count": 1,
                      "paid_amount": D("10.00")}]}, []))
@@ -200,12 +214,15 @@ def test_reconcile_finds_each_kind_of_planted_mismatch(books):
                 "order GHOST: 1 ledger rows but no order.paid in the orders table",
                 "payee P1: settled in 2026-10 but 5.00 is still confirmed at its end (settled ≠ confirmed)",
                 "payee P2: settlement 2026-10 has no statement",
-                "payee P3: the statement", "was changed after settlement"]
+                "payee P3: the statement", "was changed after settlement",
+                "order O4 item S-O4: 100.00 of level 1 (P3) is held but the 2026-10 settlement paid it"]
     for text in expected:
         assert any(text in p for p in problems), (text, problems)
-    assert len(problems) == 5, problems
+    assert len(problems) == 6, problems
     assert reconcile(books.ledger, books.config, period_of("2026-11", "Asia/Shanghai"), books.dir) == \
-        ["2026-11 has no settlement: run tuike settle --period 2026-11"]
+        ["2026-11 has no settlement: run tuike settle --period 2026-11",
+         "order O4 item S-O4: 100.00 of level 1 (P3) is held but the 2026-10 settlement paid it (tell the engine "
+         "again: tuike settle --period 2026-10)"]
 
 
 def test_settle_on_the_command_line(tmp_path):
@@ -306,6 +323,7 @@ def test_a_run_stopped_after_recording_its_figures_is_finished_from_them(books, 
     assert not books.settle("2026-10").already
     assert books.settlement("2026-10", "P1")["net"] == D("253.00")  # as recorded before the crash
     assert books.confirmed("P1", "2026-10") == D("-30.00")  # the late refund is carried into November
+    assert sorted(e["order_id"] for e in books.told) == ["O1", "O2", "O4"]  # the lines recorded before the crash
     assert verify(evidence_path(books.dir)).ok
 
 
@@ -352,3 +370,37 @@ def test_a_month_with_nothing_to_pay_closes_and_the_next_follows(books):
     assert reconcile(books.ledger, books.config, period_of("2026-09", "Asia/Shanghai"), books.dir) == []
     books.settle("2026-10")
     assert books.settlement("2026-10", "P1")["net"] == D("253.00")
+
+
+def test_a_ban_after_a_settlement_holds_only_what_is_still_unpaid(books):
+    october(books)
+    books.settle("2026-10")
+    assert sorted(e["order_id"] for e in books.told) == ["O1", "O2", "O4"]  # P2's 10.00 was carried, not paid
+    # O5: 50.00 confirmed November 10, not paid yet; P1 is banned on November 20
+    books.feed(sale("O5", "C5", "P1", "500.00", ts(2), ts(3)) + [banned("P1", ts(20))])
+    assert books.held("P1") == D("50.00")  # O5 only: O1 and O2 were paid in October
+    assert books.confirmed("P1", "2026-11") == 0  # nothing clawed back
+    books.settle("2026-11")
+    assert books.settlement("2026-11", "P1") == {}  # nothing to pay, nothing carried
+    assert reconcile(books.ledger, books.config, period_of("2026-11", "Asia/Shanghai"), books.dir) == []
+    books.feed([reviewed("O5", "release", ts(25))])
+    assert books.held("P1") == 0 and books.confirmed("P1", "2026-12") == D("50.00")
+
+
+def test_a_ban_dated_inside_a_closed_period_does_not_hold_what_it_paid(books):
+    """The ban (October 12) reaches the engine after October was paid: O1 (confirmed October 10)
+    and O2 (pending until October 13) were paid all the same, so neither is held."""
+    october(books)
+    books.settle("2026-10")
+    books.feed([banned("P1", ts(12, month=10))])
+    assert books.held("P1") == 0 and books.confirmed("P1", "2026-11") == 0
+    books.settle("2026-11")
+    assert reconcile(books.ledger, books.config, period_of("2026-11", "Asia/Shanghai"), books.dir) == []
+
+
+def test_a_ban_before_the_settlement_holds_the_money_and_the_settlement_pays_none_of_it(books):
+    october(books)
+    books.feed([banned("P1", ts(12, month=10))])
+    books.settle("2026-10")
+    assert books.held("P1") == D("230.00") and books.settlement("2026-10", "P1") == {}
+    assert "O1" not in {e["order_id"] for e in books.told}

@@ -512,3 +512,54 @@ def test_the_sink_waits_out_a_clickhouse_outage_without_losing_or_doubling_rows(
         wait_until_done(broker=env.broker, settings=env.settings, generation=0, clickhouse=env.clickhouse,
                         workers=env.workers, timeout=180, label="after the outage")
         compare(reference, summarize_server(env.clickhouse, "after the outage"))
+
+
+# --- test 6: a settlement tells the workers what it paid -----------------------------------
+
+
+def test_a_settlement_tells_the_workers_what_it_paid_and_a_later_ban_holds_only_the_rest(kafka_broker,
+                                                                                        clickhouse_server, tmp_path):
+    """October is settled against the workers' ledger: `tuike settle` publishes `order.settled` to
+    the orders topic. A ban on November 20 then holds only the November order, in the workers
+    as in the embedded pipeline (same ledger, row for row in every sum)."""
+    from tests.shop import banned, bound, completed, item, joined, paid, with_ids
+    from tuike.generate import write_events
+
+    def oct_(day: int, hour: int = 12) -> str:
+        return f"2026-10-{day:02d}T{hour:02d}:00:00+08:00"
+
+    october = with_ids([{**joined("P1"), "ts": oct_(1, 0)}, bound("C1", "P1", oct_(2, 10)),
+                        paid("O1", "C1", oct_(2), item("S1", "2000.00")), completed("O1", oct_(3))])
+    november = with_ids([bound("C5", "P1", "2026-11-02T10:00:00+08:00"),
+                         paid("O5", "C5", "2026-11-02T12:00:00+08:00", item("S5", "500.00")),
+                         completed("O5", "2026-11-03T12:00:00+08:00"), banned("P1", "2026-11-20T12:00:00+08:00")])
+    first, second = tmp_path / "october.jsonl", tmp_path / "november.jsonl"
+    write_events(october, first)
+    write_events(november, second)
+
+    config = rules_with_kafka(tmp_path / "embedded.yaml", "embedded")
+    emb = tmp_path / "embedded"
+    ok(tuike("run", "--events", str(first), "--data-dir", str(emb), "--config", str(config), cwd=tmp_path))
+    p = ok(tuike("settle", "--period", "2026-10", "--data-dir", str(emb), "--config", str(config), cwd=tmp_path))
+    assert "told the embedded state" in p.stdout and "1 orders were paid" in p.stdout, p.stdout
+    ok(tuike("run", "--events", str(second), "--data-dir", str(emb), "--config", str(config), cwd=tmp_path))
+    reference = summarize_chdb(emb, "embedded, settled")
+    held = {(b, a) for b, st, a in reference.status if st == "held"}
+    assert {b for b, _ in held} == {"P1"}
+    assert not [s for s in reference.status if s[0] == "P1" and s[1] == "confirmed"], "P1's October was paid: 0 left"
+
+    with environment(kafka_broker, clickhouse_server, tmp_path / "streamed") as env:
+        env.add_workers(1)
+        start_workers(env)
+        ok(env.tuike("produce", "--events", str(first)))
+        wait_until_done(broker=env.broker, settings=env.settings, generation=0, clickhouse=env.clickhouse,
+                        workers=env.workers, timeout=120, label="october")
+        p = ok(env.tuike("settle", "--period", "2026-10", "--clickhouse", env.clickhouse, "--data-dir",
+                         str(env.dir / "books")))
+        assert "published 1 order.settled events" in p.stdout, p.stdout
+        ok(env.tuike("produce", "--events", str(second)))
+        wait_until_done(broker=env.broker, settings=env.settings, generation=0, clickhouse=env.clickhouse,
+                        workers=env.workers, timeout=120, label="november")
+        got = summarize_server(env.clickhouse, "streamed, settled")
+        compare(reference, got)
+        assert {(b, a) for b, st, a in got.status if st == "held"} == held

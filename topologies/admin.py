@@ -51,6 +51,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "order.refunded": ("orders", "order_id"),
     "order.cancelled": ("orders", "order_id"),
     "review.decided": ("orders", "order_id"),
+    "order.settled": ("orders", "order_id"),  # written by `tuike settle`
 }
 _KNOWN_TYPES = ", ".join(sorted(ROUTES))
 

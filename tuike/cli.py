@@ -579,6 +579,46 @@ def cmd_query(args: argparse.Namespace) -> int:
     return _print_query(args, args.sql)
 
 
+def _settlement_teller(args: argparse.Namespace, config: Any, data_dir: Path, ledger: Any) -> Any:
+    """Where ``tuike settle`` tells what it paid (``order.settled``): the engine that keeps the
+    orders' state for this ledger. That is the embedded state in --data-dir (chDB, or a server
+    ledger fed by ``tuike run``/``serve``), else the workers, through the orders topic on --broker
+    (a replay reads them again)."""
+    from .inputs import records_of
+    from .pipeline import keeps_state_for, run_events
+
+    def records(events: list[dict]) -> list:
+        return records_of(events, "tuike settle")
+
+    if not args.clickhouse or keeps_state_for(data_dir, ledger.identity):
+        def tell(events: list[dict]) -> None:
+            if not events:
+                return
+            stats = run_events(records(events), config=config, data_dir=data_dir, ledger=ledger)
+            if stats.rejected:  # settle wrote them: a refusal is a defect, never the user's input
+                raise OperationalError(f"the engine refused {stats.rejected} order.settled events: "
+                                       f"{dict(stats.rejected_reasons)}")
+            print(f"told the embedded state in {data_dir / 'state'} which lines of {len(events):,} orders were paid")
+        return tell
+    from topologies.admin import ensure_topics_sync, input_topic_specs, produce_records_sync
+
+    settings, broker = _stream_settings(config), _broker(args)
+
+    def publish(events: list[dict]) -> None:
+        if not events:
+            return
+        try:
+            with _kafka_errors(broker):
+                ensure_topics_sync(broker, input_topic_specs(settings))
+                produce_records_sync(broker, settings, records(events))
+        except OperationalError as exc:
+            raise OperationalError(f"{exc}\nthe settlement is recorded, but the workers were not told which lines it "
+                                   f"paid: start Kafka (or give --broker) and run tuike settle --period "
+                                   f"{args.period} again; it finishes the run") from None
+        print(f"published {len(events):,} order.settled events to the orders topic at {broker}")
+    return publish
+
+
 def cmd_settle(args: argparse.Namespace) -> int:
     from .evidence import EvidenceError
     from .settle import SettleError, settle
@@ -588,7 +628,8 @@ def cmd_settle(args: argparse.Namespace) -> int:
     ledger = _open_ledger(args.clickhouse, data_dir)
     try:
         t0 = time.perf_counter()
-        outcome = settle(ledger, config, args.period, data_dir)
+        tell = _settlement_teller(args, config, data_dir, ledger)
+        outcome = settle(ledger, config, args.period, data_dir, tell=tell)
         summary = ledger.query(
             "SELECT status, count(), sum(balance), sum(bonus), sum(tax), sum(net), sum(carried) FROM settlements "
             f"WHERE period = '{outcome.period.name}' GROUP BY status ORDER BY status").rows

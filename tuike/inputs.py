@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, get_args
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.events import EVENT_MODELS, Event, InvalidEvent, Item, RefundItem, validate_event
+from schemas.events import EVENT_MODELS, Event, InvalidEvent, Item, RefundItem, SettledLine, validate_event
 
 BOM = b"\xef\xbb\xbf"
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -113,6 +113,11 @@ def _jsonl_records(stream: IO[bytes], source: str) -> Iterator[Record]:
         rec = decode_record(source, position, body)
         if rec is not None:
             yield rec
+
+
+def records_of(events: list[dict], source: str) -> list[Record]:
+    """Events built in code (``order.settled`` by tuike settle) as records of a source."""
+    return [Record(source, i, orjson.dumps(e).decode(), e, None) for i, e in enumerate(events, 1)]
 
 
 def decode_record(source: str, position: int, body: bytes) -> Record | None:
@@ -246,18 +251,26 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _struct(*models: type) -> pa.DataType:
+    """A list of structs holding the fields of ``models`` (ints int64, the rest strings)."""
+    fields: dict[str, pa.DataType] = {}
+    for model in models:
+        for name, info in model.model_fields.items():
+            whole = info.annotation is int or all(isinstance(a, int) for a in get_args(info.annotation) or ("",))
+            fields.setdefault(name, pa.int64() if whole else pa.string())
+    return pa.list_(pa.struct(fields))
+
+
 def event_arrow_schema() -> pa.Schema:
     """One Parquet schema for every event type: the union of the models' fields, all strings
     (money and ts included, as in JSON), qty int64, items a list of structs that holds both
-    order items {sku, category, price, qty} and refund items {sku, amount}."""
-    item_fields: dict[str, pa.DataType] = {}
-    for model in (Item, RefundItem):
-        for name, info in model.model_fields.items():
-            item_fields.setdefault(name, pa.int64() if info.annotation is int else pa.string())
+    order items {sku, category, price, qty} and refund items {sku, amount}, and the lines of
+    ``order.settled`` {sku, beneficiary_id, level}."""
+    lists = {"items": _struct(Item, RefundItem), "lines": _struct(SettledLine)}
     fields: dict[str, pa.DataType] = {}
     for model in EVENT_MODELS.values():
         for name in model.model_fields:
-            fields.setdefault(name, pa.list_(pa.struct(item_fields)) if name == "items" else pa.string())
+            fields.setdefault(name, lists.get(name, pa.string()))
     return pa.schema(list(fields.items()))
 
 

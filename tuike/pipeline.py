@@ -67,6 +67,17 @@ def _check_same_ledger(store: RocksStore, identity: str, data_dir: Path) -> None
             f"everything from the events), or run against {known} again")
 
 
+def keeps_state_for(data_dir: Path, identity: str) -> bool:
+    """Whether ``data_dir`` holds embedded state derived for the ledger ``identity``."""
+    if not (data_dir / "state").is_dir():
+        return False
+    store = RocksStore(data_dir / "state")
+    try:
+        return store.get("meta", "ledger") == identity
+    finally:
+        store.close(flush=False)
+
+
 def _key_of(obj: dict | None) -> str:
     for name in KEY_FIELDS:
         if obj and isinstance(obj.get(name), str):

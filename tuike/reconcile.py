@@ -10,6 +10,8 @@ look at a statement file, and every mismatch is one line that names what to look
 - a settlement whose ``settle``/``tax``/``bonus`` rows in the ledger do not match it, or a paid
   payee whose confirmed balance after settlement is not zero (settled ≠ confirmed);
 - a payee with a negative confirmed balance at the period's end (clawed back after settlement);
+- an order line a settlement up to the period paid (``settled_lines``) with money held: paid
+  money must never be held (the engine was not told what was paid: ``tuike settle`` tells it again);
 - a settlement without its statement file, or with a statement whose SHA-256 changed.
 """
 from __future__ import annotations
@@ -76,6 +78,18 @@ def reconcile(ledger: Any, config: Config, period: Period, data_dir: Path) -> li
             problems.append(f"payee {payee}: settlement {p} has no statement ({path} is missing)")
         elif sha256_file(path) != digest:
             problems.append(f"payee {payee}: the statement {path} was changed after settlement (SHA-256 differs)")
+    paid_in = {(o, sku, b, int(lv)): when for o, sku, b, lv, when in q(
+        "SELECT order_id, sku, beneficiary_id, level, min(period) FROM settled_lines WHERE order_id IN "
+        "(SELECT order_id FROM commission_ledger WHERE status_after = 'held') "
+        f"AND period <= '{p}' GROUP BY order_id, sku, beneficiary_id, level")}
+    for order_id, sku, payee, level, amount in q(
+            "SELECT order_id, item_sku, beneficiary_id, level, sum(amount) AS a FROM commission_ledger "
+            "WHERE status_after = 'held' GROUP BY order_id, item_sku, beneficiary_id, level HAVING a != 0 "
+            "ORDER BY order_id, item_sku, level"):
+        when = paid_in.get((order_id, sku, payee, int(level)))
+        if when:
+            problems.append(f"order {order_id} item {sku}: {amount} of level {level} ({payee}) is held but the "
+                            f"{when} settlement paid it (tell the engine again: tuike settle --period {when})")
     for payee, amount in sorted(balances.items()):
         if amount < 0:
             problems.append(f"payee {payee}: negative confirmed balance {amount} at the end of {p} "

@@ -9,11 +9,16 @@ command again:
    behind the balance, the tier, the tax computation line by line), the withholding export for
    filing (``tax/YYYY-MM-withholding.csv``, 扣缴申报) and each paid payee's year-to-date tax
    certificate data (``tax/certificates/YYYY/<payee>.json``, 完税证明);
-2. the ``settlements`` rows (every figure, and each statement's SHA-256) and the fund-flow alerts:
-   from here on the period's figures are fixed;
+2. the ``settlements`` rows (every figure, and each statement's SHA-256), the order lines each
+   payment paid (``settled_lines``) and the fund-flow alerts: from here on the period's figures
+   are fixed;
 3. the ``bonus``, ``tax`` and ``settle`` ledger rows, derived from the ``settlements`` rows, in
    generation :data:`~sinks.base.SETTLEMENT_GENERATION` (a replay of the events keeps them);
-4. the statements' and the export's SHA-256 into the evidence log (:mod:`tuike.evidence`), and a
+4. one ``order.settled`` event per order with paid lines (from the ``settled_lines`` rows
+   recorded in step 2), handed to ``tell``: the engine that keeps the orders' state (the
+   embedded state, or the Kafka input the workers read). Paid money is settled, and a ban or
+   fraud hold dated later holds only what is still unpaid;
+5. the statements' and the export's SHA-256 into the evidence log (:mod:`tuike.evidence`), and a
    ``settlement_run`` record: the period is closed.
 
 A run that stopped after step 2 is finished from the recorded rows, whatever reached the ledger
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -83,14 +88,22 @@ class Outcome:
     alerts: int
 
 
-def settle(ledger: Any, config: Config, period_text: str, data_dir: Path, now: float | None = None) -> Outcome:
-    """Settle one period (see the module doc); ``now`` (epoch seconds) refuses a period not over yet."""
+Tell = Callable[[list[dict]], None]
+
+
+def settle(ledger: Any, config: Config, period_text: str, data_dir: Path, now: float | None = None,
+           tell: Tell | None = None) -> Outcome:
+    """Settle one period (see the module doc); ``now`` (epoch seconds) refuses a period not over yet;
+    ``tell`` hands the ``order.settled`` events to the engine (None: only the ledger is settled,
+    for a ledger no engine keeps state for)."""
     period = period_of(period_text, config.timezone)
     evidence = EvidenceLog(evidence_path(data_dir))
     closed = _closed_periods(evidence)
     _log_agreements(ledger, evidence)
-    if period.name in closed:
-        return Outcome(period, [], True, 0, 0)
+    if period.name in closed:  # nothing to write; telling the engine again is counted once
+        if tell is not None:
+            tell(settled_events(period, _recorded_lines(ledger, period)))
+        return Outcome(period, 0, True, 0, 0)
     _check_order(period, closed, config.timezone, time.time() if now is None else now)
     settled_at = datetime.fromtimestamp(period.end_s - 1, timezone.utc)
     recorded = _recorded(ledger, period)
@@ -107,9 +120,13 @@ def settle(ledger: Any, config: Config, period_text: str, data_dir: Path, now: f
         _write_tax_files(data_dir, period, settlements, ledger, config)
         alerts = fund_flow_alerts(period.name, settlements, _history(ledger, config), _attributed_gmv(ledger, period),
                                   config, settled_at, _shared_accounts(ledger))
-        ledger.write(Batch([], {"settlements": rows, "alerts": alerts}, []))  # the figures, recorded first
+        paid = _paid_lines(ledger, period, {s.payee for s in settlements if s.status == PAID})
+        # the figures, recorded first (the lines before the settlements: a resumed run finds both)
+        ledger.write(Batch([], {"settled_lines": paid, "settlements": rows, "alerts": alerts}, []))
     entries = [e for r in rows for e in settlement_entries(r, period.end_s * 1000, config.currency)]
     ledger.write(Batch(entries, {}, [], generation=SETTLEMENT_GENERATION))
+    if tell is not None:
+        tell(settled_events(period, _recorded_lines(ledger, period)))
     for r in rows:
         evidence.append("statement", f"statement/{period.name}/{r['payee']}",
                         {"file": f"statements/{period.name}/{payee_file_name(r['payee'])}.json",
@@ -154,6 +171,38 @@ def _recorded(ledger: Any, period: Period) -> list[dict]:
     cols = FACT_COLUMNS["settlements"]
     rows = _q(ledger, f"SELECT {', '.join(cols)} FROM settlements WHERE period = '{period.name}' ORDER BY payee")
     return [dict(zip(cols, r)) for r in rows]
+
+
+def _paid_lines(ledger: Any, period: Period, payees: set[str]) -> list[dict]:
+    """The order lines a payment pays: a paid payee's lines with money confirmed by the period's
+    end that no earlier settlement paid."""
+    if not payees:
+        return []
+    rows = _q(ledger, (
+        "SELECT order_id, item_sku, beneficiary_id, level, sum(amount) AS a FROM commission_ledger "
+        f"WHERE status_after = 'confirmed' AND order_id != '' AND toUInt32(ts) < {period.end_s} "
+        "AND (order_id, item_sku, beneficiary_id, level) NOT IN "
+        "(SELECT order_id, sku, beneficiary_id, level FROM settled_lines) "
+        "GROUP BY order_id, item_sku, beneficiary_id, level HAVING a > 0"))
+    return [{"period": period.name, "order_id": o, "sku": sku, "beneficiary_id": b, "level": int(level),
+             "amount": Decimal(a)} for o, sku, b, level, a in rows if b in payees]
+
+
+def _recorded_lines(ledger: Any, period: Period) -> list[tuple]:
+    return _q(ledger, "SELECT order_id, sku, beneficiary_id, level FROM settled_lines "
+                      f"WHERE period = '{period.name}' ORDER BY order_id, sku, beneficiary_id, level")
+
+
+def settled_events(period: Period, lines: Iterable[tuple]) -> list[dict]:
+    """One ``order.settled`` event per order, dated the period's last millisecond (the cutoff the
+    settlement read the ledger at), with an id derived from (period, order): telling again is
+    counted once."""
+    cutoff = datetime.fromtimestamp(period.end_s - 0.001, timezone.utc).isoformat(timespec="milliseconds")
+    by_order: dict[str, list[dict]] = defaultdict(list)
+    for order, sku, who, level in lines:
+        by_order[order].append({"sku": sku, "beneficiary_id": who, "level": int(level)})
+    return [{"type": "order.settled", "event_id": f"settled:{period.name}:{order}", "ts": cutoff,
+             "order_id": order, "period": period.name, "lines": paid} for order, paid in by_order.items()]
 
 
 def _own_rows(period: Period) -> str:
