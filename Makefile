@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-stream bench-gateway bench-settle install clickhouse-up clickhouse-down kafka-up kafka-down clean
+.PHONY: demo test test-fast bench bench-stream bench-gateway bench-settle bench-dashboard install clickhouse-up clickhouse-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,18 +17,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tuike demo
 
-# Installs and starts a real ClickHouse server (Debian's clickhouse-server) and a Kafka broker,
-# runs the suite, stops them, and exits with pytest's code.
+# Installs Debian's Chromium (browser tests), installs and starts a real ClickHouse server
+# (Debian's clickhouse-server) and a Kafka broker, runs the suite, stops them, and exits with
+# pytest's code.
 test: $(STAMP)
+	deploy/chromium.sh up
 	deploy/clickhouse.sh up
 	deploy/kafka.sh up || { deploy/clickhouse.sh down; exit 1; }
-	TUIKE_TEST_CLICKHOUSE=clickhouse://127.0.0.1:9000/tuike_test TUIKE_TEST_KAFKA=127.0.0.1:9092 \
+	TUIKE_TEST_CLICKHOUSE=clickhouse://127.0.0.1:9000/tuike_test TUIKE_TEST_KAFKA=127.0.0.1:9092 TUIKE_REQUIRE_BROWSER=1 \
 	  $(BIN)/pytest -q -x --durations=10; \
 	  rc=$$?; deploy/kafka.sh down; deploy/clickhouse.sh down; exit $$rc
 
-# Without the servers: the tests that need them are skipped.
+# Without the servers and the browser: the tests that need them are left out.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not server and not kafka"
+	$(BIN)/pytest -q -m "not server and not kafka and not browser"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.embedded_throughput
@@ -55,6 +57,21 @@ bench-gateway: $(STAMP)
 # (benchmarks/settle_scale.py; options: make bench-settle BENCH_SETTLE_ARGS="--payees 20000").
 bench-settle: $(STAMP)
 	$(BIN)/python -m benchmarks.settle_scale $(BENCH_SETTLE_ARGS)
+
+# Every dashboard panel (schemas/analytics.py) timed on a generated ledger of 10,000,000 rows, on
+# chDB and on the ClickHouse server: p50/p95 per panel and as a ratio to a baseline query of the
+# same run (benchmarks/dashboard_queries.py). The ledgers are cached (bench-data/dashboard/chdb,
+# database tuike_bench_dashboard): the first run builds them (many minutes), later runs only time.
+# Starts ClickHouse like `make test` and stops it afterwards only if it started it; if the server
+# cannot start, only chDB is timed.
+# Options: make bench-dashboard BENCH_DASHBOARD_ARGS="--rows 500000 --runs 10"
+bench-dashboard: $(STAMP)
+	@clickhouse_was_up=0; \
+	deploy/clickhouse.sh status >/dev/null 2>&1 && clickhouse_was_up=1; \
+	down() { [ $$clickhouse_was_up = 1 ] || deploy/clickhouse.sh down; }; \
+	deploy/clickhouse.sh up || echo "bench-dashboard: ClickHouse did not start; timing chDB only"; \
+	$(BIN)/python -m benchmarks.dashboard_queries $(BENCH_DASHBOARD_ARGS); \
+	rc=$$?; down; exit $$rc
 
 clickhouse-up:
 	deploy/clickhouse.sh up

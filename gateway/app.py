@@ -31,6 +31,7 @@ from tuike.inputs import decode_record, parse_record
 
 from . import shopify, wechatpay, woocommerce, youzan
 from .canonical import PayloadError
+from .dashboard import DashboardContext, LedgerThread, add_dashboard
 from .fingerprint import fingerprint
 from .handoff import Delivery, Handoff
 from .links import CLICK_ID, Link, landing, make_code, reference, resolver, share_kit, verify
@@ -104,7 +105,9 @@ def _checked(events: list[dict], source: str) -> list[dict]:
     return events
 
 
-def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[], float] = time.time) -> FastAPI:
+def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[], float] = time.time,
+               ledger: LedgerThread | None = None, shop_timezone: str = "Asia/Shanghai") -> FastAPI:
+    """The HTTP edge; with ``ledger`` it also serves the dashboards (gateway/dashboard.py)."""
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
@@ -331,4 +334,5 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             return JSONResponse({"error": "unknown or altered promotion link code"}, status_code=404)
         return Response(share_kit(code, settings.base_url)["qr_png"], media_type="image/png")
 
+    add_dashboard(app, DashboardContext(settings, ledger, shop_timezone, clock))
     return app

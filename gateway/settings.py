@@ -11,6 +11,7 @@ shops:
     wechatpay_platform_cert: |               # PEM
       -----BEGIN CERTIFICATE-----
     events_secret: …                        # POST /events
+    dashboard_token: env:TUIKE_DASHBOARD_TOKEN  # GET /dashboard?token=… (the shop's dashboard)
 links:
   secret: env:TUIKE_LINK_SECRET              # signs promotion codes (required for /r/{code} and tuike link)
   base_url: https://t.example.com            # where GET /r/{code} is served
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from engine.config import ConfigError, Problem
 
 SHOP_KEYS = ("shopify_secret", "woocommerce_secret", "youzan_client_id", "youzan_client_secret",
-             "wechatpay_apiv3_key", "wechatpay_platform_cert", "events_secret")
+             "wechatpay_apiv3_key", "wechatpay_platform_cert", "events_secret", "dashboard_token")
 LINK_KEYS = ("secret", "base_url", "landing_url")
 GATEWAY_KEYS = ("max_body_bytes",)
 
@@ -43,6 +44,7 @@ class Shop:
     wechatpay_apiv3_key: str | None = field(default=None, repr=False)
     wechatpay_platform_cert: str | None = field(default=None, repr=False)
     events_secret: str | None = field(default=None, repr=False)
+    dashboard_token: str | None = field(default=None, repr=False)  # GET /dashboard?token=…
 
 
 @dataclass(frozen=True)

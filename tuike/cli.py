@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--title", default="", help="what the share text says before the URL")
     c.add_argument("--qr", metavar="FILE.png", default=None, help="also write the QR code PNG there")
     c.set_defaults(func=cmd_link_create)
+    c = lsubs.add_parser("page", parents=common, help="a signed link to a promoter's own page (/p/{promoter})")
+    c.add_argument("--promoter", required=True, metavar="ID")
+    c.add_argument("--days", type=int, default=30, help="how long the link works (default 30 days)")
+    c.set_defaults(func=cmd_link_page)
 
     p = subs.add_parser("settle", parents=common,
                         help="close a month: confirmed commission, tier bonus, carried negatives, tax, net payout")
@@ -163,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql", metavar="SQL")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=cmd_query)
+
+    p = subs.add_parser("export", parents=common,
+                        help="write one analysts' table (commission_ledger, dead_letters, a fact view) to Parquet or CSV")
+    p.add_argument("--table", required=True, metavar="TABLE",
+                   help="commission_ledger, dead_letters, orders, order_items, order_events, clicks, bindings, promoters, "
+                        "fraud_scores, settlements, settled_lines, alerts or agreements")
+    p.add_argument("--period", default=None, metavar="YYYY-MM",
+                   help="only that calendar month in the configured timezone (by ts; settlements, settled_lines and "
+                        "alerts by their period)")
+    p.add_argument("--format", choices=("parquet", "csv"), default=None,
+                   help="parquet or csv (default: from --out's suffix, else parquet)")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="where to write (default ./<table>[-<period>].<format>; - for stdout)")
+    p.set_defaults(func=cmd_export)
 
     p = subs.add_parser("config", parents=common, help="configuration tools")
     csubs = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -288,6 +306,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.dashboard import LedgerThread
     from gateway.handoff import EmbeddedHandoff, KafkaHandoff
 
     config = _load_config(args.config)
@@ -295,6 +314,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.to == "kafka":
         handoff = KafkaHandoff(_broker(args), _stream_settings(config))
         where = f"Kafka {_broker(args)}"
+        # the dashboards read the workers' ledger when one is named
+        reader = LedgerThread(_open_ledger(args.clickhouse, Path(args.data_dir))) if args.clickhouse else None
     else:
         from sinks import LedgerError
 
@@ -310,10 +331,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except (StateInUse, LedgerError) as exc:
             raise OperationalError(str(exc).strip()) from None
         where = f"the embedded pipeline in {data_dir} (ledger {ledger.identity})"
-    app = create_app(settings, handoff)
+        reader = LedgerThread(ledger, handoff.thread)  # reads on the pipeline's thread
+    app = create_app(settings, handoff, ledger=reader, shop_timezone=config.timezone)
     shops = ", ".join(sorted(settings.shops)) or "none (tuike.yaml: shops)"
     print(f"tuike serve: http://{args.host}:{args.port} → {where}; shops: {shops}; "
-          f"links: {'on' if settings.link_secret else 'off (tuike.yaml: links.secret)'}", file=sys.stderr, flush=True)
+          f"links: {'on' if settings.link_secret else 'off (tuike.yaml: links.secret)'}; dashboard: "
+          f"{'/dashboard?token=…' if any(s.dashboard_token for s in settings.shops.values()) else 'off (tuike.yaml: shops.<id>.dashboard_token)'}",
+          file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return EXIT_OK
 
@@ -335,6 +359,19 @@ def cmd_link_create(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"--qr {args.qr}: cannot write: {exc.strerror or exc}") from None
     print(f"code   {code}\nurl    {kit['url']}\nshare  {kit['text']}" + (f"\nqr     {args.qr}" if args.qr else ""))
+    return EXIT_OK
+
+
+def cmd_link_page(args: argparse.Namespace) -> int:
+    from gateway.dashboard import promoter_page_url
+
+    settings = _gateway_settings(_load_config(args.config))
+    if not settings.link_secret:
+        raise UsageError("links.secret is not configured: add `links: {secret: env:TUIKE_LINK_SECRET}` to tuike.yaml")
+    if args.days < 1:
+        raise UsageError(f"--days {args.days}: expected at least 1")
+    expires = int(time.time()) + args.days * 86400
+    print(promoter_page_url(settings.base_url, settings.link_secret, args.promoter, expires))
     return EXIT_OK
 
 
@@ -577,6 +614,59 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise UsageError(f"tuike query is read-only ({', '.join(READ_ONLY)}): {first or 'empty SQL'} would change "
                          "the ledger, and re-running events cannot repair it")
     return _print_query(args, args.sql)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """One analysts' table to Parquet or CSV, in batches (tuike/export.py)."""
+    from sinks import LedgerError
+
+    from .export import ExportError, check_export, default_out, export_table, parse_period
+    from .progress import Progress
+
+    fmt = args.format or ("csv" if (args.out or "").lower().endswith(".csv") else "parquet")
+    try:
+        check_export(args.table, None, fmt)
+        period = parse_period(args.period, _load_config(args.config).timezone) if args.period else None
+        check_export(args.table, period, fmt)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    data_dir = Path(args.data_dir)
+    if not args.clickhouse and not (data_dir / "ledger").exists():
+        raise UsageError(f"no ledger in {data_dir} yet: run `tuike run --events FILE` first")
+    out = args.out or default_out(args.table, fmt, period)
+    partial = None if out == "-" else Path(out).with_name(Path(out).name + ".partial")  # renamed when complete
+    try:
+        dest = sys.stdout.buffer if partial is None else open(partial, "wb")  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    progress = Progress("exported", "rows")
+    done = False
+    try:
+        ledger = _open_ledger(args.clickhouse, data_dir)
+        try:
+            stats = export_table(ledger, args.table, fmt, period, dest, progress=progress)
+        except (LedgerError, ExportError) as exc:  # the SQL is tuike's: a server gone, a table changed under it
+            raise OperationalError(f"export of {args.table} failed: {str(exc).strip()}") from None
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OperationalError(f"--out {out}: writing failed: {exc.strerror or exc}") from None
+        finally:
+            ledger.close()
+        dest.flush()
+        if partial is not None:
+            dest.close()
+            os.replace(partial, out)
+        done = True
+    finally:
+        if partial is not None and not done:
+            dest.close()
+            partial.unlink(missing_ok=True)
+    progress.done(stats.rows)
+    print(f"exported {stats.rows:,} rows of {args.table}{' for ' + period.name if period else ''} "
+          f"to {'stdout' if partial is None else out} in {stats.seconds:.1f} s",
+          file=sys.stderr if partial is None else sys.stdout)
+    return EXIT_OK
 
 
 def _settlement_teller(args: argparse.Namespace, config: Any, data_dir: Path, ledger: Any) -> Any:

@@ -1,0 +1,295 @@
+"""Live views over the ledger, served by ``tuike serve`` (实时数据看板, 团队业绩, 推广效果).
+
+- ``/dashboard`` for shop owners and analysts: every panel of :mod:`schemas.analytics`, refreshed
+  every 2 s, filtered by period, bucket, campaign and promoter. It needs the shop's
+  ``dashboard_token`` (``tuike.yaml: shops.<id>.dashboard_token``): ``/dashboard?token=…`` sets an
+  HttpOnly cookie and redirects; the JSON API also takes ``Authorization: Bearer <token>``.
+- ``/p/{promoter}?exp=…&sig=…`` for one promoter, reached by a signed link (``tuike link page``):
+  their money by status, each order line with the rule and rate that paid it, their
+  settlements and their promotion links with QR codes. The signature is HMAC-SHA256 with the
+  links secret over the promoter and the expiry: a changed promoter, expiry or signature is 403.
+- ``/dashboard/api/export/{table}`` streams a table as Parquet or CSV (tuike/export.py).
+
+Charts are drawn by plotly.js, served from the ``plotly`` package installed with tuike (no CDN:
+the pages work with no internet). Money crosses the wire as decimal strings, never floats.
+Queries run on the ledger's own thread (the embedded pipeline's, so reads and writes of chDB
+never overlap), and a page sees an event as soon as the pipeline has written it.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import importlib.resources
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.background import BackgroundTask
+
+from schemas.analytics import PANELS, Filters, promoter_queries
+from tuike.panels import json_value, panel_data
+
+from .links import Link, make_code
+from .settings import GatewaySettings
+
+Query = Callable[[str], Awaitable[Any]]  # SQL -> QueryResult, on the ledger's thread
+
+COOKIE = "tk_dash"
+STATIC = importlib.resources.files("gateway") / "static"
+PERIOD = re.compile(r"^(all|\d{4}-(0[1-9]|1[0-2])|(\d{1,4})(h|d))$")
+FAR_END = 4102444800  # 2100-01-01: "all" ends there
+PAGE_SIG_BYTES = 16
+
+
+
+class LedgerThread:
+    """The ledger, used from one thread only: the embedded pipeline's own (so a read never runs
+    while the pipeline writes chDB), or a thread of its own for a server ledger (a
+    clickhouse-driver client is not thread-safe)."""
+
+    def __init__(self, ledger: Any, thread: ThreadPoolExecutor | None = None):
+        self.ledger = ledger
+        self.thread = thread or ThreadPoolExecutor(1, thread_name_prefix="ledger-reads")
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
+
+    async def query(self, sql: str) -> Any:
+        return await self.call(self.ledger.query, sql)
+
+
+class FilterError(ValueError):
+    """A filter the dashboard cannot use; the message names it (422)."""
+
+
+def filters_of(params: dict[str, str], tz: str, now: float) -> Filters:
+    """``period``: ``all`` (default), a month ``YYYY-MM`` in the shop's timezone, or the last
+    ``N h``/``N d`` before now; ``bucket``: minute, hour or day (default by period length)."""
+    period = (params.get("period") or "all").strip()
+    m = PERIOD.match(period)
+    if not m:
+        raise FilterError(f"period {period!r}: expected all, YYYY-MM, or a number of hours or days such as 24h, 7d")
+    if period == "all":
+        start, end, bucket = 0, FAR_END, "day"
+    elif m.group(3):
+        n, unit = int(m.group(3)), m.group(4)
+        span = n * (3600 if unit == "h" else 86400)
+        start, end = int(now) - span, int(now) + 1
+        bucket = "minute" if span <= 6 * 3600 else "hour" if span <= 8 * 86400 else "day"
+    else:
+        year, month = int(period[:4]), int(period[5:7])
+        first = datetime(year, month, 1, tzinfo=ZoneInfo(tz))
+        after = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=ZoneInfo(tz))
+        start, end, bucket = int(first.timestamp()), int(after.timestamp()), "day"
+    bucket = params.get("bucket") or bucket
+    try:
+        return Filters(start, end, bucket, (params.get("campaign") or "").strip(), (params.get("promoter") or "").strip(),
+                       timezone=tz)
+    except ValueError as exc:
+        raise FilterError(str(exc)) from None
+
+
+# --- signed promoter pages ----------------------------------------------------------------------
+
+def page_signature(secret: str, promoter: str, exp: int) -> str:
+    mac = hmac.new(secret.encode(), b"tuike-page|" + promoter.encode() + b"|" + str(exp).encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:PAGE_SIG_BYTES]).rstrip(b"=").decode()
+
+
+def promoter_page_url(base_url: str, secret: str, promoter: str, exp: int) -> str:
+    from urllib.parse import quote as q
+
+    return f"{base_url.rstrip('/')}/p/{q(promoter, safe='')}?exp={exp}&sig={page_signature(secret, promoter, exp)}"
+
+
+def page_refusal(secret: str | None, promoter: str, exp: str, sig: str, now: float) -> str | None:
+    """Why a promoter page link is refused (None: it is good)."""
+    if not secret:
+        return "promoter pages need links.secret in tuike.yaml"
+    if not exp.isdigit() or not sig:
+        return "this promoter link is incomplete (exp and sig are needed)"
+    if not hmac.compare_digest(page_signature(secret, promoter, int(exp)), sig):
+        return "this promoter link was altered or is not signed by this shop"
+    if int(exp) < now:
+        return "this promoter link has expired: ask the shop for a new one"
+    return None
+
+
+def _rows(result: Any) -> dict:
+    return {"columns": list(result.columns), "rows": [[json_value(v) for v in r] for r in result.rows]}
+
+
+@dataclass
+class DashboardContext:
+    settings: GatewaySettings
+    ledger: LedgerThread | None  # None: tuike serve reads no ledger (Kafka hand-off without --clickhouse)
+    timezone: str
+    clock: Callable[[], float] = time.time
+
+
+def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
+    tokens = {shop.dashboard_token: shop_id for shop_id, shop in ctx.settings.shops.items() if shop.dashboard_token}
+
+    def shop_of(request: Request) -> str | None:
+        given = request.cookies.get(COOKIE) or ""
+        auth = request.headers.get("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        for token, shop_id in tokens.items():
+            if given and hmac.compare_digest(given.encode(), token.encode()):
+                return shop_id
+        return None
+
+    def refusal(status: int, reason: str, html: bool = False) -> Response:
+        if html:
+            return HTMLResponse(_message_page("tuike dashboard", reason), status_code=status)
+        return JSONResponse({"error": reason}, status_code=status)
+
+    def no_ledger() -> Response:
+        return refusal(503, "this tuike serve reads no ledger: start it with the embedded pipeline, or give "
+                            "--clickhouse with --to kafka")
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard(request: Request) -> Response:
+        token = request.query_params.get("token")
+        if token is not None:
+            if not any(hmac.compare_digest(token.encode(), t.encode()) for t in tokens):
+                return refusal(401, "wrong dashboard token", html=True)
+            response = RedirectResponse("/dashboard", status_code=303)
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=12 * 3600)
+            return response
+        if shop_of(request) is None:
+            why = ("no shop has a dashboard_token (tuike.yaml: shops.<id>.dashboard_token)" if not tokens else
+                   "open /dashboard?token=<the shop's dashboard_token> first")
+            return refusal(401, why, html=True)
+        return HTMLResponse((STATIC / "dashboard.html").read_text(encoding="utf-8"))
+
+    @app.get("/dashboard/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name == "plotly.min.js":
+            path = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+            return FileResponse(str(path), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+        if name not in ("dashboard.js", "promoter.js", "tuike.css"):
+            return refusal(404, f"no static file {name!r}")
+        media = "text/css" if name.endswith(".css") else "text/javascript"
+        return Response((STATIC / name).read_text(encoding="utf-8"), media_type=media)
+
+    @app.get("/dashboard/api/panels")
+    async def panels(request: Request) -> Response:
+        """Every panel of schemas/analytics.py for the filters (period, bucket, campaign, promoter)."""
+        shop = shop_of(request)
+        if shop is None:
+            return refusal(401, "a dashboard token is needed (cookie from /dashboard?token=…, or Authorization: Bearer)")
+        if ctx.ledger is None:
+            return no_ledger()
+        try:
+            f = filters_of(dict(request.query_params), ctx.timezone, ctx.clock())
+        except FilterError as exc:
+            return refusal(422, str(exc))
+        started = time.perf_counter()
+        results = await _run_panels(ctx.ledger.query, f)
+        return JSONResponse({"shop": shop, "filters": {"start": f.start_s, "end": f.end_s, "bucket": f.bucket,
+                                                       "campaign": f.campaign, "promoter": f.promoter},
+                             "panels": results, "ms": round((time.perf_counter() - started) * 1000)})
+
+    @app.get("/dashboard/api/export/{table}")
+    async def export(table: str, request: Request) -> Response:
+        """A table as Parquet (default) or CSV, ``?format=csv&period=YYYY-MM`` (as ``tuike export``)."""
+        if shop_of(request) is None:
+            return refusal(401, "a dashboard token is needed")
+        if ctx.ledger is None:
+            return no_ledger()
+        fmt = request.query_params.get("format") or "parquet"
+        period = request.query_params.get("period") or None
+        try:
+            path = await ctx.ledger.call(_export_file, ctx.ledger.ledger, table, fmt, period, ctx.timezone)
+        except ValueError as exc:
+            return refusal(422, str(exc))
+        media = "application/vnd.apache.parquet" if fmt == "parquet" else "text/csv; charset=utf-8"
+        return FileResponse(path, media_type=media, filename=f"{table}{'-' + period if period else ''}.{fmt}",
+                            background=BackgroundTask(os.unlink, path))
+
+    @app.get("/p/{promoter}", include_in_schema=False)
+    async def promoter_page(promoter: str, request: Request) -> Response:
+        problem = page_refusal(ctx.settings.link_secret, promoter, request.query_params.get("exp", ""),
+                               request.query_params.get("sig", ""), ctx.clock())
+        if problem:
+            return refusal(403, problem, html=True)
+        return HTMLResponse((STATIC / "promoter.html").read_text(encoding="utf-8"))
+
+    @app.get("/p/{promoter}/data")
+    async def promoter_data(promoter: str, request: Request) -> Response:
+        """One promoter's money, order lines, settlements and links (the signed link's exp and sig)."""
+        problem = page_refusal(ctx.settings.link_secret, promoter, request.query_params.get("exp", ""),
+                               request.query_params.get("sig", ""), ctx.clock())
+        if problem:
+            return refusal(403, problem)
+        if ctx.ledger is None:
+            return no_ledger()
+        out = {name: _rows(await ctx.ledger.query(sql)) for name, sql in promoter_queries(promoter).items()}
+        out["promoter"] = promoter
+        out["links"] = _links(ctx.settings, promoter, out["links"]["rows"])
+        return JSONResponse(out)
+
+
+async def _run_panels(query: Query, f: Filters) -> dict[str, dict]:
+    """All panels, one query after the other on the ledger's thread."""
+    return {p.name: panel_data(p, await query(p.sql(f)), f.timezone).as_json() for p in PANELS}
+
+
+def _export_file(ledger: Any, table: str, fmt: str, period: str | None, tz: str) -> str:
+    """A table export (tuike/export.py) into a temporary file, for the HTTP edge to send and delete
+    (a 10M-row ledger does not fit in a response built in memory)."""
+    import tempfile
+
+    from tuike.export import check_export, export_table, parse_period
+
+    cut = parse_period(period, tz) if period else None
+    check_export(table, cut, fmt)
+    fd, path = tempfile.mkstemp(prefix="tuike-export-", suffix=f".{fmt}")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            export_table(ledger, table, fmt, cut, out)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def _links(settings: GatewaySettings, promoter: str, rows: list[list]) -> list[dict]:
+    """The promoter's shop link and the links their clicks came through, each with its code,
+    URL and QR code (GET /links/{code}/qr.png)."""
+    if not settings.link_secret:
+        return []
+    seen, out = set(), []
+    for sku, campaign, clicks in [["", "", None]] + rows:
+        key = (sku or None, campaign or None)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            code = make_code(Link(promoter, *key), settings.link_secret)
+        except ValueError:
+            continue
+        base = settings.base_url.rstrip("/")
+        out.append({"sku": sku, "campaign": campaign, "clicks": clicks or 0, "url": f"{base}/r/{code}",
+                    "qr": f"/links/{code}/qr.png"})
+    return out
+
+
+def _message_page(title: str, message: str) -> str:
+    import html
+
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<link rel='stylesheet' href='/dashboard/static/tuike.css'></head>"
+            f"<body><main class='message'><h1>{html.escape(title)}</h1><p id='error'>{html.escape(message)}</p>"
+            "</main></body></html>")

@@ -1,0 +1,414 @@
+"""The analytical layer: named, documented queries over the ledger and the fact tables.
+
+Every dashboard panel, the promoter page and the analysts' own questions read these queries;
+``docs/analytics.md`` lists them with their columns (generated from :data:`PANELS` by
+``python -m schemas.analytics``; a test keeps it current). Each query keeps to the SQL subset
+that runs on ClickHouse 18.16 and on chDB alike (``IN`` subqueries, ``ANY LEFT JOIN … USING``,
+``-If`` combinators, ``arrayJoin``; no window functions, no ``JOIN … ON``), and a test runs every
+one on both.
+
+Exactness: each query reads the base tables with ``FINAL`` (so a row written twice counts once)
+and the ledger's live generation plus the settlement rows, exactly as the analysts' views do;
+but it puts the time filter *inside* the ``FINAL`` read, so only the partitions (months) of the
+period are read: the views would collapse the whole table first.
+
+Team performance (团队业绩) is for display only: it never feeds money.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BUCKETS = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
+SETTLEMENT_GENERATION = 4294967295  # sinks.base.SETTLEMENT_GENERATION (schemas must not import sinks)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a dashboard asks for: a time range (epoch seconds, end exclusive), a bucket for time
+    series, and optionally one campaign (``click.campaign``) and one promoter."""
+
+    start_s: int
+    end_s: int
+    bucket: str = "hour"
+    campaign: str = ""
+    promoter: str = ""
+    limit: int = 50
+    timezone: str = "UTC"  # of the buckets (the shop's: a day is the shop's day)
+
+    def __post_init__(self) -> None:
+        if self.bucket not in BUCKETS:
+            raise ValueError(f"bucket {self.bucket!r}: expected one of {', '.join(BUCKETS)}")
+        if self.end_s <= self.start_s:
+            raise ValueError("the range ends before it starts")
+
+
+@dataclass(frozen=True)
+class Panel:
+    name: str
+    group: str  # realtime | team | promotion | risk
+    title: str
+    about: str  # one sentence: what it answers and how it counts
+    columns: tuple[tuple[str, str], ...]  # (name, meaning)
+    template: str  # SQL with {ledger}, {orders}, {clicks}, … and the filter placeholders
+
+    def sql(self, f: Filters) -> str:
+        return render(self.template, f)
+
+
+def quote(text: str) -> str:
+    """A string literal for ClickHouse (backslash and quote escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _range(f: Filters) -> str:
+    return f"ts >= toDateTime({int(f.start_s)}) AND ts < toDateTime({int(f.end_s)})"
+
+
+def render(template: str, f: Filters) -> str:
+    """Fill a template: ``{ledger}`` is the live ledger of the range (settlement rows included),
+    ``{clicks}``/``{bindings}`` the facts of the range, ``{attributed}`` the orders of the range
+    whose level 1 earned, narrowed to the promoter and campaign filters; ``{only_promoter}``
+    narrows ledger rows to the promoter's own money, ``{only_orders}`` to the orders whose click
+    carries the campaign."""
+    rng = _range(f)
+    live = (f"(generation = (SELECT max(generation) FROM ledger_generations) "
+            f"OR generation = {SETTLEMENT_GENERATION})")
+    ledger = (f"(SELECT entry_id, event_id, ts, order_id, item_sku, customer_id, beneficiary_id, level, kind, "
+              f"amount, rate, rule_id, currency, status_after FROM ledger_entries FINAL WHERE {live} AND {rng})")
+    narrow = ""
+    if f.promoter:
+        narrow += (f" AND order_id IN (SELECT order_id FROM {ledger} WHERE beneficiary_id = {quote(f.promoter)} "
+                   "AND level = 1 AND kind = 'accrue')")  # their own sales
+    if f.campaign:
+        narrow += (f" AND click_id IN (SELECT click_id FROM clicks_raw FINAL WHERE {rng} "
+                   f"AND campaign = {quote(f.campaign)})")
+    attributed = (f"(SELECT order_id, ts, customer_id, promoter_id, click_id, paid_amount FROM orders_raw FINAL "
+                  f"WHERE {rng} AND order_id IN (SELECT order_id FROM {ledger} WHERE level = 1 AND kind = 'accrue')"
+                  f"{narrow})")
+    clicks = f"(SELECT * FROM clicks_raw FINAL WHERE {rng}" + (
+        f" AND campaign = {quote(f.campaign)}" if f.campaign else "") + (
+        f" AND promoter_id = {quote(f.promoter)}" if f.promoter else "") + ")"
+    return template.format(
+        ledger=ledger, attributed=attributed, clicks=clicks, rng=rng,
+        bindings=f"(SELECT * FROM bindings_raw FINAL WHERE {rng}" + (
+            f" AND promoter_id = {quote(f.promoter)}" if f.promoter else "") + ")",
+        only_payee=f"payee = {quote(f.promoter)}" if f.promoter else "1",
+        bucket=f"{BUCKETS[f.bucket]}",
+        tz=quote(f.timezone), limit=int(f.limit), start=int(f.start_s), end=int(f.end_s),
+        promoter=quote(f.promoter), campaign=quote(f.campaign),
+        only_promoter=f"beneficiary_id = {quote(f.promoter)}" if f.promoter else "1",
+        only_orders=(f"order_id IN (SELECT order_id FROM orders_raw FINAL WHERE {rng} AND click_id IN "
+                     f"(SELECT click_id FROM clicks_raw FINAL WHERE {rng} AND campaign = {quote(f.campaign)}))"
+                     if f.campaign else "1"),
+    )
+
+
+# --- the panels ------------------------------------------------------------------------------
+
+PANELS: tuple[Panel, ...] = (
+    Panel(
+        "kpis", "realtime", "Headline figures",
+        "Attributed orders and GMV of the range (orders whose level 1 earned), and the commission of the range's "
+        "ledger rows: accrued, clawed back, and the net per status.",
+        (("orders", "attributed orders paid in the range"), ("gmv", "their paid amount"),
+         ("accrued", "commission accrued (accrue rows)"), ("clawed_back", "commission reversed (reverse rows, ≤ 0)"),
+         ("pending", "net moved into pending"), ("confirmed", "net moved into confirmed"),
+         ("held", "net moved into held"), ("settled", "net moved into settled")),
+        """
+SELECT o.orders, o.gmv, l.accrued, l.clawed_back, l.pending, l.confirmed, l.held, l.settled
+FROM (SELECT 1 AS k, count() AS orders, sum(paid_amount) AS gmv FROM {attributed}) AS o
+ANY LEFT JOIN (
+    SELECT 1 AS k, sumIf(amount, kind = 'accrue') AS accrued, sumIf(amount, kind = 'reverse') AS clawed_back,
+           sumIf(amount, status_after = 'pending') AS pending, sumIf(amount, status_after = 'confirmed') AS confirmed,
+           sumIf(amount, status_after = 'held') AS held, sumIf(amount, status_after = 'settled') AS settled
+    FROM {ledger} WHERE {only_promoter} AND {only_orders}
+) AS l USING k
+"""),
+    Panel(
+        "gmv_over_time", "realtime", "Attributed GMV and orders",
+        "Attributed orders and their GMV per time bucket (minute, hour or day of the order's payment, in the "
+        "shop's timezone).",
+        (("t", "start of the bucket (shop's timezone)"), ("orders", "attributed orders paid in it"), ("gmv", "their paid amount")),
+        """
+SELECT {bucket}(ts, {tz}) AS t, count() AS orders, sum(paid_amount) AS gmv
+FROM {attributed} GROUP BY t ORDER BY t
+"""),
+    Panel(
+        "commission_over_time", "realtime", "Commission by level and status",
+        "Net commission per time bucket, level (0: settlement rows) and the status the amount moved into.",
+        (("t", "start of the bucket (shop's timezone)"), ("level", "1–3, 0 for bonus/tax/settle rows"),
+         ("status", "status_after of the rows"), ("amount", "net amount")),
+        """
+SELECT {bucket}(ts, {tz}) AS t, level, status_after AS status, sum(amount) AS amount
+FROM {ledger} WHERE {only_promoter} AND {only_orders}
+GROUP BY t, level, status ORDER BY t, level, status
+"""),
+    Panel(
+        "refunds_over_time", "realtime", "Refunds clawed back",
+        "Commission reversed per time bucket (refunds, cancellations, rejected reviews) and the orders it touched.",
+        (("t", "start of the bucket (shop's timezone)"), ("orders", "orders with a reversal"), ("amount", "commission reversed (≤ 0)")),
+        """
+SELECT {bucket}(ts, {tz}) AS t, uniqExact(order_id) AS orders, sum(amount) AS amount
+FROM {ledger} WHERE kind = 'reverse' AND {only_promoter} AND {only_orders}
+GROUP BY t ORDER BY t
+"""),
+    Panel(
+        "team_performance", "team", "Team performance (display only)",
+        "Per promoter: own GMV (orders where they are level 1), downline GMV (orders where they are level 2 or "
+        "3), commission earned in the range, direct recruits and recruits within three levels (all time). "
+        "Display only: it never feeds money.",
+        (("promoter", "promoter id"), ("own_gmv", "GMV of orders they earned level 1 on"),
+         ("downline_gmv", "GMV of orders they earned level 2 or 3 on"), ("commission", "their net commission"),
+         ("recruits", "promoters who joined under them"), ("team", "promoters within three levels below them")),
+        """
+SELECT promoter, own_gmv, downline_gmv, commission, recruits, team
+FROM (
+    SELECT beneficiary_id AS promoter,
+           sumIf(gmv, lvl = 1) AS own_gmv, sumIf(gmv, lvl > 1) AS downline_gmv, sum(net) AS commission
+    FROM (
+        SELECT beneficiary_id, order_id, min(level) AS lvl, sum(amount) AS net
+        FROM {ledger} WHERE level > 0 AND {only_promoter} GROUP BY beneficiary_id, order_id
+    ) AS lines ANY LEFT JOIN (
+        SELECT order_id, sum(paid_amount) AS gmv FROM orders_raw FINAL WHERE {rng} GROUP BY order_id
+    ) AS paid USING order_id
+    GROUP BY promoter
+) AS money ANY LEFT JOIN (
+    SELECT ancestor AS promoter, countIf(depth = 1) AS recruits, count() AS team
+    FROM (
+        SELECT arrayJoin([(p, 1), (gp, 2), (ggp, 3)]) AS link, tupleElement(link, 1) AS ancestor,
+               tupleElement(link, 2) AS depth
+        FROM (
+            SELECT c, p, gp, ggp FROM (
+                SELECT c, p, gp FROM (
+                    SELECT promoter_id AS c, argMax(parent_id, ts) AS p FROM promoters_raw FINAL
+                    WHERE type = 'promoter.joined' GROUP BY c
+                ) AS t1 ANY LEFT JOIN (
+                    SELECT promoter_id AS p, argMax(parent_id, ts) AS gp FROM promoters_raw FINAL
+                    WHERE type = 'promoter.joined' GROUP BY p
+                ) AS t2 USING p
+            ) AS t12 ANY LEFT JOIN (
+                SELECT promoter_id AS gp, argMax(parent_id, ts) AS ggp FROM promoters_raw FINAL
+                WHERE type = 'promoter.joined' GROUP BY gp
+            ) AS t3 USING gp
+        )
+    ) WHERE ancestor != '' GROUP BY ancestor
+) AS tree USING promoter
+ORDER BY own_gmv + downline_gmv DESC, promoter LIMIT {limit}
+"""),
+    Panel(
+        "funnel_by_promoter", "promotion", "Click → bind → order, per promoter",
+        "Clicks on a promoter's links in the range, customers bound to them in it, and their attributed orders "
+        "and GMV (level 1).",
+        (("promoter", "promoter id"), ("clicks", "clicks on their links"), ("binds", "customers bound to them"),
+         ("orders", "attributed orders they earned level 1 on"), ("gmv", "those orders' paid amount")),
+        """
+SELECT promoter, clicks, binds, orders, gmv FROM (
+    SELECT promoter, clicks, binds FROM (
+        SELECT promoter_id AS promoter, count() AS clicks FROM {clicks} GROUP BY promoter
+    ) AS c ANY LEFT JOIN (
+        SELECT promoter_id AS promoter, count() AS binds FROM {bindings} GROUP BY promoter
+    ) AS b USING promoter
+) AS cb ANY LEFT JOIN (
+    SELECT beneficiary_id AS promoter, count() AS orders, sum(gmv) AS gmv FROM (
+        SELECT beneficiary_id, order_id FROM {ledger} WHERE level = 1 AND kind = 'accrue' GROUP BY beneficiary_id, order_id
+    ) AS l ANY INNER JOIN (SELECT order_id, paid_amount AS gmv FROM {attributed}) AS a USING order_id
+    GROUP BY promoter
+) AS o USING promoter
+ORDER BY gmv DESC, clicks DESC, promoter LIMIT {limit}
+"""),
+    Panel(
+        "funnel_by_link", "promotion", "Click → bind → order, per link",
+        "Per promotion link (promoter, sku, campaign of the click): clicks, binds made from those clicks, and "
+        "attributed orders that name one of those clicks.",
+        (("promoter", "promoter id"), ("sku", "product the link points to ('' for the shop)"),
+         ("campaign", "campaign tag of the link"), ("clicks", "clicks"), ("binds", "binds that name one of them"),
+         ("orders", "attributed orders that name one of them"), ("gmv", "their paid amount")),
+        """
+SELECT promoter, sku, campaign, count() AS clicks, sum(bound) AS binds, sum(ordered) AS orders, sum(paid) AS gmv
+FROM (
+    SELECT click_id, promoter, sku, campaign, bound FROM (
+        SELECT click_id, promoter_id AS promoter, sku, campaign FROM {clicks}
+    ) AS c ANY LEFT JOIN (
+        SELECT click_id, toUInt64(1) AS bound FROM {bindings} WHERE click_id != '' GROUP BY click_id
+    ) AS b USING click_id
+) AS cb ANY LEFT JOIN (
+    SELECT click_id, count() AS ordered, sum(paid_amount) AS paid FROM {attributed} WHERE click_id != ''
+    GROUP BY click_id
+) AS o USING click_id
+GROUP BY promoter, sku, campaign ORDER BY gmv DESC, clicks DESC, promoter, sku, campaign LIMIT {limit}
+"""),
+    Panel(
+        "roi_by_campaign", "promotion", "Commission cost versus GMV, per campaign",
+        "Per campaign tag: clicks, attributed orders whose click carries the tag, their GMV, the net "
+        "commission of those orders (all levels) and commission ÷ GMV.",
+        (("campaign", "campaign tag ('' for orders without a tagged click)"), ("clicks", "clicks with the tag"),
+         ("orders", "attributed orders"), ("gmv", "their paid amount"), ("commission", "their net commission"),
+         ("cost_ratio", "commission ÷ GMV (Decimal, 4 places; computed from the two sums)")),
+        """
+SELECT campaign, clicks, orders, gmv, commission
+FROM (
+    SELECT campaign, count() AS orders, sum(paid_amount) AS gmv, sum(net) AS commission FROM (
+        SELECT order_id, campaign, paid_amount FROM (
+            SELECT order_id, click_id, paid_amount FROM {attributed}
+        ) AS a ANY LEFT JOIN (SELECT click_id, campaign FROM clicks_raw FINAL WHERE {rng}) AS c USING click_id
+    ) AS ac ANY LEFT JOIN (
+        SELECT order_id, sum(amount) AS net FROM {ledger} WHERE level > 0 GROUP BY order_id
+    ) AS l USING order_id
+    GROUP BY campaign
+) AS money ANY LEFT JOIN (
+    SELECT campaign, count() AS clicks FROM {clicks} GROUP BY campaign
+) AS k USING campaign
+ORDER BY gmv DESC, campaign LIMIT {limit}
+"""),
+    Panel(
+        "roi_by_rule", "promotion", "Commission cost versus GMV, per rule",
+        "Per commission rule (rule_id: the rule, '*campaign' when a campaign multiplier applied, '+capped' when "
+        "the cap cut it): the GMV of the items it paid level 1 on, its net commission (all levels) and "
+        "commission ÷ GMV.",
+        (("rule_id", "rule id as in the ledger"), ("lines", "order lines it applied to"),
+         ("gmv", "paid amount of those lines"), ("commission", "its net commission"),
+         ("cost_ratio", "commission ÷ GMV (Decimal, 4 places; computed from the two sums)")),
+        """
+SELECT rule_id, lines, gmv, commission
+FROM (
+    SELECT rule_id, count() AS lines, sum(item_paid) AS gmv FROM (
+        SELECT order_id, item_sku, any(rule_id) AS rule_id FROM {ledger}
+        WHERE level = 1 AND kind = 'accrue' AND {only_promoter} AND {only_orders} GROUP BY order_id, item_sku
+    ) AS r ANY LEFT JOIN (
+        SELECT order_id, sku AS item_sku, paid_amount AS item_paid FROM order_items_raw FINAL
+        WHERE order_id IN (SELECT order_id FROM orders_raw FINAL WHERE {rng})
+    ) AS i USING order_id, item_sku
+    GROUP BY rule_id
+) AS base ANY LEFT JOIN (
+    SELECT rule_id, sum(amount) AS commission FROM {ledger} WHERE level > 0 AND {only_promoter} AND {only_orders}
+    GROUP BY rule_id
+) AS c USING rule_id
+ORDER BY gmv DESC, rule_id LIMIT {limit}
+"""),
+    Panel(
+        "holds_by_reason", "risk", "Fraud holds by reason",
+        "Per fraud reason code (README: the table of codes): orders held that carry it, and the commission "
+        "held on them now.",
+        (("reason", "reason code, e.g. F03"), ("orders", "held orders whose score carries it"),
+         ("held", "commission held on them")),
+        """
+SELECT reason, count() AS orders, sum(held_amount) AS held FROM (
+    SELECT order_id, arrayJoin(splitByChar(',', top_reasons)) AS reason FROM (
+        SELECT order_id, argMax(reasons, score) AS top_reasons FROM fraud_scores_raw FINAL
+        WHERE held = 1 AND {rng} GROUP BY order_id
+    )
+) AS r ANY LEFT JOIN (
+    SELECT order_id, sum(amount) AS held_amount FROM {ledger} WHERE status_after = 'held' GROUP BY order_id
+) AS h USING order_id
+WHERE reason != '' GROUP BY reason ORDER BY orders DESC, reason
+"""),
+    Panel(
+        "review_queue", "risk", "Review queue",
+        "Held orders scored in the range that nobody has decided yet, most money first (as `tuike review list`).",
+        (("order_id", "order"), ("score", "highest fraud score"), ("reasons", "its reason codes"),
+         ("promoter", "level-1 promoter scored"), ("held", "commission held on it")),
+        """
+SELECT order_id, top_score AS score, top_reasons AS reasons, promoter, held_amount AS held FROM (
+    SELECT order_id, max(score) AS top_score, argMax(reasons, score) AS top_reasons,
+           argMax(promoter_id, score) AS promoter
+    FROM fraud_scores_raw FINAL
+    WHERE held = 1 AND {rng}
+      AND order_id NOT IN (SELECT order_id FROM order_events_raw FINAL WHERE type = 'review.decided')
+    GROUP BY order_id
+) AS queue ANY LEFT JOIN (
+    SELECT order_id, sum(amount) AS held_amount FROM ledger_entries FINAL
+    WHERE (generation = (SELECT max(generation) FROM ledger_generations) OR generation = 4294967295)
+      AND status_after = 'held' AND order_id IN (
+        SELECT order_id FROM fraud_scores_raw FINAL WHERE held = 1 AND {rng})
+    GROUP BY order_id
+) AS h USING order_id
+ORDER BY held DESC, score DESC, order_id LIMIT {limit}
+"""),
+    Panel(
+        "payouts_by_period", "risk", "Payable and withheld tax per period",
+        "Per settled period (tuike settle): payees paid and carried, gross income, tax withheld, net paid and "
+        "what was carried forward.",
+        (("period", "YYYY-MM"), ("paid", "payees paid"), ("carried_payees", "payees carried forward"),
+         ("income", "gross income paid (commission + bonus)"), ("tax", "tax withheld"), ("net", "net paid out"),
+         ("carried_amount", "balances carried into the next period")),
+        """
+SELECT period, countIf(status = 'paid') AS paid, countIf(status = 'carried') AS carried_payees,
+       sumIf(income, status = 'paid') AS income, sum(tax) AS tax, sum(net) AS net, sum(carried) AS carried_amount
+FROM settlements_raw FINAL
+WHERE {only_payee}
+GROUP BY period ORDER BY period DESC LIMIT {limit}
+"""),
+)
+
+BY_NAME = {p.name: p for p in PANELS}
+
+# The promoter page (/p/{promoter}): name -> what it shows, per column
+PROMOTER_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "balances": ("their money by status, all time", ("status", "amount")),
+    "lines": ("each order line they earned on, with the rule and rate that paid it (latest 500)",
+              ("order_id", "item_sku", "level", "rule_id", "rate", "first_ts", "accrued", "reversed", "pending",
+               "confirmed", "held", "net")),
+    "settlements": ("their settlements (tuike settle)", ("period", "status", "balance", "bonus", "income", "tax", "net",
+                                                         "carried")),
+    "links": ("the links their clicks came through", ("sku", "campaign", "clicks")),
+}
+
+
+def promoter_queries(promoter: str) -> dict[str, str]:
+    """Everything of one promoter's page, and nothing of anyone else's: every query is narrowed
+    to ``beneficiary_id`` / ``payee`` / ``promoter_id`` = that promoter."""
+    p = quote(promoter)
+    ledger = (f"(SELECT * FROM ledger_entries FINAL WHERE generation = (SELECT max(generation) FROM ledger_generations) "
+              f"OR generation = {SETTLEMENT_GENERATION})")
+    return {
+        "balances": f"SELECT status_after AS status, sum(amount) AS amount FROM {ledger} WHERE beneficiary_id = {p} "
+                    "GROUP BY status ORDER BY status",
+        "lines": ("SELECT order_id, item_sku, level, any(rule_id) AS rule_id, max(rate) AS rate, min(ts) AS first_ts, "
+                  "sumIf(amount, kind = 'accrue') AS accrued, sumIf(amount, kind = 'reverse') AS reversed, "
+                  "sumIf(amount, status_after = 'pending') AS pending, sumIf(amount, status_after = 'confirmed') AS confirmed, "
+                  "sumIf(amount, status_after = 'held') AS held, sum(amount) AS net "
+                  f"FROM {ledger} WHERE beneficiary_id = {p} AND order_id != '' "
+                  "GROUP BY order_id, item_sku, level ORDER BY first_ts DESC, order_id, item_sku LIMIT 500"),
+        "settlements": ("SELECT period, status, balance, bonus, income, tax, net, carried FROM settlements_raw FINAL "
+                        f"WHERE payee = {p} ORDER BY period DESC"),
+        "links": (f"SELECT sku, campaign, count() AS clicks FROM clicks_raw FINAL WHERE promoter_id = {p} "
+                  "GROUP BY sku, campaign ORDER BY clicks DESC, sku, campaign LIMIT 20"),
+    }
+
+
+
+def panel_sql(name: str, f: Filters) -> str:
+    return BY_NAME[name].sql(f)
+
+
+def _doc() -> str:
+    lines = ["# Analytical queries", "",
+             "Generated from `schemas/analytics.py` by `python -m schemas.analytics` (a test checks it is current).",
+             "Every query runs on ClickHouse 18.16 and chDB; the dashboard (`/dashboard`) shows each as a panel and",
+             "`make bench-dashboard` times them on a ledger of 10M rows.",
+             "Filters: a time range (`start`, `end`), a `bucket` (minute, hour, day) for time series, and optionally",
+             "one `campaign` (the click's campaign tag) and one `promoter`.", ""]
+    for group, title in (("realtime", "Real time"), ("team", "Team performance (团队业绩)"),
+                         ("promotion", "Promotion effect (推广效果, ROI)"), ("risk", "Risk and money")):
+        lines += [f"## {title}", ""]
+        for p in PANELS:
+            if p.group != group:
+                continue
+            lines += [f"### `{p.name}` — {p.title}", "", p.about, "", "| column | meaning |", "|---|---|"]
+            lines += [f"| `{c}` | {m} |" for c, m in p.columns]
+            lines.append("")
+    lines += ["## The promoter page (`/p/{promoter}`)", "",
+              "Each query is narrowed to one promoter (`beneficiary_id`, `payee` or `promoter_id`): the page shows",
+              "that promoter's money and nothing of anyone else's.", "", "| query | what | columns |", "|---|---|---|"]
+    lines += [f"| `{n}` | {what} | {', '.join(f'`{c}`' for c in cols)} |" for n, (what, cols) in PROMOTER_COLUMNS.items()]
+    return "\n".join(lines) + "\n"
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "analytics.md"
+
+
+if __name__ == "__main__":
+    DOC.write_text(_doc(), encoding="utf-8")
+    print(f"wrote {DOC}", file=sys.stderr)
