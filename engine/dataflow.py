@@ -13,6 +13,7 @@ routes them through Kafka topics keyed the same way. Equivalence holds by constr
 | orders | order_id | order facts, frozen terms, what the ledger holds per step | order.*, review.decided, attributed |
 | tallies | beneficiary_id | running totals per status, kind and level | the order processor's rows |
 | risk | device, IP, prefix, promoter, peers | fraud evidence (engine/risk.py) | clicks, joins, orders, refunds |
+| propagation | click_id | a click's place in its share cascade; at a root, the cascade's statistics | clicks, orders paid through a click |
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from .ledger_entry import LedgerEntry
 
 PROMOTERS, WATCHERS, CUSTOMERS, ORDERS, TALLIES = "promoters", "watchers", "customers", "orders", "tallies"
 RISK = "risk"
+PROPAGATION = "propagation"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import orjson
 
 from schemas.events import OrderCancelled, OrderCompleted, OrderPaid, OrderRefunded, OrderSettled, ReviewDecided
 
-from .dataflow import CUSTOMERS, RISK, Context, Message, Output
+from .dataflow import CUSTOMERS, PROPAGATION, RISK, Context, Message, Output
 from .dead_letter import DeadLetter
 from .ledger_entry import LedgerEntry, entry_id, step_entry_id
 from .lifecycle import Step, desired_steps, parse_step_key, refund_shares
@@ -128,6 +128,9 @@ def _record_payment(state: dict, msg: Message, ctx: Context, out: Output) -> boo
     body = {"order": event.order_id, "ts": event.ts_ms, "promoter": event.promoter_id, "d": event.device_id,
             "i": event.ip, "v": str(sum((it.price * it.qty for it in event.items), ZERO))}
     out.messages.append(Message(CUSTOMERS, event.customer_id, "order", body, msg.cause))
+    if event.click_id:  # a conversion of the share cascade the click is in (engine/propagation.py)
+        out.messages.append(Message(PROPAGATION, event.click_id, "conv", {"o": event.order_id, "v": body["v"]},
+                                    msg.cause))
     return True
 
 

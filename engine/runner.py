@@ -13,9 +13,10 @@ from schemas.events import Click, CustomerBound, Event, PromoterAgreed, Promoter
 
 from .config import Config
 from .customers import handle_customer
-from .dataflow import CUSTOMERS, ORDERS, PROMOTERS, RISK, TALLIES, WATCHERS, Context, Message, Output
+from .dataflow import CUSTOMERS, ORDERS, PROMOTERS, PROPAGATION, RISK, TALLIES, WATCHERS, Context, Message, Output
 from .orders import handle_order
 from .promoters import handle_promoter, handle_watchers
+from .propagation import click_message, handle_propagation
 from .risk import handle_risk
 from .store import Store
 from .tallies import handle_tally, tally_messages
@@ -29,6 +30,7 @@ HANDLERS: dict[str, Handler] = {
     ORDERS: handle_order,
     TALLIES: handle_tally,
     RISK: handle_risk,
+    PROPAGATION: handle_propagation,
 }
 
 
@@ -45,9 +47,9 @@ def route(event: Event) -> list[Message]:
                         cause)]
     if isinstance(event, CustomerBound):
         return [Message(CUSTOMERS, event.customer_id, "event", event, cause)]
-    if isinstance(event, Click):
+    if isinstance(event, Click):  # the visitor's attribution, and the click's place in its share cascade
         who = event.customer_id or event.visitor_id
-        return [Message(CUSTOMERS, who, "event", event, cause)] if who else []
+        return ([Message(CUSTOMERS, who, "event", event, cause)] if who else []) + [click_message(event)]
     # order.*: the order processor tells the customer's key once it accepts a payment (a repartition in Kafka)
     return [Message(ORDERS, event.order_id, "event", event, cause)]  # type: ignore[attr-defined]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-TABLES = ("promoters", "watchers", "customers", "orders", "tallies", "risk")
+TABLES = ("promoters", "watchers", "customers", "orders", "tallies", "risk", "propagation")
 
 
 class Store(Protocol):

@@ -137,6 +137,7 @@ class DashboardContext:
 
 
 def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
+    recommendations = Recommendations()
     tokens = {shop.dashboard_token: shop_id for shop_id, shop in ctx.settings.shops.items() if shop.dashboard_token}
 
     def shop_of(request: Request) -> str | None:
@@ -237,6 +238,7 @@ def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
             return no_ledger()
         out = {name: _rows(await ctx.ledger.query(sql)) for name, sql in promoter_queries(promoter).items()}
         out["promoter"] = promoter
+        out["recommended"] = await ctx.ledger.call(recommendations.top, ctx.ledger.ledger, promoter, ctx.clock())
         out["links"] = _links(ctx.settings, promoter, out["links"]["rows"])
         return JSONResponse(out)
 
@@ -263,6 +265,27 @@ def _export_file(ledger: Any, table: str, fmt: str, period: str | None, tz: str)
         os.unlink(path)
         raise
     return path
+
+
+class Recommendations:
+    """Products a promoter should push next (推广素材推荐, engine/recommend.py), for their page: the
+    model learns from every promoter's sales and is fitted again at most every ``every`` seconds."""
+
+    def __init__(self, every: float = 600):
+        self.every, self.model, self.sales, self.fitted = every, None, {}, float("-inf")
+
+    def top(self, ledger: Any, promoter: str, now: float, n: int = 5) -> list[dict]:
+        from engine.recommend import fit, recommend
+        from schemas.analytics import PROMOTER_SALES
+
+        if self.model is None or now - self.fitted >= self.every:
+            rows = [(p, sku, int(q)) for p, sku, q in ledger.query(PROMOTER_SALES).rows]
+            self.model, self.fitted = fit(rows), now
+            self.sales = {}
+            for p, sku, q in rows:
+                self.sales.setdefault(p, {})[sku] = self.sales.get(p, {}).get(sku, 0) + q
+        return [{"sku": str(sku), "score": round(score, 4)}
+                for sku, score in recommend(self.model, self.sales.get(promoter, {}), n)]
 
 
 def _links(settings: GatewaySettings, promoter: str, rows: list[list]) -> list[dict]:

@@ -344,6 +344,13 @@ GROUP BY period ORDER BY period DESC LIMIT {limit}
 
 BY_NAME = {p.name: p for p in PANELS}
 
+# Each promoter's own sales (the items of the orders they earned level 1 on): what the
+# recommendations (engine/recommend.py) learn from, for `tuike recommend` and the promoter page.
+PROMOTER_SALES = (
+    "SELECT l.beneficiary_id, i.sku, sum(i.qty) FROM (SELECT DISTINCT order_id, beneficiary_id FROM "
+    "commission_ledger WHERE level = 1 AND kind = 'accrue') AS l ALL INNER JOIN "
+    "(SELECT order_id, sku, qty FROM order_items) AS i USING order_id GROUP BY l.beneficiary_id, i.sku")
+
 # The promoter page (/p/{promoter}): name -> what it shows, per column
 PROMOTER_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "balances": ("their money by status, all time", ("status", "amount")),

@@ -242,6 +242,43 @@ SELECT period, payee, payer, balance, gmv, tier, bonus_rate, bonus, income, taxa
        carried, status, method, table_version, statement_sha256, settled_at
 FROM {db}.settlements_raw FINAL;
 
+-- Share cascades (engine/propagation.py): each click placed in its cascade (root, parent, depth),
+-- and each cascade's statistics as its root holds them; the highest version is the latest.
+CREATE TABLE IF NOT EXISTS {db}.cascade_nodes_raw (
+    click_id String,
+    root_id String,
+    parent_click_id String,
+    depth UInt32,
+    ts DateTime('UTC'),
+    promoter_id String,
+    campaign String,
+    sku String
+) ENGINE = ReplacingMergeTree()
+ORDER BY click_id;
+
+CREATE VIEW IF NOT EXISTS {db}.cascade_nodes AS
+SELECT click_id, root_id, parent_click_id, depth, ts, promoter_id, campaign, sku
+FROM {db}.cascade_nodes_raw FINAL;
+
+CREATE TABLE IF NOT EXISTS {db}.cascade_stats_raw (
+    root_id String,
+    version UInt32,
+    reach UInt32,
+    depth UInt32,
+    breadth UInt32,
+    conversions UInt32,
+    gmv Decimal(18, 2),
+    first_ts DateTime('UTC'),
+    last_ts DateTime('UTC'),
+    promoter_id String,
+    campaign String
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY root_id;
+
+CREATE VIEW IF NOT EXISTS {db}.cascade_stats AS
+SELECT root_id, version, reach, depth, breadth, conversions, gmv, first_ts, last_ts, promoter_id, campaign
+FROM {db}.cascade_stats_raw FINAL;
+
 -- The order lines each settlement paid (tuike/settle.py), recorded with the settlements and told
 -- to the engine as `order.settled` events: paid money is settled, a later hold leaves it alone.
 CREATE TABLE IF NOT EXISTS {db}.settled_lines_raw (

@@ -38,6 +38,9 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "promoters": ("event_id", "type", "ts", "promoter_id", "parent_id", "device_id", "ip",
                   "reason"),
     # derived by the engine (engine/suspicion.py), not from one event
+    "cascade_nodes": ("click_id", "root_id", "parent_click_id", "depth", "ts", "promoter_id", "campaign", "sku"),
+    "cascade_stats": ("root_id", "version", "reach", "depth", "breadth", "conversions", "gmv", "first_ts", "last_ts",
+                      "promoter_id", "campaign"),
     "fraud_scores": ("score_id", "order_id", "ts", "customer_id", "promoter_id", "score", "reasons",
                      "features", "held"),
     # written by `tuike settle` (tuike/settle.py)

@@ -116,6 +116,15 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("event_id", "s"), ("type", "s"), ("ts", "dt"), ("promoter_id", "s"), ("parent_id", "s"),
         ("device_id", "s"), ("ip", "s"), ("reason", "s"),
     ),
+    "cascade_nodes": (
+        ("click_id", "s"), ("root_id", "s"), ("parent_click_id", "s"), ("depth", "u32"), ("ts", "dt"),
+        ("promoter_id", "s"), ("campaign", "s"), ("sku", "s"),
+    ),
+    "cascade_stats": (
+        ("root_id", "s"), ("version", "u32"), ("reach", "u32"), ("depth", "u32"), ("breadth", "u32"),
+        ("conversions", "u32"), ("gmv", "d2"), ("first_ts", "dt"), ("last_ts", "dt"), ("promoter_id", "s"),
+        ("campaign", "s"),
+    ),
     "fraud_scores": (
         ("score_id", "s"), ("order_id", "s"), ("ts", "dt"), ("customer_id", "s"), ("promoter_id", "s"),
         ("score", "d6"), ("reasons", "s"), ("features", "s"), ("held", "u8"),

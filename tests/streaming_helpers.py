@@ -336,6 +336,7 @@ class Summary:
     held: set = field(default_factory=set)  # (order_id, reasons, score) of orders a fraud score holds
     by_order: dict = field(default_factory=dict)  # (order_id, beneficiary, status_after) -> net, net != 0
     queue: set = field(default_factory=set)  # order ids `tuike review list` shows
+    cascades: set = field(default_factory=set)  # (root, reach, depth, breadth, conversions, gmv) of cascade_stats
 
     def sum_of(self, *kinds: str) -> Decimal:
         return sum((self.kinds.get(k, (0, Decimal(0)))[1] for k in kinds), Decimal("0.00"))
@@ -361,6 +362,7 @@ SUMMARY_SQL = {
                 "GROUP BY order_id, beneficiary_id, status_after HAVING s != 0",
     "held": "SELECT order_id, argMax(reasons, score), max(score) FROM fraud_scores GROUP BY order_id HAVING max(held) = 1",
     "queue": review_queue_sql(1_000_000),
+    "cascades": "SELECT root_id, reach, depth, breadth, conversions, gmv FROM cascade_stats",
 }
 
 
@@ -384,6 +386,7 @@ def summarize(ledger: Any, name: str) -> Summary:
     s.held = {(o, r, Decimal(x)) for o, r, x in q["held"]}
     s.by_order = {(o, b, st): Decimal(a) for o, b, st, a in q["by_order"]}
     s.queue = {r[0] for r in q["queue"]}
+    s.cascades = {(r, int(n), int(d), int(b), int(c), Decimal(g)) for r, n, d, b, c, g in q["cascades"]}
     return s
 
 
@@ -452,6 +455,10 @@ def compare(ref: Summary, got: Summary, *, refusals_must_match: bool = False, pa
             problems.append(f"{what} differs: {len(a)} rows in {ref.name}, {len(b)} in {got.name}; "
                             f"{len(a - b)} only in {ref.name}:\n{_first(a - b)}\n    {len(b - a)} only in {got.name}:\n"
                             f"{_first(b - a)}{where}")
+    if ref.cascades != got.cascades:  # where a click lands depends on its ancestry only (engine/propagation.py)
+        problems.append(f"share cascades differ: {len(ref.cascades)} in {ref.name}, {len(got.cascades)} in {got.name}; "
+                        f"only in {ref.name}:\n{_first(ref.cascades - got.cascades)}\n    only in {got.name}:\n"
+                        f"{_first(got.cascades - ref.cascades)}")
     if ref.queue - moved != got.queue - moved:
         problems.append(f"review queues differ beyond the orders whose hold differs: {len(ref.queue)} and "
                         f"{len(got.queue)} orders; {sorted((ref.queue ^ got.queue) - moved)[:8]}")
@@ -486,7 +493,8 @@ def compare(ref: Summary, got: Summary, *, refusals_must_match: bool = False, pa
                f"{sorted((got.engine_refusals - ref.engine_refusals).elements())}")
         (problems if refusals_must_match else notes).append(msg)
     note(f"{ref.name} vs {got.name}: {len(ref.net):,} / {len(got.net):,} non-zero (order, item, beneficiary, level) "
-         f"nets; {len(ref.status):,} / {len(got.status):,} (beneficiary, status) balances; dead letters "
+         f"nets; {len(ref.status):,} / {len(got.status):,} (beneficiary, status) balances; "
+         f"{len(ref.cascades):,} / {len(got.cascades):,} share cascades; dead letters "
          f"{len(ref.dead)} / {len(got.dead)}\n" + "\n".join(table))
     for n in notes:
         note(f"  allowed difference: {n}")

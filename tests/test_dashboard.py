@@ -22,6 +22,7 @@ from selenium.webdriver.common.by import By
 from engine.config import parse_config
 from gateway.app import create_app
 from gateway.dashboard import LedgerThread, promoter_page_url
+from schemas.analytics import PROMOTER_SALES
 from gateway.handoff import EmbeddedHandoff
 from gateway.settings import gateway_settings
 from gateway.signatures import hmac_sha256_b64
@@ -167,6 +168,9 @@ def test_a_promoter_page_shows_exactly_that_promoters_money(browser, site):
                                    "AND order_id != ''")}
     assert shown_orders == mine or (len(shown_orders) == 500 and shown_orders <= mine)
     assert other not in browser.find_element(By.TAG_NAME, "body").text
+    recommended = texts(browser, "#recommended td[data-col=sku]")
+    sold = {r[1] for r in site.sql(PROMOTER_SALES) if r[0] == busy}
+    assert len(recommended) == 5 and not set(recommended) & sold  # what to push next: not what they sell already
     rules = set(texts(browser, "#lines td[data-col=rule_id]"))
     assert rules and all(rules)
     assert wait_for(browser, lambda d: d.execute_script(

@@ -247,5 +247,6 @@ def test_ten_thousand_appends_and_a_verify_are_quick(tmp_path):
     result = verify(path)
     verified = time.perf_counter()
     assert result.ok and result.records == 10_000
-    assert appended - start < 30, f"appends took {appended - start:.1f}s (mostly one fsync each)"
+    # one fsync each: ~1 ms on an idle disk, several times that on the shared CI machine under load
+    assert appended - start < 60, f"appends took {appended - start:.1f}s (mostly one fsync each)"
     assert verified - appended < 2, f"verify took {verified - appended:.1f}s"

@@ -260,7 +260,8 @@ def crowded_shops(draw):
     for _ in range(draw(st.integers(0, 4))):
         events.append(bound(draw(st.sampled_from(FEW_CUSTOMERS)), draw(st.sampled_from(FEW_PROMOTERS)), draw(instant)))
     for _ in range(draw(st.integers(0, 3))):
-        events.append(click(draw(st.sampled_from(FEW_PROMOTERS)), draw(st.sampled_from(FEW_CUSTOMERS)), draw(instant)))
+        events.append(click(draw(st.sampled_from(FEW_PROMOTERS)), draw(st.sampled_from(FEW_CUSTOMERS)), draw(instant),
+                            cid=f"k{len(events)}"))  # ids from the draw: a click's key decides its partition
     for n in range(draw(st.integers(1, 3))):
         oid = f"o{n}"
         line = item("s1", draw(st.sampled_from(["3.00", "10.00", "100.00"])))

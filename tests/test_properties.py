@@ -43,7 +43,8 @@ def shops(draw):
     for _ in range(draw(st.integers(1, 8))):
         events.append(bound(draw(st.sampled_from(CUSTOMERS)), draw(st.sampled_from(PROMOTERS + ["ghost"])), draw(at)))
     for _ in range(draw(st.integers(0, 6))):
-        events.append(click(draw(st.sampled_from(PROMOTERS)), draw(st.sampled_from(CUSTOMERS)), draw(at)))
+        events.append(click(draw(st.sampled_from(PROMOTERS)), draw(st.sampled_from(CUSTOMERS)), draw(at),
+                            cid=f"k{len(events)}"))  # ids from the draw: a click's key decides its partition
     for n in range(draw(st.integers(1, 5))):
         oid = f"o{n}"
         skus = draw(st.lists(st.sampled_from(["s0", "s1", "s2", "s3"]), min_size=1, max_size=3, unique=True))

@@ -1,6 +1,6 @@
 """The Faust app: the engine's processors as agents on Kafka, state in RocksDB tables.
 
-Five stateful agents, one per key space, each at concurrency 1 (faust-streaming #606):
+Six stateful agents, one per key space, each at concurrency 1 (faust-streaming #606):
 
 | agent | consumes | processors (tables) | key |
 |---|---|---|---|
@@ -9,6 +9,7 @@ Five stateful agents, one per key space, each at concurrency 1 (faust-streaming 
 | orders | ``tuike.orders``, ``gN.to-orders`` | orders | order_id |
 | tallies | ``gN.to-tallies`` | tallies | beneficiary_id |
 | risk | ``gN.to-risk`` | risk | device, IP, prefix, promoter (engine/risk.py) |
+| propagation | ``gN.to-propagation`` | propagation | click_id (engine/propagation.py) |
 
 An unexpected error stops the worker (``CrashingSupervisor``) rather than one agent silently:
 restarted, it resumes from the last commit. Plus the ClickHouse sink (:mod:`topologies.sink`, a consumer of its own) on ``gN.ledger`` and ``tuike.deadletter``.
@@ -51,7 +52,7 @@ from faust.types import TP
 from mode import CrashingSupervisor
 
 from engine.config import Config
-from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, RISK, TALLIES, WATCHERS, Context, Message, Output
+from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, PROPAGATION, RISK, TALLIES, WATCHERS, Context, Message, Output
 from engine.dead_letter import DeadLetter
 from engine.runner import route, step
 from engine.tallies import tally_messages
@@ -72,7 +73,7 @@ disable_faust_commits()  # offsets are tuike's: topologies/offsets.py
 
 
 STAGE_OF = {PROMOTERS: "promoters", WATCHERS: "promoters", CUSTOMERS: "customers", ORDERS: "orders",
-            TALLIES: "tallies", RISK: "risk"}
+            TALLIES: "tallies", RISK: "risk", PROPAGATION: "propagation"}
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # stage: (its processors, the input topics of contract §1.3 it consumes)
     "promoters": ((PROMOTERS, WATCHERS), ("promoters",)),
@@ -80,6 +81,7 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "orders": ((ORDERS,), ("orders",)),
     "tallies": ((TALLIES,), ()),  # fed by the orders stage only
     "risk": ((RISK,), ()),  # fraud evidence by device, IP, prefix, promoter (engine/risk.py)
+    "propagation": ((PROPAGATION,), ()),  # share cascades by click (engine/propagation.py)
 }
 MIRROR = "promoter-facts"  # the GlobalTable every worker reads promoter facts from
 assert tuple(STAGES) == STAGE_NAMES, "topologies/settings.py names the stages for the topics and lag"

@@ -22,7 +22,7 @@ from engine.config import ConfigError, Problem
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 KEYS = ("topic_prefix", "partitions", "batch", "batch_ms", "sink_batch", "sink_ms")
 INPUTS = ("promoters", "clicks", "binds", "orders")  # contract §1.3, in that order
-STAGES = ("promoters", "customers", "orders", "tallies", "risk")  # the stateful agents of topologies/app.py
+STAGES = ("promoters", "customers", "orders", "tallies", "risk", "propagation")  # the stateful agents of topologies/app.py
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=1, help="the generated shop's seed (default 1)")
     c.set_defaults(func=cmd_fraud_eval)
 
+    p = subs.add_parser("eval", parents=common, help="evaluations on real third-party data (../shared/realdata)")
+    esubs = p.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+    c = esubs.add_parser("propagation", parents=common,
+                         help="SNAP CollegeMsg: cascade size forecasts vs a naive baseline; hot nodes vs degree")
+    c.add_argument("--path", default=None, help="the SNAP CollegeMsg file (default ../shared/realdata/graphs/…)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_eval_propagation)
+    c = esubs.add_parser("recommend", parents=common,
+                         help="UCI Online Retail: time-split hit-rate@10 and NDCG@10 vs popularity")
+    c.add_argument("--path", default=None, help="the UCI Online Retail sample (default ../shared/realdata/orders/…)")
+    c.set_defaults(func=cmd_eval_recommend)
+
+    p = subs.add_parser("hot", parents=common, help="hot nodes (热点节点) of the shop's share cascades")
+    p.add_argument("--campaign", default=None)
+    p.add_argument("--top", type=int, default=20)
+    p.set_defaults(func=cmd_hot)
+
+    p = subs.add_parser("forecast", parents=common, help="a share cascade's final size and K-factor (裂变预测)")
+    p.add_argument("--cascade", required=True, metavar="ROOT_CLICK_ID", help="the cascade's root click id")
+    p.add_argument("--window-hours", type=float, default=24.0,
+                   help="how much of the cascade's early life the forecast reads (default 24 h after the root)")
+    p.set_defaults(func=cmd_forecast)
+
+    p = subs.add_parser("recommend", parents=common, help="products a promoter should push next (推广素材推荐)")
+    p.add_argument("--promoter", required=True, metavar="ID")
+    p.add_argument("--top", type=int, default=10)
+    p.set_defaults(func=cmd_recommend)
+
     p = subs.add_parser("query", parents=common, help="run SQL on the ledger")
     p.add_argument("sql", metavar="SQL")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -789,6 +817,85 @@ def cmd_fraud_eval(args: argparse.Namespace) -> int:
         raise UsageError("fraud scoring is off in this configuration (fraud.enabled: false): nothing to evaluate")
     print(f"tuike fraud eval: generating a labelled shop (seed {args.seed}) and scoring it…", file=sys.stderr)
     print_report(evaluate(args.seed, config), sys.stdout)
+    return EXIT_OK
+
+
+def _eval_args(args: argparse.Namespace) -> list[str]:
+    return (["--path", args.path] if args.path else []) + (["--seed", str(args.seed)] if "seed" in args else [])
+
+
+def cmd_eval_propagation(args: argparse.Namespace) -> int:
+    from .eval_propagation import main as run
+
+    return run(_eval_args(args))
+
+
+def cmd_eval_recommend(args: argparse.Namespace) -> int:
+    from .eval_recommend import main as run
+
+    return run(_eval_args(args))
+
+
+def _read_ledger(args: argparse.Namespace):
+    data_dir = Path(args.data_dir)
+    if not args.clickhouse and not (data_dir / "ledger").exists():
+        raise UsageError(f"no ledger in {data_dir} yet: run `tuike run --events FILE` first "
+                         "(the demo's ledger is in tuike-data/demo: --data-dir tuike-data/demo)")
+    return _open_ledger(args.clickhouse, data_dir)
+
+
+def cmd_hot(args: argparse.Namespace) -> int:
+    from .shares import hottest
+
+    if args.top < 1:
+        raise UsageError(f"--top {args.top}: expected at least 1")
+    ledger = _read_ledger(args)
+    try:
+        rows = hottest(ledger, args.campaign, args.top)
+    finally:
+        ledger.close()
+    _write_table(["rank", "click_id", "shared_by", "promoter", "campaign", "reach", "conversions", "pagerank", "score"],
+                 [], [(i, h.click_id, h.visitor, h.promoter, h.campaign, h.reach, h.conversions, f"{h.pagerank:.5f}",
+                       f"{h.score:.3f}") for i, h in enumerate(rows, 1)], sys.stdout)
+    return EXIT_OK
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from .shares import ForecastError, forecast_cascade
+
+    if args.window_hours <= 0:
+        raise UsageError(f"--window-hours {args.window_hours}: expected a positive number of hours")
+    ledger = _read_ledger(args)
+    try:
+        fc = forecast_cascade(ledger, args.cascade, args.window_hours)
+    except ForecastError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        ledger.close()
+    f = fc.forecast
+    print(f"cascade {fc.root}: {fc.size_now} clicks now; {fc.early.size} in its first {args.window_hours:g} h "
+          f"(depth {fc.early.depth}, {fc.early.root_children} direct re-shares)")
+    print(f"final size  {f.size:.1f}  (80% interval {f.low:.1f} – {f.high:.1f})")
+    print(f"K-factor    {f.k_factor:.3f}  (80% interval {f.k_low:.3f} – {f.k_high:.3f})")
+    print(f"method      {f.method}, fitted on {fc.trained_on} finished cascades of this shop")
+    return EXIT_OK
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from .eval_recommend import recommend_for_promoter
+
+    if args.top < 1:
+        raise UsageError(f"--top {args.top}: expected at least 1")
+    from schemas.analytics import PROMOTER_SALES
+
+    ledger = _read_ledger(args)
+    try:
+        sales = ledger.query(PROMOTER_SALES).rows
+    finally:
+        ledger.close()
+    picks = recommend_for_promoter([(p, sku, int(q)) for p, sku, q in sales], args.promoter, args.top)
+    _write_table(["rank", "sku", "score"], [], [(i, sku, f"{score:.4f}") for i, (sku, score) in enumerate(picks, 1)],
+                 sys.stdout)
     return EXIT_OK
 
 

@@ -47,6 +47,8 @@ async function refresh() {
       box.appendChild(a);
       return box;
     }));
+    table(document.getElementById("recommended"),
+          {columns: ["sku", "score"], rows: body.recommended.map((r) => [r.sku, r.score])});
     status.dataset.refreshes = String(Number(status.dataset.refreshes) + 1);
     status.textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
