@@ -156,3 +156,14 @@ def test_cascade_stats_in_clickhouse_equal_a_recomputation_from_the_clicks(tmp_p
             forecast_cascade(ledger, "no-such-click")
     finally:
         ledger.close()
+
+
+def test_the_eval_commands_print_their_summary_line_and_refuse_a_missing_file(capsys):
+    from tuike.cli import main
+
+    assert main(["eval", "propagation"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    figures = dict(kv.split("=") for kv in last.split()[1:])
+    assert last.startswith("overall mdape=") and float(figures["mdape"]) < float(figures["baseline_mdape"])
+    assert main(["eval", "recommend", "--path", "/no/such/file.csv"]) == 2
+    assert "no such file" in capsys.readouterr().err

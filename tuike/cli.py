@@ -820,20 +820,23 @@ def cmd_fraud_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _eval_args(args: argparse.Namespace) -> list[str]:
-    return (["--path", args.path] if args.path else []) + (["--seed", str(args.seed)] if "seed" in args else [])
+def _existing(path: str | None) -> None:
+    if path and not Path(path).is_file():
+        raise UsageError(f"--path {path}: no such file")
 
 
 def cmd_eval_propagation(args: argparse.Namespace) -> int:
     from .eval_propagation import main as run
 
-    return run(_eval_args(args))
+    _existing(args.path)
+    return run((["--path", args.path] if args.path else []) + ["--seed", str(args.seed)])
 
 
 def cmd_eval_recommend(args: argparse.Namespace) -> int:
     from .eval_recommend import main as run
 
-    return run(_eval_args(args))
+    _existing(args.path)
+    return run(["--csv", args.path] if args.path else [])
 
 
 def _read_ledger(args: argparse.Namespace):

@@ -52,12 +52,9 @@ from engine.cascade import CascadeIndex, Member, build_cascades, first_contacts
 from engine.forecast import Early, Forecast, fit_growth_ratio, fit_loglinear, galton_watson, observe
 from engine.hotnodes import degree_ranking, hot_nodes
 
+from .realdata import realdata_file
+
 FILE_NAME = "snap_CollegeMsg.txt"
-_REPO = Path(__file__).resolve().parents[1]
-CANDIDATES = (  # the shared/ beside a clone (CI), this workplace's
-    _REPO.parent / "shared" / "realdata" / "graphs" / FILE_NAME,
-    Path("/work/shared/realdata/graphs") / FILE_NAME,
-)
 SOURCE = ("SNAP CollegeMsg (Panzarasa, Opsahl & Carley 2009, JASIST 60(5)) via advaithhl/temporal_graph_clustering"
           " @ 1c0aafaf5de167981649228e5953779afed6126b; shared/realdata/SOURCES.md")
 MIN_SIZE = 5
@@ -69,10 +66,7 @@ BOOTSTRAP = 2000
 
 
 def default_path() -> Path:
-    for p in CANDIDATES:
-        if p.is_file():
-            return p
-    raise FileNotFoundError(f"{FILE_NAME} not found in any of: " + ", ".join(map(str, CANDIDATES)))
+    return realdata_file(f"graphs/{FILE_NAME}")
 
 
 def load_messages(path: Path | str) -> list[tuple[str, str, float]]:

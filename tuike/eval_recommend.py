@@ -42,21 +42,14 @@ import numpy as np
 
 from engine.recommend import Model, fit, recommend, recommend_many
 
+from .realdata import realdata_file
+
 CSV_NAME = "uci_online_retail_30k_sample.csv"
-_REPO = Path(__file__).resolve().parents[1]
-CANDIDATES = (  # a copy in the tests' data, the shared/ beside a clone (CI), this workplace's
-    _REPO / "tests" / "data" / "realdata" / "orders" / CSV_NAME,
-    _REPO.parent / "shared" / "realdata" / "orders" / CSV_NAME,
-    Path("/work/shared/realdata/orders") / CSV_NAME,
-)
 K = 10
 
 
 def default_csv() -> Path:
-    for p in CANDIDATES:
-        if p.is_file():
-            return p
-    raise FileNotFoundError(f"{CSV_NAME} not found in any of: " + ", ".join(map(str, CANDIDATES)))
+    return realdata_file(f"orders/{CSV_NAME}")
 
 
 # ---- metrics (binary relevance) ----
