@@ -279,6 +279,30 @@ CREATE VIEW IF NOT EXISTS {db}.cascade_stats AS
 SELECT root_id, version, reach, depth, breadth, conversions, gmv, first_ts, last_ts, promoter_id, campaign
 FROM {db}.cascade_stats_raw FINAL;
 
+-- Viral forecasts (`tuike forecast --all`, tuike/shares.py): each live cascade's final size and
+-- K-factor with an 80% interval, as forecast at made_at from its first window_hours; the
+-- cascade_forecasts view shows the latest forecast per (cascade, window).
+CREATE TABLE IF NOT EXISTS {db}.cascade_forecasts_raw (
+    root_id String,
+    window_hours Decimal(18, 6),
+    made_at DateTime('UTC'),
+    size_now UInt32,
+    early_size UInt32,
+    trained_on UInt32,
+    size Decimal(18, 6),
+    low Decimal(18, 6),
+    high Decimal(18, 6),
+    k_factor Decimal(18, 6),
+    k_low Decimal(18, 6),
+    k_high Decimal(18, 6),
+    method String
+) ENGINE = ReplacingMergeTree(made_at)
+ORDER BY (root_id, window_hours);
+
+CREATE VIEW IF NOT EXISTS {db}.cascade_forecasts AS
+SELECT root_id, window_hours, made_at, size_now, early_size, trained_on, size, low, high, k_factor, k_low, k_high, method
+FROM {db}.cascade_forecasts_raw FINAL;
+
 -- The order lines each settlement paid (tuike/settle.py), recorded with the settlements and told
 -- to the engine as `order.settled` events: paid money is settled, a later hold leaves it alone.
 CREATE TABLE IF NOT EXISTS {db}.settled_lines_raw (

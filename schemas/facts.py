@@ -41,6 +41,8 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "cascade_nodes": ("click_id", "root_id", "parent_click_id", "depth", "ts", "promoter_id", "campaign", "sku"),
     "cascade_stats": ("root_id", "version", "reach", "depth", "breadth", "conversions", "gmv", "first_ts", "last_ts",
                       "promoter_id", "campaign"),
+    "cascade_forecasts": ("root_id", "window_hours", "made_at", "size_now", "early_size", "trained_on", "size", "low",
+                          "high", "k_factor", "k_low", "k_high", "method"),
     "fraud_scores": ("score_id", "order_id", "ts", "customer_id", "promoter_id", "score", "reasons",
                      "features", "held"),
     # written by `tuike settle` (tuike/settle.py)

@@ -125,6 +125,11 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("conversions", "u32"), ("gmv", "d2"), ("first_ts", "dt"), ("last_ts", "dt"), ("promoter_id", "s"),
         ("campaign", "s"),
     ),
+    "cascade_forecasts": (
+        ("root_id", "s"), ("window_hours", "d6"), ("made_at", "dt"), ("size_now", "u32"), ("early_size", "u32"),
+        ("trained_on", "u32"), ("size", "d6"), ("low", "d6"), ("high", "d6"), ("k_factor", "d6"), ("k_low", "d6"),
+        ("k_high", "d6"), ("method", "s"),
+    ),
     "fraud_scores": (
         ("score_id", "s"), ("order_id", "s"), ("ts", "dt"), ("customer_id", "s"), ("promoter_id", "s"),
         ("score", "d6"), ("reasons", "s"), ("features", "s"), ("held", "u8"),

@@ -3,6 +3,7 @@ same rows whatever the order clicks arrive in, and, on a generated shop in chDB,
 equal to a recomputation straight from the clicks and orders tables."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from hypothesis import given, settings
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 import pytest
 
 from sinks import open_ledger
-from tuike.shares import ForecastError, forecast_cascade, hottest
+from sinks.base import Batch
+from tuike.shares import ForecastError, forecast_all, forecast_cascade, hottest
 from tests.shop import Run, bound, click, item, joined, paid, ts, with_ids
 from tuike.generate import generate_shop, write_events
 from tuike.inputs import read_records
@@ -154,6 +156,11 @@ def test_cascade_stats_in_clickhouse_equal_a_recomputation_from_the_clicks(tmp_p
         assert fc.size_now == reach[biggest] and fc.early.size <= fc.forecast.size and fc.forecast.low <= fc.forecast.high
         with pytest.raises(ForecastError, match="not the root of a cascade"):
             forecast_cascade(ledger, "no-such-click")
+        rows = forecast_all(ledger, 24, datetime(2026, 12, 1, tzinfo=timezone.utc))
+        ledger.write(Batch([], {"cascade_forecasts": rows}, []))
+        view = ledger.query("SELECT root_id, early_size, size, low, high FROM cascade_forecasts").rows
+        assert len(view) == len(rows) > 0
+        assert all(e <= lo <= sz <= hi for _r, e, sz, lo, hi in view)
     finally:
         ledger.close()
 

@@ -181,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hot)
 
     p = subs.add_parser("forecast", parents=common, help="a share cascade's final size and K-factor (裂变预测)")
-    p.add_argument("--cascade", required=True, metavar="ROOT_CLICK_ID", help="the cascade's root click id")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--cascade", metavar="ROOT_CLICK_ID", help="the cascade's root click id")
+    which.add_argument("--all", action="store_true",
+                       help="forecast every live cascade into the cascade_forecasts table")
     p.add_argument("--window-hours", type=float, default=24.0,
                    help="how much of the cascade's early life the forecast reads (default 24 h after the root)")
     p.set_defaults(func=cmd_forecast)
@@ -870,6 +873,18 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         raise UsageError(f"--window-hours {args.window_hours}: expected a positive number of hours")
     ledger = _read_ledger(args)
     try:
+        if args.all:
+            from datetime import timezone
+
+            from sinks.base import Batch
+
+            from .shares import forecast_all
+
+            rows = forecast_all(ledger, args.window_hours, datetime.now(timezone.utc).replace(microsecond=0))
+            ledger.write(Batch([], {"cascade_forecasts": rows}, []))
+            print(f"forecast {len(rows):,} live cascades into cascade_forecasts (tuike query \"SELECT root_id, "
+                  "size_now, size, low, high, k_factor FROM cascade_forecasts ORDER BY size DESC LIMIT 10\")")
+            return EXIT_OK
         fc = forecast_cascade(ledger, args.cascade, args.window_hours)
     except ForecastError as exc:
         raise UsageError(str(exc)) from None

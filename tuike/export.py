@@ -105,7 +105,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "fraud_scores": ("score_id",), "settlements": ("period", "payee"),
     "settled_lines": ("period", "order_id", "sku", "beneficiary_id", "level"),
     "alerts": ("alert_id",), "agreements": ("event_id",),
-    "cascade_nodes": ("click_id",), "cascade_stats": ("root_id",),
+    "cascade_nodes": ("click_id",), "cascade_stats": ("root_id",), "cascade_forecasts": ("root_id", "window_hours"),
 }
 
 

@@ -7,6 +7,7 @@ engine/propagation.py); a conversion is an order paid through a click (``orders.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -80,12 +81,36 @@ def forecast_cascade(ledger: Any, root: str, window_hours: float = 24.0) -> Casc
     if root not in index or index.root_of(root) != root:
         raise ForecastError(f"{root!r} is not the root of a cascade (tuike query \"SELECT root_id, reach FROM "
                             "cascade_stats ORDER BY reach DESC LIMIT 10\" lists some)")
+    return _forecasts(index, [root], window_hours)[0]
+
+
+def forecast_all(ledger: Any, window_hours: float, made_at: datetime) -> list[dict]:
+    """A ``cascade_forecasts`` row for every cascade still within twice the window of the shop's
+    last click (the live ones), by one model fitted on the finished ones."""
+    index = share_index(ledger)
+    roots = index.roots()
+    if not roots:
+        return []
+    latest = max(index.members(r)[-1].ts for r in roots)
+    live = [r for r in roots if index.members(r)[0].ts + 2 * window_hours * 3600 > latest]
+    return [{"root_id": fc.root, "window_hours": Decimal(str(window_hours)), "made_at": made_at,
+             "size_now": fc.size_now, "early_size": fc.early.size, "trained_on": fc.trained_on,
+             "size": _d(fc.forecast.size), "low": _d(fc.forecast.low), "high": _d(fc.forecast.high),
+             "k_factor": _d(fc.forecast.k_factor), "k_low": _d(fc.forecast.k_low), "k_high": _d(fc.forecast.k_high),
+             "method": fc.forecast.method} for fc in _forecasts(index, live, window_hours)]
+
+
+def _d(x: float) -> Decimal:
+    return Decimal(str(round(x, 6))) if x != float("inf") else Decimal("999999999.999999")
+
+
+def _forecasts(index: CascadeIndex, roots: list[str], window_hours: float) -> list[CascadeForecast]:
     window = window_hours * 3600
-    members = index.members(root)
-    latest = max(m.ts for m in members)
+    latest = max(max(m.ts for m in index.members(r)) for r in roots) if roots else 0.0
+    wanted = set(roots)
     training = []
     for other in index.roots():
-        if other == root:
+        if other in wanted:
             continue
         them = index.members(other)
         if len(them) >= MIN_SIZE and them[0].ts + 2 * window <= latest:
@@ -94,5 +119,9 @@ def forecast_cascade(ledger: Any, root: str, window_hours: float = 24.0) -> Casc
         raise ForecastError(f"only {len(training)} finished cascades of {MIN_SIZE}+ clicks to learn from (needs "
                             f"{MIN_TRAINING}); try a shorter --window-hours")
     model = fit_loglinear(training)
-    early = observe(members, window)
-    return CascadeForecast(root, early, model.predict(early), len(training), len(members))
+    out = []
+    for root in roots:
+        members = index.members(root)
+        early = observe(members, window)
+        out.append(CascadeForecast(root, early, model.predict(early), len(training), len(members)))
+    return out
