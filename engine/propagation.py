@@ -47,9 +47,9 @@ def handle_propagation(state: dict | None, msg: Message, ctx: Context, out: Outp
         else:
             out.messages.append(Message(PROPAGATION, parent, "child", {"c": key}, msg.cause))
     elif kind == "child":
-        kids = state.setdefault("kids", [])
+        kids = state.setdefault("kids", {})  # a dict for a set: JSON-able, O(1) membership
         if body["c"] not in kids:
-            kids.append(body["c"])
+            kids[body["c"]] = 1
         elif "r" not in state:
             return None
         if "r" in state:  # asked again (a redelivery): answering again is harmless
@@ -67,15 +67,18 @@ def handle_propagation(state: dict | None, msg: Message, ctx: Context, out: Outp
         if "r" in state:
             out.messages.append(Message(PROPAGATION, state["r"], "rconv", {"o": body["o"], "v": body["v"]}, msg.cause))
     elif kind == "node":
-        agg = state.setdefault("agg", {"nodes": {}, "conv": {}, "first": None, "last": None})
+        agg = state.setdefault("agg", _new_agg())
         if body["n"] in agg["nodes"]:
             return None
         agg["nodes"][body["n"]] = body["d"]
+        per = agg["per"]
+        per[str(body["d"])] = per.get(str(body["d"]), 0) + 1
+        agg["depth"], agg["breadth"] = max(agg["depth"], body["d"]), max(agg["breadth"], per[str(body["d"])])
         agg["first"] = body["t"] if agg["first"] is None else min(agg["first"], body["t"])
         agg["last"] = body["t"] if agg["last"] is None else max(agg["last"], body["t"])
         out.facts.append(("cascade_stats", stats_row(key, state)))
     elif kind == "rconv":
-        agg = state.setdefault("agg", {"nodes": {}, "conv": {}, "first": None, "last": None})
+        agg = state.setdefault("agg", _new_agg())
         if body["o"] in agg["conv"]:
             return None
         agg["conv"][body["o"]] = body["v"]
@@ -96,15 +99,18 @@ def _place(state: dict, key: str, root: str, depth: int, msg: Message, out: Outp
         out.messages.append(Message(PROPAGATION, root, "rconv", {"o": order, "v": value}, msg.cause))
 
 
+def _new_agg() -> dict:
+    """A root's running statistics: nodes and conversions seen (for idempotency), clicks per
+    depth, and the maxima kept as they grow (a new click costs O(1), not a recount)."""
+    return {"nodes": {}, "conv": {}, "per": {}, "depth": 0, "breadth": 0, "first": None, "last": None}
+
+
 def stats_row(root: str, state: dict) -> dict:
     """The cascade's statistics as the root holds them now."""
     agg = state["agg"]
-    per_depth: dict[int, int] = {}
-    for d in agg["nodes"].values():
-        per_depth[d] = per_depth.get(d, 0) + 1
     return {
         "root_id": root, "version": len(agg["nodes"]) + len(agg["conv"]), "reach": len(agg["nodes"]),
-        "depth": max(per_depth), "breadth": max(per_depth.values()), "conversions": len(agg["conv"]),
+        "depth": agg["depth"], "breadth": agg["breadth"], "conversions": len(agg["conv"]),
         "gmv": sum((Decimal(v) for v in agg["conv"].values()), Decimal("0.00")),
         "first_ts": _dt(agg["first"]), "last_ts": _dt(agg["last"]),
         "promoter_id": state.get("pr", ""), "campaign": state.get("cp", ""),

@@ -45,9 +45,10 @@ Query = Callable[[str], Awaitable[Any]]  # SQL -> QueryResult, on the ledger's t
 
 COOKIE = "tk_dash"
 STATIC = importlib.resources.files("gateway") / "static"
-PERIOD = re.compile(r"^(all|\d{4}-(0[1-9]|1[0-2])|(\d{1,4})(h|d))$")
+PERIOD = re.compile(r"^(all|(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])|(\d{1,4})(h|d))$")
 FAR_END = 4102444800  # 2100-01-01: "all" ends there
 PAGE_SIG_BYTES = 16
+SHARED_SECONDS = 1  # panels computed for one request serve every other request with the same filters this long
 
 
 
@@ -77,13 +78,15 @@ def filters_of(params: dict[str, str], tz: str, now: float) -> Filters:
     period = (params.get("period") or "all").strip()
     m = PERIOD.match(period)
     if not m:
-        raise FilterError(f"period {period!r}: expected all, YYYY-MM, or a number of hours or days such as 24h, 7d")
+        raise FilterError(f"period {period!r}: expected all, YYYY-MM (1970–2099), or a number of hours or days "
+                          "such as 24h, 7d")
     if period == "all":
         start, end, bucket = 0, FAR_END, "day"
-    elif m.group(3):
-        n, unit = int(m.group(3)), m.group(4)
+    elif m.group(4):
+        n, unit = int(m.group(4)), m.group(5)
         span = n * (3600 if unit == "h" else 86400)
-        start, end = int(now) - span, int(now) + 1
+        now_s = int(now) - int(now) % SHARED_SECONDS  # the same filters for every tab within a beat
+        start, end = max(0, now_s - span), now_s + SHARED_SECONDS
         bucket = "minute" if span <= 6 * 3600 else "hour" if span <= 8 * 86400 else "day"
     else:
         year, month = int(period[:4]), int(period[5:7])
@@ -115,7 +118,7 @@ def page_refusal(secret: str | None, promoter: str, exp: str, sig: str, now: flo
     """Why a promoter page link is refused (None: it is good)."""
     if not secret:
         return "promoter pages need links.secret in tuike.yaml"
-    if not exp.isdigit() or not sig:
+    if not (exp.isascii() and exp.isdigit() and len(exp) <= 12) or not sig:
         return "this promoter link is incomplete (exp and sig are needed)"
     if not hmac.compare_digest(page_signature(secret, promoter, int(exp)), sig):
         return "this promoter link was altered or is not signed by this shop"
@@ -138,6 +141,18 @@ class DashboardContext:
 
 def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
     recommendations = Recommendations()
+    computed: dict[Filters, tuple[float, asyncio.Future]] = {}
+
+    async def shared_panels(f: Filters) -> dict:
+        """One computation of the panels per filters and beat, whatever the number of open tabs:
+        the queries run on the ledger's thread, which (embedded) is also the pipeline's."""
+        now = time.monotonic()
+        for key in [k for k, (t, _) in computed.items() if now - t >= SHARED_SECONDS]:
+            del computed[key]
+        if f not in computed:
+            computed[f] = (now, asyncio.ensure_future(_run_panels(ctx.ledger.query, f)))
+        return await asyncio.shield(computed[f][1])
+
     tokens = {shop.dashboard_token: shop_id for shop_id, shop in ctx.settings.shops.items() if shop.dashboard_token}
 
     def shop_of(request: Request) -> str | None:
@@ -197,7 +212,7 @@ def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
         except FilterError as exc:
             return refusal(422, str(exc))
         started = time.perf_counter()
-        results = await _run_panels(ctx.ledger.query, f)
+        results = await shared_panels(f)
         return JSONResponse({"shop": shop, "filters": {"start": f.start_s, "end": f.end_s, "bucket": f.bucket,
                                                        "campaign": f.campaign, "promoter": f.promoter},
                              "panels": results, "ms": round((time.perf_counter() - started) * 1000)})

@@ -68,30 +68,38 @@ def _range(f: Filters) -> str:
 
 def render(template: str, f: Filters) -> str:
     """Fill a template: ``{ledger}`` is the live ledger of the range (settlement rows included),
-    ``{clicks}``/``{bindings}`` the facts of the range, ``{attributed}`` the orders of the range
-    whose level 1 earned, narrowed to the promoter and campaign filters; ``{only_promoter}``
-    narrows ledger rows to the promoter's own money, ``{only_orders}`` to the orders whose click
-    carries the campaign."""
+    ``{clicks}``/``{bindings}`` the facts of the range, ``{holders}`` who holds each level of each
+    order now (``order_id, level, promoter``), ``{attributed}`` the orders of the range whose level 1
+    earned (the payment that counts, once), narrowed to the promoter and campaign filters;
+    ``{only_promoter}`` narrows ledger rows to the promoter's own money, ``{only_orders}`` to the
+    orders whose click carries the campaign (whenever the click was)."""
     rng = _range(f)
     live = (f"(generation = (SELECT max(generation) FROM ledger_generations) "
             f"OR generation = {SETTLEMENT_GENERATION})")
     ledger = (f"(SELECT entry_id, event_id, ts, order_id, item_sku, customer_id, beneficiary_id, level, kind, "
               f"amount, rate, rule_id, currency, status_after FROM ledger_entries FINAL WHERE {live} AND {rng})")
+    # A late bind or a ban moves a level to another promoter: the one who lost it keeps an accrue
+    # row netted to zero by a reverse. The holder is the promoter with the largest net (ties, such
+    # as a fully refunded order, to the largest id: the same on both engines).
+    holders = (f"(SELECT order_id, level, argMax(beneficiary_id, (net, beneficiary_id)) AS promoter FROM "
+               f"(SELECT order_id, level, beneficiary_id, sum(amount) AS net FROM {ledger} WHERE level > 0 "
+               f"GROUP BY order_id, level, beneficiary_id) GROUP BY order_id, level)")
+    tagged = f"(SELECT click_id FROM clicks_raw FINAL WHERE campaign = {quote(f.campaign)})"
     narrow = ""
-    if f.promoter:
-        narrow += (f" AND order_id IN (SELECT order_id FROM {ledger} WHERE beneficiary_id = {quote(f.promoter)} "
-                   "AND level = 1 AND kind = 'accrue')")  # their own sales
+    if f.promoter:  # their own sales
+        narrow += f" AND order_id IN (SELECT order_id FROM {holders} WHERE level = 1 AND promoter = {quote(f.promoter)})"
     if f.campaign:
-        narrow += (f" AND click_id IN (SELECT click_id FROM clicks_raw FINAL WHERE {rng} "
-                   f"AND campaign = {quote(f.campaign)})")
+        narrow += f" AND click_id IN {tagged}"
+    # the payment that counts: a second payment of an order (dead-lettered) earned nothing
     attributed = (f"(SELECT order_id, ts, customer_id, promoter_id, click_id, paid_amount FROM orders_raw FINAL "
-                  f"WHERE {rng} AND order_id IN (SELECT order_id FROM {ledger} WHERE level = 1 AND kind = 'accrue')"
+                  f"WHERE {rng} AND event_id IN (SELECT event_id FROM {ledger} WHERE level = 1 AND kind = 'accrue')"
                   f"{narrow})")
     clicks = f"(SELECT * FROM clicks_raw FINAL WHERE {rng}" + (
         f" AND campaign = {quote(f.campaign)}" if f.campaign else "") + (
         f" AND promoter_id = {quote(f.promoter)}" if f.promoter else "") + ")"
     return template.format(
-        ledger=ledger, attributed=attributed, clicks=clicks, rng=rng,
+        ledger=ledger, attributed=attributed, clicks=clicks, rng=rng, holders=holders,
+        only_holder=f"promoter = {quote(f.promoter)}" if f.promoter else "1",
         bindings=f"(SELECT * FROM bindings_raw FINAL WHERE {rng}" + (
             f" AND promoter_id = {quote(f.promoter)}" if f.promoter else "") + ")",
         only_payee=f"payee = {quote(f.promoter)}" if f.promoter else "1",
@@ -99,8 +107,7 @@ def render(template: str, f: Filters) -> str:
         tz=quote(f.timezone), limit=int(f.limit), start=int(f.start_s), end=int(f.end_s),
         promoter=quote(f.promoter), campaign=quote(f.campaign),
         only_promoter=f"beneficiary_id = {quote(f.promoter)}" if f.promoter else "1",
-        only_orders=(f"order_id IN (SELECT order_id FROM orders_raw FINAL WHERE {rng} AND click_id IN "
-                     f"(SELECT click_id FROM clicks_raw FINAL WHERE {rng} AND campaign = {quote(f.campaign)}))"
+        only_orders=(f"order_id IN (SELECT order_id FROM orders_raw FINAL WHERE {rng} AND click_id IN {tagged})"
                      if f.campaign else "1"),
     )
 
@@ -165,15 +172,15 @@ GROUP BY t ORDER BY t
         """
 SELECT promoter, own_gmv, downline_gmv, commission, recruits, team
 FROM (
-    SELECT beneficiary_id AS promoter,
-           sumIf(gmv, lvl = 1) AS own_gmv, sumIf(gmv, lvl > 1) AS downline_gmv, sum(net) AS commission
-    FROM (
-        SELECT beneficiary_id, order_id, min(level) AS lvl, sum(amount) AS net
-        FROM {ledger} WHERE level > 0 AND {only_promoter} GROUP BY beneficiary_id, order_id
-    ) AS lines ANY LEFT JOIN (
-        SELECT order_id, sum(paid_amount) AS gmv FROM orders_raw FINAL WHERE {rng} GROUP BY order_id
-    ) AS paid USING order_id
-    GROUP BY promoter
+    SELECT promoter, own_gmv, downline_gmv, commission FROM (
+        SELECT promoter, sumIf(gmv, level = 1) AS own_gmv, sumIf(gmv, level > 1) AS downline_gmv
+        FROM (SELECT order_id, level, promoter FROM {holders} WHERE {only_holder}) AS h
+        ANY INNER JOIN (SELECT order_id, paid_amount AS gmv FROM {attributed}) AS a USING order_id
+        GROUP BY promoter
+    ) AS g ANY LEFT JOIN (
+        SELECT beneficiary_id AS promoter, sum(amount) AS commission FROM {ledger}
+        WHERE level > 0 AND {only_promoter} GROUP BY promoter
+    ) AS c USING promoter
 ) AS money ANY LEFT JOIN (
     SELECT ancestor AS promoter, countIf(depth = 1) AS recruits, count() AS team
     FROM (
@@ -204,18 +211,16 @@ ORDER BY own_gmv + downline_gmv DESC, promoter LIMIT {limit}
         (("promoter", "promoter id"), ("clicks", "clicks on their links"), ("binds", "customers bound to them"),
          ("orders", "attributed orders they earned level 1 on"), ("gmv", "those orders' paid amount")),
         """
-SELECT promoter, clicks, binds, orders, gmv FROM (
-    SELECT promoter, clicks, binds FROM (
-        SELECT promoter_id AS promoter, count() AS clicks FROM {clicks} GROUP BY promoter
-    ) AS c ANY LEFT JOIN (
-        SELECT promoter_id AS promoter, count() AS binds FROM {bindings} GROUP BY promoter
-    ) AS b USING promoter
-) AS cb ANY LEFT JOIN (
-    SELECT beneficiary_id AS promoter, count() AS orders, sum(gmv) AS gmv FROM (
-        SELECT beneficiary_id, order_id FROM {ledger} WHERE level = 1 AND kind = 'accrue' GROUP BY beneficiary_id, order_id
-    ) AS l ANY INNER JOIN (SELECT order_id, paid_amount AS gmv FROM {attributed}) AS a USING order_id
-    GROUP BY promoter
-) AS o USING promoter
+SELECT promoter, sum(c) AS clicks, sum(b) AS binds, sum(o) AS orders, sum(g) AS gmv FROM (
+    SELECT promoter_id AS promoter, toUInt64(1) AS c, toUInt64(0) AS b, toUInt64(0) AS o, toDecimal64(0, 2) AS g
+    FROM {clicks}
+    UNION ALL
+    SELECT promoter_id, toUInt64(0), toUInt64(1), toUInt64(0), toDecimal64(0, 2) FROM {bindings}
+    UNION ALL
+    SELECT promoter, toUInt64(0), toUInt64(0), toUInt64(1), paid_amount FROM (
+        SELECT order_id, promoter FROM {holders} WHERE level = 1 AND {only_holder}
+    ) AS h ANY INNER JOIN (SELECT order_id, paid_amount FROM {attributed}) AS a USING order_id
+) GROUP BY promoter
 ORDER BY gmv DESC, clicks DESC, promoter LIMIT {limit}
 """),
     Panel(
@@ -347,8 +352,9 @@ BY_NAME = {p.name: p for p in PANELS}
 # Each promoter's own sales (the items of the orders they earned level 1 on): what the
 # recommendations (engine/recommend.py) learn from, for `tuike recommend` and the promoter page.
 PROMOTER_SALES = (
-    "SELECT l.beneficiary_id, i.sku, sum(i.qty) FROM (SELECT DISTINCT order_id, beneficiary_id FROM "
-    "commission_ledger WHERE level = 1 AND kind = 'accrue') AS l ALL INNER JOIN "
+    "SELECT l.beneficiary_id, i.sku, sum(i.qty) FROM (SELECT order_id, argMax(beneficiary_id, (net, beneficiary_id)) "
+    "AS beneficiary_id FROM (SELECT order_id, beneficiary_id, sum(amount) AS net FROM commission_ledger "
+    "WHERE level = 1 GROUP BY order_id, beneficiary_id) GROUP BY order_id) AS l ALL INNER JOIN "
     "(SELECT order_id, sku, qty FROM order_items) AS i USING order_id GROUP BY l.beneficiary_id, i.sku")
 
 # The promoter page (/p/{promoter}): name -> what it shows, per column

@@ -747,6 +747,8 @@ def cmd_settle(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     data_dir = Path(args.data_dir)
     ledger = _open_ledger(args.clickhouse, data_dir)
+    from .state import StateInUse
+
     try:
         t0 = time.perf_counter()
         tell = _settlement_teller(args, config, data_dir, ledger)
@@ -758,6 +760,10 @@ def cmd_settle(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except EvidenceError as exc:
         raise OperationalError(f"the evidence log refuses the settlement: {exc}") from None
+    except StateInUse as exc:
+        raise OperationalError(f"{exc}: settling tells the embedded state what was paid, so stop `tuike serve` (or "
+                               f"`tuike run`) on {data_dir} first, then run tuike settle --period {args.period} "
+                               "(again: it finishes a run that stopped)") from None
     finally:
         ledger.close()
     p = outcome.period.name

@@ -91,8 +91,10 @@ def forecast_all(ledger: Any, window_hours: float, made_at: datetime) -> list[di
     roots = index.roots()
     if not roots:
         return []
-    latest = max(index.members(r)[-1].ts for r in roots)
+    latest = max(m.ts for r in roots for m in index.members(r))
     live = [r for r in roots if index.members(r)[0].ts + 2 * window_hours * 3600 > latest]
+    if not live:
+        return []
     return [{"root_id": fc.root, "window_hours": Decimal(str(window_hours)), "made_at": made_at,
              "size_now": fc.size_now, "early_size": fc.early.size, "trained_on": fc.trained_on,
              "size": _d(fc.forecast.size), "low": _d(fc.forecast.low), "high": _d(fc.forecast.high),
