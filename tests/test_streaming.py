@@ -468,9 +468,11 @@ def test_malformed_messages_go_to_the_dead_letters_and_the_workers_stay_up(kafka
             f"dead_letters table (not engine refusals) vs the topic:\n  table: {table}\n  topic: "
             f"{ {w: topic_dead[w][1].reason for w in expected} }")
 
-        # the good events' money is the embedded run's
+        # the good events' money is the embedded run's. A 200-order shop has too few peers for
+        # stable peer statistics (F13/F14 read them at scoring time, contract §1.2): which orders
+        # are held may differ here; the money outside them may not (the 50k shop bounds holds)
         got.dead = [d for d in got.dead if d[0] == "engine"]
-        compare(reference, got)
+        compare(reference, got, holds_may_differ=True)
         assert_tuike_lag_is_zero(env, 0)
 
 
