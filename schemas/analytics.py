@@ -174,8 +174,9 @@ SELECT promoter, own_gmv, downline_gmv, commission, recruits, team
 FROM (
     SELECT promoter, own_gmv, downline_gmv, commission FROM (
         SELECT promoter, sumIf(gmv, level = 1) AS own_gmv, sumIf(gmv, level > 1) AS downline_gmv
-        FROM (SELECT order_id, level, promoter FROM {holders} WHERE {only_holder}) AS h
-        ANY INNER JOIN (SELECT order_id, paid_amount AS gmv FROM {attributed}) AS a USING order_id
+        FROM (SELECT order_id, level, promoter FROM {holders}
+              WHERE {only_holder} AND order_id IN (SELECT order_id FROM {attributed})) AS h
+        ANY LEFT JOIN (SELECT order_id, paid_amount AS gmv FROM {attributed}) AS a USING order_id
         GROUP BY promoter
     ) AS g ANY LEFT JOIN (
         SELECT beneficiary_id AS promoter, sum(amount) AS commission FROM {ledger}
@@ -218,8 +219,9 @@ SELECT promoter, sum(c) AS clicks, sum(b) AS binds, sum(o) AS orders, sum(g) AS 
     SELECT promoter_id, toUInt64(0), toUInt64(1), toUInt64(0), toDecimal64(0, 2) FROM {bindings}
     UNION ALL
     SELECT promoter, toUInt64(0), toUInt64(0), toUInt64(1), paid_amount FROM (
-        SELECT order_id, promoter FROM {holders} WHERE level = 1 AND {only_holder}
-    ) AS h ANY INNER JOIN (SELECT order_id, paid_amount FROM {attributed}) AS a USING order_id
+        SELECT order_id, promoter FROM {holders}
+        WHERE level = 1 AND {only_holder} AND order_id IN (SELECT order_id FROM {attributed})
+    ) AS h ANY LEFT JOIN (SELECT order_id, paid_amount FROM {attributed}) AS a USING order_id
 ) GROUP BY promoter
 ORDER BY gmv DESC, clicks DESC, promoter LIMIT {limit}
 """),

@@ -123,26 +123,3 @@ def test_the_server_gives_the_same_answers(shop, chdb, tmp_path, clickhouse_url)
     finally:
         server.close()
 
-
-def test_a_moved_attribution_and_a_second_payment_count_once(tmp_path):
-    """A late bind moves o1 from D to B (D keeps an accrue row netted to zero); o2 is paid twice
-    (the second payment is refused): GMV counts each order once, for the promoter who holds it."""
-    from tests.shop import bound, item, joined, paid, ts, with_ids
-
-    events = with_ids([joined("D"), joined("B"), bound("u", "D", ts(4)), paid("o1", "u", ts(5), item("s", "100.00")),
-                       bound("u", "B", ts(2)),  # dated earlier, arrives later: B bound u first
-                       bound("w", "B", ts(2)), paid("o2", "w", ts(6), item("s", "50.00")),
-                       paid("o2", "w", ts(7), item("s", "50.00"))])
-    path = tmp_path / "events.jsonl"
-    write_events(events, path)
-    ledger = open_ledger(None, tmp_path)
-    try:
-        run_events(read_records(path), config=CONFIG, data_dir=tmp_path, ledger=ledger)
-        kpis = run_panel(ledger.query, "kpis", ALL)
-        assert kpis.rows[0][:2] == [2, "150.00"]
-        team = {r[0]: r[1] for r in run_panel(ledger.query, "team_performance", ALL).rows}
-        assert team == {"B": "150.00"}
-        funnel = {r[0]: r[3:] for r in run_panel(ledger.query, "funnel_by_promoter", ALL).rows}
-        assert funnel["B"] == [2, "150.00"] and funnel["D"] == [0, "0.00"]  # D keeps its bind, not the order
-    finally:
-        ledger.close()
