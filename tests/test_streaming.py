@@ -513,7 +513,8 @@ def test_the_sink_waits_out_a_clickhouse_outage_without_losing_or_doubling_rows(
             ok(subprocess.run([str(script), "up"], capture_output=True, text=True, timeout=300))
         wait_until_done(broker=env.broker, settings=env.settings, generation=0, clickhouse=env.clickhouse,
                         workers=env.workers, timeout=180, label="after the outage")
-        compare(reference, summarize_server(env.clickhouse, "after the outage"))
+        # a 200-order shop: holds may differ with arrival order (see the malformed-input test)
+        compare(reference, summarize_server(env.clickhouse, "after the outage"), holds_may_differ=True)
 
 
 # --- test 6: a settlement tells the workers what it paid -----------------------------------
