@@ -3,7 +3,7 @@ of 10,000,000 rows, on the embedded chDB ledger and on the ClickHouse server.
 
     python -m benchmarks.dashboard_queries [--rows 10000000] [--runs 20]     (make bench-dashboard)
         [--clickhouse clickhouse://127.0.0.1:9000/tuike_bench_dashboard] [--engines chdb,server]
-        [--panels kpis,roi_by_rule] [--budget SECONDS] [--rebuild | --build-only | --dry-run] [--seed 1]
+        [--panels kpis,roi_by_rule] [--warmup 3] [--budget SECONDS] [--timeout 60] [--rebuild | --build-only | --dry-run] [--seed 1]
 
 1. *build*: a shop of twelve months (2025-12 .. 2026-11) written straight into the ledgers as
    :class:`sinks.base.Batch` writes of about 200k ledger rows (no engine run, which would
@@ -16,15 +16,17 @@ of 10,000,000 rows, on the embedded chDB ledger and on the ClickHouse server.
    ``bonus``/``tax``/``settle`` rows in the settlement generation). Everything scales with
    ``--rows`` (the ledger rows, about 10M by default); the seed is fixed. The ledgers live in
    ``bench-data/dashboard/chdb`` and in database ``tuike_bench_dashboard`` of the server, each
-   with a ``bench_build`` marker table: a second run finds them and only times. When both are
-   built, the server's is built by a child process at the same time (the work of a write is
-   Python's: converting the rows to typed columns; two processes use the two cores). After a build
-   every table is ``OPTIMIZE … FINAL``-ed (one part per partition: the steady state of a shop
-   whose background merges have caught up, and the same on both engines).
-2. *time*: per engine, every panel with the dashboard's default filters (the last 30 days of the
-   data, bucket ``hour``) and again for one busy promoter, through :func:`tuike.panels.run_panel`
-   (the dashboard's path: SQL, result conversion, cost ratios): 3 warm-up runs, then ``--runs``
-   timed runs (``--budget S``: at least 5, then stop once a panel has taken S seconds). A baseline query (``SELECT count() FROM ledger_entries``) is timed in the same run,
+   with a ``bench_build`` marker table: a second run finds them and only times. The shop is
+   generated into chDB (the work of a write is Python's: converting rows to typed columns) and
+   the server gets a copy of chDB's tables through TabSeparated files and ``clickhouse-client``.
+   After a build every table is ``OPTIMIZE … FINAL``-ed (one part per partition: the steady state
+   of a shop whose background merges have caught up, and the same on both engines).
+2. *time*: per engine, every panel for the last 30 days of the data (bucket ``hour``), again for
+   one busy promoter, and for all twelve months (bucket ``day``), through :func:`tuike.panels.run_panel`
+   (the dashboard's path: SQL, result conversion, cost ratios): ``--warmup`` runs (3), then ``--runs``
+   timed runs (``--budget S``: at least 5, then stop once a panel has taken S seconds); a run
+   longer than ``--timeout`` (60 s) is abandoned (killed on the server) and the panel reported as
+   timed out. A baseline query (``SELECT count() FROM ledger_entries``) is timed in the same run,
    before the panels and a few times between them; the machine is shared and noisy, so the ratio
    of a panel's p50 to the baseline's p50 is what compares across runs. Panels whose p95 is over
    300 ms are marked ``!``.
@@ -40,6 +42,7 @@ import gc
 import hashlib
 import logging
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -56,9 +59,8 @@ from typing import Any, Iterator
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = ROOT / "bench-data" / "dashboard" / "chdb"
 DEFAULT_URL = "clickhouse://127.0.0.1:9000/tuike_bench_dashboard"
-SPEC_VERSION = 1  # bump when the generated shop changes: cached ledgers are rebuilt
+SPEC_VERSION = 2  # bump when the generated shop changes: cached ledgers are rebuilt
 SLOW_MS = 300.0
-WARMUP = 3
 
 UTC = timezone.utc
 START = int(datetime(2025, 12, 1, tzinfo=UTC).timestamp())
@@ -211,6 +213,11 @@ class Shop:
             price = max(990, int(math.exp(rng.gauss(mu[cat], 0.6))) * 100 - 10)  # ….90
             self.sku.append((f"SKU{k:05d}", cat, price))
         self.sku_cum = _cumulative([1.0 / (k + 10) ** 0.8 for k in range(scale.skus)])
+        # promotion links: a promoter shares a few products (and the shop's page, sku ''), not the
+        # whole catalogue; a click lands on one of their links
+        self.links = [tuple(self.sku[bisect.bisect_right(self.sku_cum, rng.random() * self.sku_cum[-1])][0]
+                            if rng.random() < 0.8 else "" for _ in range(1 + min(12, int(rng.lognormvariate(0.8, 0.7)))))
+                      for _ in range(P)]
         self.money = Cents()
         ppm = {r * k for _, rr in (DEFAULT_RULE, *RULES.values()) for r in rr for k in (1, 2)}  # 2: double11
         self.rates = {m: Decimal(m).scaleb(-6) for m in ppm}  # Decimal('0.150000')
@@ -260,8 +267,9 @@ class Shop:
                     return i
             return 0
 
-        def sku_or_shop() -> str:  # a click on a product link, or on the shop's
-            return sku_table[bisect.bisect_right(s_cum, rand() * s_total)][0] if rand() < 0.7 else ""
+        def link_of(promoter: int) -> str:  # the product of one of the promoter's links ('' for the shop)
+            skus = self.links[promoter]
+            return skus[int(rand() * len(skus))]
 
         def add(part: str, event: str, ts: int, sku: str, benef: int, level: int, kind: str, cents: int,
                 rate: Decimal, rule: str, status: str) -> None:
@@ -365,7 +373,7 @@ class Shop:
                     cp = promoter if attributed else pick_promoter(t)
                     ct = t - int(rand() * 7200)
                     n_visitor += 1
-                    facts["clicks"].append(_click(click_id, ct, pid[cp], n_visitor, cid, sku_or_shop(), campaign))
+                    facts["clicks"].append(_click(click_id, ct, pid[cp], n_visitor, cid, link_of(cp), campaign))
                     if attributed and cust not in bound:
                         facts["bindings"].append({"event_id": f"bd-{cid}", "ts": ct + 5, "customer_id": cid,
                                                   "promoter_id": pid[cp], "via": "click", "click_id": click_id})
@@ -382,7 +390,7 @@ class Shop:
                     cp = pick_promoter(t)
                     ct = day_start + int(rand() * DAY)
                     camp = CAMPAIGNS[bisect.bisect_right(camp_cum, rand() * camp_total)]
-                    facts["clicks"].append(_click(k, ct, pid[cp], n_visitor, "", sku_or_shop(), camp))
+                    facts["clicks"].append(_click(k, ct, pid[cp], n_visitor, "", link_of(cp), camp))
                     if rand() < 0.04:
                         v = f"V{n_visitor:09d}"
                         facts["bindings"].append({"event_id": f"bd-{v}", "ts": ct + 3, "customer_id": v,
@@ -536,6 +544,10 @@ class Target:
     ledger: Any
     version: str = ""
     reopen: Any = None  # () -> a fresh ledger, after a reset
+    marker: str = ""  # a comment in every timed query, to find (and kill) an abandoned one on the server
+
+    def timed_query(self, sql: str) -> Any:
+        return self.ledger.query(f"/* {self.marker} */{sql}" if self.marker else sql)
 
 
 def spec_of(rows: int, seed: int) -> str:
@@ -624,9 +636,14 @@ def mark(t: Target, spec: str, counts: Counts, seconds: float) -> None:
 @dataclass
 class Timing:
     panel: str
-    variant: str  # "all" or the promoter
+    variant: str  # the filter's label: 30d, 30d+promoter, 12 months
     ms: list[float]
     rows: int
+    timed_out: float = 0.0  # seconds the run took when it was abandoned (no p50/p95 then)
+
+    @property
+    def slow(self) -> bool:
+        return bool(self.timed_out) or self.p95 > SLOW_MS
 
     @property
     def p50(self) -> float:
@@ -642,20 +659,63 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))] if s else float("nan")
 
 
-def time_engine(t: Target, filters: list[tuple[str, Any]], panels: list[str], runs: int,
-                budget_s: float) -> tuple[list[Timing], Timing, dict, str]:
-    """Each panel under each filter: warm-ups, then ``runs`` timed runs (fewer, but at least 5, when
-    ``budget_s`` is set and the panel's runs would take longer), with the baseline timed before
-    the panels and 3 times after each. Returns the timings, the baseline, the answers of each
-    (to compare engines) and the error that stopped it early, if any."""
+class PanelTimeout(Exception):
+    pass
+
+
+def arm_timeout(t: Target, args: argparse.Namespace) -> None:
+    """Make a query that runs longer than ``--timeout`` fail instead of holding the benchmark: the
+    engine's ``max_execution_time`` and, for the server, a socket timeout (18.16 does not check
+    the limit in every phase, e.g. while sorting) on a connection that does not retry."""
+    if t.name == "server":
+        from sinks.server_sink import ServerLedger
+
+        t.ledger.close()
+        t.ledger = ServerLedger(args.clickhouse, retries=0, send_receive_timeout=args.timeout + 15)
+        t.marker = f"bench-dashboard {os.getpid()}-{time.time_ns()}"
+    t.ledger.query(f"SET max_execution_time = {int(args.timeout)}")
+
+
+def after_timeout(t: Target, args: argparse.Namespace) -> str:
+    """Clean up after an abandoned run; returns a note for the report ('' if nothing to say)."""
     from sinks import LedgerError
+
+    if t.name == "chdb":
+        for _ in range(2):  # the query after a cancelled one can read the rest of its output
+            try:
+                t.ledger.query("SELECT 1")
+            except LedgerError:
+                pass
+        return ""
+    t.ledger.query(f"SET max_execution_time = {int(args.timeout)}")  # a new connection
+    t.ledger.query(f"KILL QUERY WHERE query LIKE '%{t.marker}%' AND query NOT LIKE '%KILL QUERY%' ASYNC")
+    for _ in range(30):
+        left = t.ledger.query(f"SELECT count() FROM system.processes WHERE query LIKE '%{t.marker}%' "
+                              f"AND query NOT LIKE '%system.processes%'").rows[0][0]
+        if not left:
+            return ""
+        time.sleep(2)
+    return ("the server did not stop the abandoned query within 60 s (18.16 does not cancel a query in every "
+            "phase): it keeps running, and the timings after it compete with it")
+
+
+def time_engine(t: Target, filters: list[tuple[str, Any]], panels: list[str], args: argparse.Namespace,
+                ) -> tuple[list[Timing], Timing, dict, str]:
+    """Each panel under each filter: warm-ups, then ``--runs`` timed runs (fewer, but at least 5, when
+    ``--budget`` is set and the panel's runs would take longer), with the baseline timed before
+    the panels and 3 times after each. A run over ``--timeout`` ends the panel (timed out). Returns
+    the timings, the baseline, the answers of each (to compare engines) and the error or note
+    that the run ended with, if any."""
+    from sinks import LedgerError, LedgerUnavailable
     from tuike.panels import run_panel
 
-    query = t.ledger.query
+    runs, budget_s = args.runs, args.budget
+    query = t.timed_query
     base_sql = "SELECT count() FROM ledger_entries"
     baseline: list[float] = []
     out: list[Timing] = []
     answers: dict = {}
+    notes: list[str] = []
 
     def time_baseline(n: int) -> None:
         for _ in range(n):
@@ -663,46 +723,69 @@ def time_engine(t: Target, filters: list[tuple[str, Any]], panels: list[str], ru
             query(base_sql)
             baseline.append((time.perf_counter() - t0) * 1000)
 
+    def once(name: str, f: Any) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        try:
+            data = run_panel(query, name, f)
+        except LedgerError as exc:
+            secs = time.perf_counter() - t0
+            if "Code: 159." in str(exc) or (isinstance(exc, LedgerUnavailable) and secs >= args.timeout):
+                note = after_timeout(t, args)
+                if note and note not in notes:
+                    notes.append(note)
+                raise PanelTimeout(secs) from None
+            raise
+        return data, (time.perf_counter() - t0) * 1000
+
     total = len(filters) * len(panels)
     try:
-        for _ in range(WARMUP):
+        for _ in range(3):  # the baseline's warm-ups
             query(base_sql)
         time_baseline(runs)
         for variant, f in filters:
             for name in panels:
                 started = time.perf_counter()
-                for _ in range(WARMUP):
-                    data = run_panel(query, name, f)
                 ms: list[float] = []
-                while len(ms) < runs:
-                    t0 = time.perf_counter()
-                    data = run_panel(query, name, f)
-                    ms.append((time.perf_counter() - t0) * 1000)
-                    if budget_s and len(ms) >= 5 and time.perf_counter() - started > budget_s:
-                        break
-                answers[(variant, name)] = data.rows
-                x = Timing(name, variant, ms, len(data.rows))
+                x = Timing(name, variant, ms, 0)
+                try:
+                    for _ in range(args.warmup):
+                        data, _ms = once(name, f)
+                    while len(ms) < runs:
+                        data, took = once(name, f)
+                        ms.append(took)
+                        if budget_s and len(ms) >= 5 and time.perf_counter() - started > budget_s:
+                            break
+                    answers[(variant, name)] = data.rows
+                    x.rows = len(data.rows)
+                    say(f"{t.name} {len(out) + 1}/{total} {name} ({variant}): p50 {x.p50:,.1f} ms, "
+                        f"p95 {x.p95:,.1f} ms ({len(ms)} runs, {time.perf_counter() - started:,.0f} s)")
+                except PanelTimeout as exc:
+                    x.timed_out = exc.args[0]
+                    say(f"{t.name} {len(out) + 1}/{total} {name} ({variant}): timed out after "
+                        f"{x.timed_out:,.0f} s (--timeout {args.timeout:g})")
                 out.append(x)
-                say(f"{t.name} {len(out)}/{total} {name} ({_variant(variant)}): p50 {x.p50:,.1f} ms, p95 {x.p95:,.1f} ms "
-                    f"({len(ms)} runs, {time.perf_counter() - started:,.0f} s)")
                 time_baseline(3)
     except LedgerError as exc:
         say(f"{t.name}: stopped: {exc}")
-        return out, Timing("baseline", "", baseline, 1), answers, str(exc).splitlines()[0]
-    return out, Timing("baseline", "", baseline, 1), answers, ""
+        notes.append("stopped early: " + str(exc).splitlines()[0])
+    return out, Timing("baseline", "", baseline, 1), answers, "; ".join(notes)
 
 
 def report(t: Target, timings: list[Timing], base: Timing, header: str, error: str, runs: int) -> str:
     b50 = base.p50
     lines = [f"\n{t.label}: {header}",
-             f"  {'panel':<22}{'filter':<10}{'rows':>6}{'runs':>6}{'p50 ms':>10}{'p95 ms':>10}{'p50/base':>10}",
-             f"  {'baseline count()':<22}{'':<10}{1:>6}{len(base.ms):>6}{b50:>10.1f}{base.p95:>10.1f}{1:>10.1f}"]
+             f"  {'panel':<22}{'filter':<14}{'rows':>6}{'runs':>6}{'p50 ms':>10}{'p95 ms':>10}{'p50/base':>10}",
+             f"  {'baseline count()':<22}{'':<14}{1:>6}{len(base.ms):>6}{b50:>10.1f}{base.p95:>10.1f}{1:>10.1f}"]
     for x in timings:
-        flag = "  !" if x.p95 > SLOW_MS else ""
-        lines.append(f"  {x.panel:<22}{_variant(x.variant):<10}{x.rows:>6}{len(x.ms):>6}{x.p50:>10.1f}{x.p95:>10.1f}"
+        if x.timed_out:
+            lines.append(f"  {x.panel:<22}{x.variant:<14}{'-':>6}{len(x.ms):>6}"
+                         f"{'timed out after ' + format(x.timed_out, ',.0f') + ' s':>30}  !")
+            continue
+        flag = "  !" if x.slow else ""
+        lines.append(f"  {x.panel:<22}{x.variant:<14}{x.rows:>6}{len(x.ms):>6}{x.p50:>10.1f}{x.p95:>10.1f}"
                      f"{x.p50 / b50:>10.1f}{flag}")
     if error:
-        lines.append(f"  stopped early: {error}")
+        lines.append(f"  note: {error}")
     lines.append(f"  ! = p95 over {SLOW_MS:.0f} ms; rows = rows the panel returned; p50/base = p50 / the baseline's p50 "
                  f"(SELECT count() FROM ledger_entries, timed {len(base.ms)} times across the run)")
     return "\n".join(lines)
@@ -711,17 +794,17 @@ def report(t: Target, timings: list[Timing], base: Timing, header: str, error: s
 def summary(t: Target, timings: list[Timing], base: Timing, error: str) -> str:
     if not timings:
         return f"{t.name}: no panel timed ({error})"
-    slow = [x for x in timings if x.p95 > SLOW_MS]
-    worst = max(timings, key=lambda x: x.p95)
-    p50s = sum(x.p50 for x in timings)
-    return (f"{t.name}: {len(timings)} panel queries, p50 sum {p50s:,.0f} ms = {p50s / base.p50:,.0f} x the baseline "
-            f"(p50 {base.p50:.1f} ms); worst p95 {worst.p95:,.0f} ms ({worst.panel}, {_variant(worst.variant)}); "
-            f"{len(slow)} with p95 over {SLOW_MS:.0f} ms"
-            + (f" ({len({x.panel for x in slow})} panels)" if slow else "") + (f"; stopped early: {error}" if error else ""))
-
-
-def _variant(v: str) -> str:
-    return "all" if v == "all" else "promoter"
+    slow = [x for x in timings if x.slow]
+    done = [x for x in timings if not x.timed_out]
+    timed_out = [f"{x.panel} ({x.variant})" for x in timings if x.timed_out]
+    p50s = sum(x.p50 for x in done)
+    worst = max(done, key=lambda x: x.p95) if done else None
+    return (f"{t.name}: {len(done)} panel queries timed, p50 sum {p50s:,.0f} ms = {p50s / base.p50:,.0f} x the baseline "
+            f"(p50 {base.p50:.1f} ms)"
+            + (f"; worst p95 {worst.p95:,.0f} ms ({worst.panel}, {worst.variant})" if worst else "")
+            + f"; {len(slow)} of {len(timings)} with p95 over {SLOW_MS:.0f} ms"
+            + (f" ({len({x.panel for x in slow})} panels)" if slow else "")
+            + (f"; timed out: {', '.join(timed_out)}" if timed_out else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -782,52 +865,78 @@ def build_into(todo: list[Target], args: argparse.Namespace, scale: Scale, spec:
         mark(t, spec, counts, secs + o)
 
 
-def ensure_built(targets: list[Target], args: argparse.Namespace, scale: Scale, spec: str) -> set[str]:
-    """Build the targets that do not hold the shop yet; returns their names.
+def copy_to_server(src: Target, dst: Target, args: argparse.Namespace) -> float:
+    """Fill the server's ledger with a copy of chDB's: each built table leaves chDB as a
+    TabSeparated file and enters the server through ``clickhouse-client`` (C++ on both sides; the
+    same rows written through the Python sink would take the better part of an hour). The tables
+    have the same DDL on both engines, so ``SELECT *`` lines up; the row counts are checked."""
+    client = shutil.which("clickhouse-client") or "/usr/bin/clickhouse-client"
+    if not Path(client).exists():
+        raise SystemExit("clickhouse-client is not installed: run deploy/clickhouse.sh up (it installs it), then this again")
+    url = dst.ledger.url
+    reset(dst, args)
+    t0 = time.perf_counter()
+    tmp = args.dir.parent / "copy.tsv"
+    for table in BUILT_TABLES:
+        cols_of = lambda t: [tuple(r[:2]) for r in t.ledger.query(f"DESCRIBE TABLE {table}").rows]  # noqa: E731
+        if cols_of(src) != cols_of(dst):
+            raise SystemExit(f"{table}: chDB and the server have different columns: {cols_of(src)} vs {cols_of(dst)}")
+        tmp.unlink(missing_ok=True)
+        src.ledger.query(f"INSERT INTO FUNCTION file('{tmp}', 'TabSeparated') SELECT * FROM {table}")
+        cmd = [client, "--host", url.host, "--port", str(url.port), "--user", url.user, "--database", url.database,
+               "--query", f"INSERT INTO {table} FORMAT TabSeparated"] + (["--password", url.password] if url.password else [])
+        with tmp.open("rb") as f:
+            done = subprocess.run(cmd, stdin=f, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"{table}: clickhouse-client failed (exit {done.returncode}): {done.stderr.strip()[:400]}")
+        n_src = int(src.ledger.query(f"SELECT count() FROM {table}").rows[0][0])
+        n_dst = int(dst.ledger.query(f"SELECT count() FROM {table}").rows[0][0])
+        if n_src != n_dst:
+            raise SystemExit(f"{table}: copied {n_dst:,} rows of {n_src:,}")
+        say(f"build server: {table}: {n_dst:,} rows copied from chDB ({tmp.stat().st_size / 1e6:,.0f} MB of TSV; "
+            f"{time.perf_counter() - t0:,.0f} s so far)")
+    tmp.unlink(missing_ok=True)
+    return time.perf_counter() - t0
 
-    With both to build, the server's is built by a child process of its own while this one builds
-    chDB's: generating the shop twice costs less than the Python work of writing it twice in one
-    process (each ``Ledger.write`` turns the rows into typed columns itself), and the machine has
-    two cores."""
-    todo = []
+
+def ensure_built(targets: list[Target], args: argparse.Namespace, scale: Scale, spec: str) -> set[str]:
+    """Build the targets that do not hold the shop yet; returns their names. The shop is generated
+    into chDB (opened for the purpose if only the server is timed) and the server gets a copy."""
+    status = {}
     for t in targets:
-        ok, why = (False, "--rebuild") if args.rebuild else cached(t, spec)
-        say(f"{t.name}: {'cached: ' if ok else 'to build: '}{why}")
-        if not ok:
-            todo.append(t)
-    server = next((t for t in todo if t.name == "server"), None)
-    child = None
-    if server is not None and len(todo) > 1:
-        cmd = [sys.executable, "-m", "benchmarks.dashboard_queries", "--engines", "server", "--build-only",
-               "--rows", str(args.rows), "--seed", str(args.seed), "--clickhouse", args.clickhouse,
-               "--batch-rows", str(args.batch_rows)] + (["--rebuild"] if args.rebuild else [])
-        server.ledger.close()
-        say(f"server: building in a child process (its progress lines say 'build server')")
-        child = subprocess.Popen(cmd, cwd=ROOT, stdout=sys.stderr)
-        todo.remove(server)
-    try:
-        if todo:
-            build_into(todo, args, scale, spec)
-    finally:
-        if child is not None:
-            rc = child.wait()
-            server.ledger = server.reopen()
-    names = {t.name for t in todo} | ({"server"} if child is not None else set())
-    if child is not None:
-        ok, why = cached(server, spec)
-        if rc != 0 or not ok:
-            say(f"server: the build failed (exit {rc}; {why}): timing chDB only")
-            server.ledger.close()
-            targets.remove(server)
-    return names
+        status[t.name] = (False, "--rebuild") if args.rebuild else cached(t, spec)
+        say(f"{t.name}: {'cached: ' if status[t.name][0] else 'to build: '}{status[t.name][1]}")
+    built: set[str] = set()
+    server = next((t for t in targets if t.name == "server" and not status["server"][0]), None)
+    chdb = next((t for t in targets if t.name == "chdb"), None)
+    if chdb is None and server is not None:
+        chdb = open_targets(argparse.Namespace(**{**vars(args), "engines": "chdb"}))[0]
+        status["chdb"] = (False, "--rebuild") if args.rebuild else cached(chdb, spec)
+    if chdb is not None and not status["chdb"][0]:
+        build_into([chdb], args, scale, spec)
+        built.add("chdb")
+    if server is not None:
+        secs = copy_to_server(chdb, server, args)
+        o = optimize(server)
+        say(f"build server: copied in {secs:,.1f} s, OPTIMIZE … FINAL {o:.1f} s")
+        counts = Counts(ledger=int(chdb.ledger.query("SELECT ledger_rows FROM bench_build ORDER BY built_at DESC LIMIT 1").rows[0][0]))
+        counts.facts["all"] = int(chdb.ledger.query("SELECT fact_rows FROM bench_build ORDER BY built_at DESC LIMIT 1").rows[0][0])
+        mark(server, spec, counts, secs + o)
+        built.add("server")
+    if chdb not in targets:
+        chdb.ledger.close()
+    return built
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.dashboard_queries", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000, help="ledger rows to generate (default 10,000,000)")
-    ap.add_argument("--runs", type=int, default=20, help="timed runs per panel (after 3 warm-ups; default 20)")
+    ap.add_argument("--runs", type=int, default=20, help="timed runs per panel (after the warm-ups; default 20)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed runs of a panel before its timed runs (default 3)")
     ap.add_argument("--budget", type=float, default=0, metavar="SECONDS",
                     help="stop timing a panel after this long once it has 5 runs (default 0: always --runs)")
+    ap.add_argument("--timeout", type=float, default=60, metavar="SECONDS",
+                    help="a panel run longer than this is abandoned and the panel reported as timed out (default 60)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--clickhouse", default=DEFAULT_URL, help=f"the server ledger (default {DEFAULT_URL})")
     ap.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the chDB data dir (default bench-data/dashboard/chdb)")
@@ -874,12 +983,15 @@ def main(argv: list[str] | None = None) -> int:
             f"GROUP BY beneficiary_id ORDER BY n DESC, beneficiary_id LIMIT 1").rows
         promoter = busy[0][0] if busy else "P000000"
         orders_busy = int(busy[0][1]) if busy else 0
-        filters = [("all", default), (promoter, Filters(default.start_s, default.end_s, "hour", promoter=promoter))]
+        filters = [("30d", default), ("30d+promoter", Filters(default.start_s, default.end_s, "hour", promoter=promoter)),
+                   ("12 months", Filters(START, end + 1, "day"))]
         header_range = (f"{datetime.fromtimestamp(default.start_s, UTC):%Y-%m-%d %H:%M} .. "
-                        f"{datetime.fromtimestamp(default.end_s, UTC):%Y-%m-%d %H:%M:%S} UTC, bucket hour; "
+                        f"{datetime.fromtimestamp(default.end_s, UTC):%Y-%m-%d %H:%M:%S} UTC, bucket hour (12 months: bucket day); "
                         f"promoter = {promoter} ({orders_busy:,} level-1 accruals in the range)")
-        print(f"dashboard queries: {len(panels)} panels x 2 filters, {WARMUP} warm-ups + {args.runs} timed runs each; "
-              f"{header_range}")
+        sql_id = hashlib.sha256((ROOT / "schemas" / "analytics.py").read_bytes()).hexdigest()[:12]
+        print(f"dashboard queries (schemas/analytics.py {sql_id}): {len(panels)} panels x {len(filters)} filters, {args.warmup} warm-ups + "
+              f"{args.runs} timed runs each" + (f" (at most {args.budget:g} s a panel once it has 5)" if args.budget else "")
+              + f", --timeout {args.timeout:g} s; {header_range}")
         results = []
         for t in targets:
             try:
@@ -888,7 +1000,8 @@ def main(argv: list[str] | None = None) -> int:
             except LedgerError as exc:
                 print(f"\n{t.label}: not timed: {str(exc).splitlines()[0]}", flush=True)
                 continue
-            timings, base, answers, error = time_engine(t, filters, panels, args.runs, args.budget)
+            arm_timeout(t, args)
+            timings, base, answers, error = time_engine(t, filters, panels, args)
             print(report(t, timings, base, f"ledger {n:,} rows ({note})", error, args.runs), flush=True)
             results.append((t, timings, base, answers, error))
             if t.name == "chdb" and len(targets) > 1:
@@ -896,7 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(results) == 2:
             a, b = results[0][3], results[1][3]
             both = [k for k in a if k in b]
-            differ = sorted({f"{name} ({_variant(v)})" for (v, name) in both if a[(v, name)] != b[(v, name)]})
+            differ = sorted({f"{name} ({v})" for (v, name) in both if a[(v, name)] != b[(v, name)]})
             print(f"\nsame answers on both engines: {len(both) - len(differ)} of {len(both)} panel queries"
                   + (f"; different: {', '.join(differ)}" if differ else ""))
         print()

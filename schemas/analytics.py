@@ -12,6 +12,10 @@ and the ledger's live generation plus the settlement rows, exactly as the analys
 but it puts the time filter *inside* the ``FINAL`` read, so only the partitions (months) of the
 period are read: the views would collapse the whole table first.
 
+Sorting: ClickHouse 18.16 stalls (minutes, and the query cannot be cancelled) on an ``ORDER BY`` of
+several keys whose first is a Decimal over a large result, so such orders sort by the amount in
+cents as an integer (``toInt64(x * 100)``): the same order, exact.
+
 Team performance (团队业绩) is for display only: it never feeds money.
 """
 from __future__ import annotations
@@ -78,27 +82,46 @@ def render(template: str, f: Filters) -> str:
             f"OR generation = {SETTLEMENT_GENERATION})")
     ledger = (f"(SELECT entry_id, event_id, ts, order_id, item_sku, customer_id, beneficiary_id, level, kind, "
               f"amount, rate, rule_id, currency, status_after FROM ledger_entries FINAL WHERE {live} AND {rng})")
+    # Existence and max need no FINAL (a row written twice is the same row): sums and counts do.
+    raw = f"ledger_entries WHERE {live} AND {rng}"
     # A late bind or a ban moves a level to another promoter: the one who lost it keeps an accrue
     # row netted to zero by a reverse. The holder is the promoter with the largest net (ties, such
-    # as a fully refunded order, to the largest id: the same on both engines).
-    holders = (f"(SELECT order_id, level, argMax(beneficiary_id, (net, beneficiary_id)) AS promoter FROM "
-               f"(SELECT order_id, level, beneficiary_id, sum(amount) AS net FROM {ledger} WHERE level > 0 "
-               f"GROUP BY order_id, level, beneficiary_id) GROUP BY order_id, level)")
+    # as a fully refunded order, to the largest id: the same on both engines). Only accrue and
+    # reverse rows change a promoter's net on an order: hold, release and confirm move an amount
+    # between statuses of the same promoter (a pair summing to zero), so the others are not read.
+    holders, level1_holders = (
+        f"(SELECT order_id, level, argMax(beneficiary_id, (net, beneficiary_id)) AS promoter FROM "
+        f"(SELECT order_id, level, beneficiary_id, sum(amount) AS net FROM ledger_entries FINAL WHERE {live} AND {rng} "
+        f"AND {levels} AND kind IN ('accrue', 'reverse') GROUP BY order_id, level, beneficiary_id) GROUP BY order_id, level)"
+        for levels in ("level > 0", "level = 1"))
+    # what is held now on the orders scored and held in the range (a hold comes after the score's
+    # range began); deduplicated by entry, which on this small set is cheaper than FINAL
+    held_now = (f"(SELECT held_order AS order_id, sum(held_entry) AS held_amount FROM ("
+                f"SELECT any(order_id) AS held_order, any(amount) AS held_entry FROM ledger_entries "
+                f"WHERE {live} AND ts >= toDateTime({int(f.start_s)}) AND status_after = 'held' AND order_id IN "
+                f"(SELECT order_id FROM fraud_scores_raw WHERE held = 1 AND {rng}) GROUP BY generation, entry_id) "
+                f"GROUP BY held_order)")
     tagged = f"(SELECT click_id FROM clicks_raw FINAL WHERE campaign = {quote(f.campaign)})"
     narrow = ""
     if f.promoter:  # their own sales
-        narrow += f" AND order_id IN (SELECT order_id FROM {holders} WHERE level = 1 AND promoter = {quote(f.promoter)})"
+        narrow += f" AND order_id IN (SELECT order_id FROM {level1_holders} WHERE promoter = {quote(f.promoter)})"
     if f.campaign:
         narrow += f" AND click_id IN {tagged}"
     # the payment that counts: a second payment of an order (dead-lettered) earned nothing
     attributed = (f"(SELECT order_id, ts, customer_id, promoter_id, click_id, paid_amount FROM orders_raw FINAL "
-                  f"WHERE {rng} AND event_id IN (SELECT event_id FROM {ledger} WHERE level = 1 AND kind = 'accrue')"
+                  f"WHERE {rng} AND event_id IN (SELECT event_id FROM {raw} AND level = 1 AND kind = 'accrue')"
                   f"{narrow})")
+    # the attributed orders with the campaign of their click (a click of the range that an order
+    # of the range names; a row written twice is the same row, so the lookup needs no FINAL)
+    campaign_orders = (f"(SELECT order_id, campaign, paid_amount FROM (SELECT order_id, click_id, paid_amount FROM "
+                       f"{attributed}) AS a ANY LEFT JOIN (SELECT click_id, campaign FROM clicks_raw WHERE {rng} AND "
+                       f"click_id IN (SELECT click_id FROM orders_raw WHERE {rng} AND click_id != '')) AS c USING click_id)")
     clicks = f"(SELECT * FROM clicks_raw FINAL WHERE {rng}" + (
         f" AND campaign = {quote(f.campaign)}" if f.campaign else "") + (
         f" AND promoter_id = {quote(f.promoter)}" if f.promoter else "") + ")"
     return template.format(
-        ledger=ledger, attributed=attributed, clicks=clicks, rng=rng, holders=holders,
+        ledger=ledger, held_now=held_now, attributed=attributed, clicks=clicks, rng=rng, holders=holders,
+        level1_holders=level1_holders, campaign_orders=campaign_orders, raw=raw,
         only_holder=f"promoter = {quote(f.promoter)}" if f.promoter else "1",
         bindings=f"(SELECT * FROM bindings_raw FINAL WHERE {rng}" + (
             f" AND promoter_id = {quote(f.promoter)}" if f.promoter else "") + ")",
@@ -173,10 +196,9 @@ GROUP BY t ORDER BY t
 SELECT promoter, own_gmv, downline_gmv, commission, recruits, team
 FROM (
     SELECT promoter, own_gmv, downline_gmv, commission FROM (
-        SELECT promoter, sumIf(gmv, level = 1) AS own_gmv, sumIf(gmv, level > 1) AS downline_gmv
-        FROM (SELECT order_id, level, promoter FROM {holders}
-              WHERE {only_holder} AND order_id IN (SELECT order_id FROM {attributed})) AS h
-        ANY LEFT JOIN (SELECT order_id, paid_amount AS gmv FROM {attributed}) AS a USING order_id
+        SELECT promoter, sumIf(paid_amount, level = 1) AS own_gmv, sumIf(paid_amount, level > 1) AS downline_gmv
+        FROM (SELECT order_id, paid_amount FROM {attributed}) AS a
+        ALL INNER JOIN (SELECT order_id, level, promoter FROM {holders} WHERE {only_holder}) AS h USING order_id
         GROUP BY promoter
     ) AS g ANY LEFT JOIN (
         SELECT beneficiary_id AS promoter, sum(amount) AS commission FROM {ledger}
@@ -203,7 +225,7 @@ FROM (
         )
     ) WHERE ancestor != '' GROUP BY ancestor
 ) AS tree USING promoter
-ORDER BY own_gmv + downline_gmv DESC, promoter LIMIT {limit}
+ORDER BY toInt64((own_gmv + downline_gmv) * 100) DESC, promoter LIMIT {limit}
 """),
     Panel(
         "funnel_by_promoter", "promotion", "Click → bind → order, per promoter",
@@ -218,12 +240,11 @@ SELECT promoter, sum(c) AS clicks, sum(b) AS binds, sum(o) AS orders, sum(g) AS 
     UNION ALL
     SELECT promoter_id, toUInt64(0), toUInt64(1), toUInt64(0), toDecimal64(0, 2) FROM {bindings}
     UNION ALL
-    SELECT promoter, toUInt64(0), toUInt64(0), toUInt64(1), paid_amount FROM (
-        SELECT order_id, promoter FROM {holders}
-        WHERE level = 1 AND {only_holder} AND order_id IN (SELECT order_id FROM {attributed})
-    ) AS h ANY LEFT JOIN (SELECT order_id, paid_amount FROM {attributed}) AS a USING order_id
+    SELECT promoter, toUInt64(0), toUInt64(0), toUInt64(1), paid_amount
+    FROM (SELECT order_id, paid_amount FROM {attributed}) AS a
+    ALL INNER JOIN (SELECT order_id, promoter FROM {level1_holders} WHERE {only_holder}) AS h USING order_id
 ) GROUP BY promoter
-ORDER BY gmv DESC, clicks DESC, promoter LIMIT {limit}
+ORDER BY toInt64(gmv * 100) DESC, clicks DESC, promoter LIMIT {limit}
 """),
     Panel(
         "funnel_by_link", "promotion", "Click → bind → order, per link",
@@ -234,17 +255,16 @@ ORDER BY gmv DESC, clicks DESC, promoter LIMIT {limit}
          ("orders", "attributed orders that name one of them"), ("gmv", "their paid amount")),
         """
 SELECT promoter, sku, campaign, count() AS clicks, sum(bound) AS binds, sum(ordered) AS orders, sum(paid) AS gmv
-FROM (
-    SELECT click_id, promoter, sku, campaign, bound FROM (
-        SELECT click_id, promoter_id AS promoter, sku, campaign FROM {clicks}
-    ) AS c ANY LEFT JOIN (
-        SELECT click_id, toUInt64(1) AS bound FROM {bindings} WHERE click_id != '' GROUP BY click_id
-    ) AS b USING click_id
-) AS cb ANY LEFT JOIN (
-    SELECT click_id, count() AS ordered, sum(paid_amount) AS paid FROM {attributed} WHERE click_id != ''
-    GROUP BY click_id
-) AS o USING click_id
-GROUP BY promoter, sku, campaign ORDER BY gmv DESC, clicks DESC, promoter, sku, campaign LIMIT {limit}
+FROM (SELECT click_id, promoter_id AS promoter, sku, campaign FROM {clicks}) AS c
+ANY LEFT JOIN (
+    SELECT click_id, sum(b) AS bound, sum(o) AS ordered, sum(g) AS paid FROM (
+        SELECT click_id, toUInt64(1) AS b, toUInt64(0) AS o, toDecimal64(0, 2) AS g
+        FROM (SELECT DISTINCT click_id FROM {bindings} WHERE click_id != '')
+        UNION ALL
+        SELECT click_id, toUInt64(0), count(), sum(paid_amount) FROM {attributed} WHERE click_id != '' GROUP BY click_id
+    ) GROUP BY click_id
+) AS x USING click_id
+GROUP BY promoter, sku, campaign ORDER BY toInt64(gmv * 100) DESC, clicks DESC, promoter, sku, campaign LIMIT {limit}
 """),
     Panel(
         "roi_by_campaign", "promotion", "Commission cost versus GMV, per campaign",
@@ -256,18 +276,15 @@ GROUP BY promoter, sku, campaign ORDER BY gmv DESC, clicks DESC, promoter, sku, 
         """
 SELECT campaign, clicks, orders, gmv, commission
 FROM (
-    SELECT campaign, count() AS orders, sum(paid_amount) AS gmv, sum(net) AS commission FROM (
-        SELECT order_id, campaign, paid_amount FROM (
-            SELECT order_id, click_id, paid_amount FROM {attributed}
-        ) AS a ANY LEFT JOIN (SELECT click_id, campaign FROM clicks_raw FINAL WHERE {rng}) AS c USING click_id
-    ) AS ac ANY LEFT JOIN (
+    SELECT campaign, count() AS orders, sum(paid_amount) AS gmv, sum(net) AS commission
+    FROM {campaign_orders} AS o ANY LEFT JOIN (
         SELECT order_id, sum(amount) AS net FROM {ledger} WHERE level > 0 GROUP BY order_id
     ) AS l USING order_id
     GROUP BY campaign
 ) AS money ANY LEFT JOIN (
     SELECT campaign, count() AS clicks FROM {clicks} GROUP BY campaign
 ) AS k USING campaign
-ORDER BY gmv DESC, campaign LIMIT {limit}
+ORDER BY toInt64(gmv * 100) DESC, campaign LIMIT {limit}
 """),
     Panel(
         "roi_by_rule", "promotion", "Commission cost versus GMV, per rule",
@@ -281,18 +298,18 @@ ORDER BY gmv DESC, campaign LIMIT {limit}
 SELECT rule_id, lines, gmv, commission
 FROM (
     SELECT rule_id, count() AS lines, sum(item_paid) AS gmv FROM (
-        SELECT order_id, item_sku, any(rule_id) AS rule_id FROM {ledger}
-        WHERE level = 1 AND kind = 'accrue' AND {only_promoter} AND {only_orders} GROUP BY order_id, item_sku
+        SELECT order_id, item_sku, any(rule_id) AS rule_id FROM {raw}
+        AND level = 1 AND kind = 'accrue' AND {only_promoter} AND {only_orders} GROUP BY order_id, item_sku
     ) AS r ANY LEFT JOIN (
-        SELECT order_id, sku AS item_sku, paid_amount AS item_paid FROM order_items_raw FINAL
-        WHERE order_id IN (SELECT order_id FROM orders_raw FINAL WHERE {rng})
+        SELECT order_id, sku AS item_sku, paid_amount AS item_paid FROM order_items_raw
+        WHERE order_id IN (SELECT order_id FROM orders_raw WHERE {rng})
     ) AS i USING order_id, item_sku
     GROUP BY rule_id
 ) AS base ANY LEFT JOIN (
     SELECT rule_id, sum(amount) AS commission FROM {ledger} WHERE level > 0 AND {only_promoter} AND {only_orders}
     GROUP BY rule_id
 ) AS c USING rule_id
-ORDER BY gmv DESC, rule_id LIMIT {limit}
+ORDER BY toInt64(gmv * 100) DESC, rule_id LIMIT {limit}
 """),
     Panel(
         "holds_by_reason", "risk", "Fraud holds by reason",
@@ -303,11 +320,11 @@ ORDER BY gmv DESC, rule_id LIMIT {limit}
         """
 SELECT reason, count() AS orders, sum(held_amount) AS held FROM (
     SELECT order_id, arrayJoin(splitByChar(',', top_reasons)) AS reason FROM (
-        SELECT order_id, argMax(reasons, score) AS top_reasons FROM fraud_scores_raw FINAL
+        SELECT order_id, argMax(reasons, score) AS top_reasons FROM fraud_scores_raw
         WHERE held = 1 AND {rng} GROUP BY order_id
     )
 ) AS r ANY LEFT JOIN (
-    SELECT order_id, sum(amount) AS held_amount FROM {ledger} WHERE status_after = 'held' GROUP BY order_id
+    SELECT order_id, held_amount FROM {held_now}
 ) AS h USING order_id
 WHERE reason != '' GROUP BY reason ORDER BY orders DESC, reason
 """),
@@ -315,23 +332,19 @@ WHERE reason != '' GROUP BY reason ORDER BY orders DESC, reason
         "review_queue", "risk", "Review queue",
         "Held orders scored in the range that nobody has decided yet, most money first (as `tuike review list`).",
         (("order_id", "order"), ("score", "highest fraud score"), ("reasons", "its reason codes"),
-         ("promoter", "level-1 promoter scored"), ("held", "commission held on it")),
+         ("promoter", "level-1 promoter scored"), ("held", "commission held on it (rows since the range began)")),
         """
 SELECT order_id, top_score AS score, top_reasons AS reasons, promoter, held_amount AS held FROM (
     SELECT order_id, max(score) AS top_score, argMax(reasons, score) AS top_reasons,
            argMax(promoter_id, score) AS promoter
-    FROM fraud_scores_raw FINAL
+    FROM fraud_scores_raw
     WHERE held = 1 AND {rng}
-      AND order_id NOT IN (SELECT order_id FROM order_events_raw FINAL WHERE type = 'review.decided')
+      AND order_id NOT IN (SELECT order_id FROM order_events_raw WHERE type = 'review.decided' AND ts >= toDateTime({start}))
     GROUP BY order_id
 ) AS queue ANY LEFT JOIN (
-    SELECT order_id, sum(amount) AS held_amount FROM ledger_entries FINAL
-    WHERE (generation = (SELECT max(generation) FROM ledger_generations) OR generation = 4294967295)
-      AND status_after = 'held' AND order_id IN (
-        SELECT order_id FROM fraud_scores_raw FINAL WHERE held = 1 AND {rng})
-    GROUP BY order_id
+    SELECT order_id, held_amount FROM {held_now}
 ) AS h USING order_id
-ORDER BY held DESC, score DESC, order_id LIMIT {limit}
+ORDER BY toInt64(held * 100) DESC, toInt64(score * 1000000) DESC, order_id LIMIT {limit}
 """),
     Panel(
         "payouts_by_period", "risk", "Payable and withheld tax per period",

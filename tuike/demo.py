@@ -84,7 +84,7 @@ SQL_SCHEDULED = ("SELECT sum(amount) AS confirming, min(ts) AS first, max(ts) AS
 SQL_TOP = ("SELECT beneficiary_id, sum(net) AS earned, countIf(level = 1 AND net > 0) AS direct_orders, "
            "uniqExactIf(order_id, net > 0) AS orders FROM (SELECT beneficiary_id, order_id, level, sum(amount) AS net "
            "FROM commission_ledger GROUP BY beneficiary_id, order_id, level) GROUP BY beneficiary_id "
-           "ORDER BY earned DESC, beneficiary_id LIMIT 10")
+           "ORDER BY toInt64(earned * 100) DESC, beneficiary_id LIMIT 10")  # see schemas/analytics.py: Sorting
 SQL_CLAWBACK = ("SELECT -sum(amount) AS reversed, uniqExact(order_id) AS orders FROM commission_ledger "
                 "WHERE kind = 'reverse'")
 # A refund retried under its refund_id counts once (its earliest delivery, as the engine does).

@@ -22,7 +22,7 @@ FROM (
     WHERE status_after = 'held'
     GROUP BY order_id
 ) AS held USING order_id
-ORDER BY held_amount DESC, top_score DESC, order_id
+ORDER BY toInt64(held_amount * 100) DESC, toInt64(top_score * 1000000) DESC, order_id
 LIMIT {limit}
 """
 
