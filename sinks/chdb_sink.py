@@ -42,6 +42,11 @@ _SESSION_SETTINGS = (
     "SET output_format_json_quote_decimals = 1",
     "SET output_format_json_quote_64bit_integers = 1",
     "SET date_time_output_format = 'unix_timestamp'",
+    # FINAL collapses rows within a partition only: a row and its copies share the partition (its
+    # time is part of it; background merges never cross partitions either). Without this, chDB's
+    # FINAL merges the whole table whatever the time filter (2 s instead of 30 ms on a month of a
+    # 10M-row ledger). ClickHouse 18.16 has no such setting and merges per partition anyway.
+    "SET do_not_merge_across_partitions_select_final = 1",
 )
 _ARROW_TS = pa.timestamp("s", tz="UTC")
 _ARROW_TYPE = {"s": pa.string(), "dt": _ARROW_TS, "u8": pa.uint8(), "u32": pa.uint32(),
