@@ -61,10 +61,11 @@ bench-settle: $(STAMP)
 # Every dashboard panel (schemas/analytics.py) timed on a generated ledger of 10,000,000 rows, on
 # chDB and on the ClickHouse server: p50/p95 per panel and as a ratio to a baseline query of the
 # same run (benchmarks/dashboard_queries.py). The ledgers are cached (bench-data/dashboard/chdb,
-# database tuike_bench_dashboard): the first run builds them (many minutes), later runs only time.
+# database tuike_bench_dashboard): the first run builds them (~10 min: chDB generated, the server a
+# copy), later runs only time (~25 min, most of it the 12-month queries on the server).
 # Starts ClickHouse like `make test` and stops it afterwards only if it started it; if the server
 # cannot start, only chDB is timed.
-# Options: make bench-dashboard BENCH_DASHBOARD_ARGS="--rows 500000 --runs 10"
+# Options: make bench-dashboard BENCH_DASHBOARD_ARGS="--rows 500000 --runs 20 --budget 0"
 bench-dashboard: $(STAMP)
 	@clickhouse_was_up=0; \
 	deploy/clickhouse.sh status >/dev/null 2>&1 && clickhouse_was_up=1; \

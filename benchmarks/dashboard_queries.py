@@ -1,9 +1,9 @@
 """Every analytical query (schemas/analytics.py: the dashboard panels) timed on a generated ledger
 of 10,000,000 rows, on the embedded chDB ledger and on the ClickHouse server.
 
-    python -m benchmarks.dashboard_queries [--rows 10000000] [--runs 20]     (make bench-dashboard)
+    python -m benchmarks.dashboard_queries [--rows 10000000] [--runs 10]     (make bench-dashboard)
         [--clickhouse clickhouse://127.0.0.1:9000/tuike_bench_dashboard] [--engines chdb,server]
-        [--panels kpis,roi_by_rule] [--warmup 3] [--budget SECONDS] [--timeout 60] [--rebuild | --build-only | --dry-run] [--seed 1]
+        [--panels kpis,roi_by_rule] [--warmup 1] [--budget 8] [--timeout 40] [--rebuild | --build-only | --dry-run] [--seed 1]
 
 1. *build*: a shop of twelve months (2025-12 .. 2026-11) written straight into the ledgers as
    :class:`sinks.base.Batch` writes of about 200k ledger rows (no engine run, which would
@@ -23,9 +23,9 @@ of 10,000,000 rows, on the embedded chDB ledger and on the ClickHouse server.
    of a shop whose background merges have caught up, and the same on both engines).
 2. *time*: per engine, every panel for the last 30 days of the data (bucket ``hour``), again for
    one busy promoter, and for all twelve months (bucket ``day``), through :func:`tuike.panels.run_panel`
-   (the dashboard's path: SQL, result conversion, cost ratios): ``--warmup`` runs (3), then ``--runs``
+   (the dashboard's path: SQL, result conversion, cost ratios): ``--warmup`` runs (1), then ``--runs``
    timed runs (``--budget S``: at least 5, then stop once a panel has taken S seconds); a run
-   longer than ``--timeout`` (60 s) is abandoned (killed on the server) and the panel reported as
+   longer than ``--timeout`` (40 s) is abandoned (killed on the server) and the panel reported as
    timed out. A baseline query (``SELECT count() FROM ledger_entries``) is timed in the same run,
    before the panels and a few times between them; the machine is shared and noisy, so the ratio
    of a panel's p50 to the baseline's p50 is what compares across runs. Panels whose p95 is over
@@ -931,12 +931,12 @@ def ensure_built(targets: list[Target], args: argparse.Namespace, scale: Scale, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.dashboard_queries", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000, help="ledger rows to generate (default 10,000,000)")
-    ap.add_argument("--runs", type=int, default=20, help="timed runs per panel (after the warm-ups; default 20)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed runs of a panel before its timed runs (default 3)")
-    ap.add_argument("--budget", type=float, default=0, metavar="SECONDS",
-                    help="stop timing a panel after this long once it has 5 runs (default 0: always --runs)")
-    ap.add_argument("--timeout", type=float, default=60, metavar="SECONDS",
-                    help="a panel run longer than this is abandoned and the panel reported as timed out (default 60)")
+    ap.add_argument("--runs", type=int, default=10, help="timed runs per panel (after the warm-ups; default 10)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs of a panel before its timed runs (default 1)")
+    ap.add_argument("--budget", type=float, default=8, metavar="SECONDS",
+                    help="stop timing a panel after this long once it has 5 runs (default 8; 0: always --runs)")
+    ap.add_argument("--timeout", type=float, default=40, metavar="SECONDS",
+                    help="a panel run longer than this is abandoned and the panel reported as timed out (default 40)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--clickhouse", default=DEFAULT_URL, help=f"the server ledger (default {DEFAULT_URL})")
     ap.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the chDB data dir (default bench-data/dashboard/chdb)")
