@@ -15,7 +15,6 @@ CONFIG = parse_config({})
 ALL = Filters(0, 4102444800, "day", timezone=CONFIG.timezone)
 
 
-
 def test_a_moved_attribution_and_a_second_payment_count_once(tmp_path):
     """A late bind moves o1 from D to B (D keeps an accrue row netted to zero); o2 is paid twice
     (the second payment is refused): GMV counts each order once, for the promoter who holds it."""
