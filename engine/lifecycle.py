@@ -204,6 +204,8 @@ def _walk(timeline: list[tuple], accrued: Decimal, item_paid: Decimal, confirm_a
             if bucket in ("held", "settled") or (what == "hold" and void_until is not None and ts <= void_until):
                 continue  # held money stays held until a review releases it; paid money is not held
             target = "confirmed" if what == "confirm" else "held"
+            if target == bucket:
+                continue  # already there (a review released it straight into confirmed)
             if left > 0:
                 moves.append((what, bucket, cause, ts, -left))
                 moves.append((what, target, cause, ts, left))

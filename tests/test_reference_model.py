@@ -510,6 +510,19 @@ def test_oracle_loop_join_is_refused_and_own_purchase_pays_nobody():
     assert_same(ev, {})
 
 
+def test_a_release_straight_into_confirmed_is_not_confirmed_again():
+    """Found by the dense-shop search: a ban, the order's completion (hold_days 0) and a review that
+    releases, all at one moment. The release moves the held money into ``confirmed``; the
+    completion must not move it from ``confirmed`` to ``confirmed`` (a pair of rows under one key,
+    of which one survived: 0.02 earned on 0.01)."""
+    ev = ids([joined("p0"), banned("p0", ts(1, 12)), paid("o0", "c0", ts(1, 0), item("s0", "0.03", 2), promoter="p0"),
+              completed("o0", ts(1, 12)), reviewed("o0", "release", ts(1, 12))])
+    config = {"hold_days": 0}
+    assert Oracle(ev, config).net() == {("o0", "s0", "p0", 1): Decimal("0.01")}
+    assert Run(ev, config).by_status() == {"confirmed": Decimal("0.01")}
+    assert_same(ev, config)
+
+
 def test_oracle_ban_before_and_after_the_order():
     ev = ids([joined("a"), joined("b", "a"), banned("b", ts(2)), banned("a", ts(5)),
               paid("o", "x", ts(3), item("s", "10.00"), promoter="b"), completed("o", ts(3))])
