@@ -622,11 +622,11 @@ def optimize(t: Target) -> float:
     return time.perf_counter() - t0
 
 
-def mark(t: Target, spec: str, counts: Counts, seconds: float) -> None:
+def mark(t: Target, spec: str, ledger_rows: int, fact_rows: int, seconds: float) -> None:
     q = t.ledger.query
     q("CREATE TABLE IF NOT EXISTS bench_build (spec String, ledger_rows UInt64, fact_rows UInt64, "
       "build_seconds Float64, built_at DateTime) ENGINE = TinyLog")
-    q(f"INSERT INTO bench_build SELECT '{spec}', {counts.ledger}, {counts.fact_rows}, {seconds:.1f}, now()")
+    q(f"INSERT INTO bench_build SELECT '{spec}', {ledger_rows}, {fact_rows}, {seconds:.1f}, now()")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -862,7 +862,7 @@ def build_into(todo: list[Target], args: argparse.Namespace, scale: Scale, spec:
         o = optimize(t)
         say(f"build {t.name}: OPTIMIZE TABLE … FINAL of {len(BUILT_TABLES)} tables: {o:.1f} s; "
             f"generate + write + optimize: {secs + o:,.1f} s")
-        mark(t, spec, counts, secs + o)
+        mark(t, spec, counts.ledger, counts.fact_rows, secs + o)
 
 
 def copy_to_server(src: Target, dst: Target, args: argparse.Namespace) -> float:
@@ -878,9 +878,9 @@ def copy_to_server(src: Target, dst: Target, args: argparse.Namespace) -> float:
     t0 = time.perf_counter()
     tmp = args.dir.parent / "copy.tsv"
     for table in BUILT_TABLES:
-        cols_of = lambda t: [tuple(r[:2]) for r in t.ledger.query(f"DESCRIBE TABLE {table}").rows]  # noqa: E731
-        if cols_of(src) != cols_of(dst):
-            raise SystemExit(f"{table}: chDB and the server have different columns: {cols_of(src)} vs {cols_of(dst)}")
+        src_cols, dst_cols = ([tuple(r[:2]) for r in t.ledger.query(f"DESCRIBE TABLE {table}").rows] for t in (src, dst))
+        if src_cols != dst_cols:
+            raise SystemExit(f"{table}: chDB and the server have different columns: {src_cols} vs {dst_cols}")
         tmp.unlink(missing_ok=True)
         src.ledger.query(f"INSERT INTO FUNCTION file('{tmp}', 'TabSeparated') SELECT * FROM {table}")
         cmd = [client, "--host", url.host, "--port", str(url.port), "--user", url.user, "--database", url.database,
@@ -919,9 +919,9 @@ def ensure_built(targets: list[Target], args: argparse.Namespace, scale: Scale, 
         secs = copy_to_server(chdb, server, args)
         o = optimize(server)
         say(f"build server: copied in {secs:,.1f} s, OPTIMIZE … FINAL {o:.1f} s")
-        counts = Counts(ledger=int(chdb.ledger.query("SELECT ledger_rows FROM bench_build ORDER BY built_at DESC LIMIT 1").rows[0][0]))
-        counts.facts["all"] = int(chdb.ledger.query("SELECT fact_rows FROM bench_build ORDER BY built_at DESC LIMIT 1").rows[0][0])
-        mark(server, spec, counts, secs + o)
+        ledger_rows, fact_rows = chdb.ledger.query(
+            "SELECT ledger_rows, fact_rows FROM bench_build ORDER BY built_at DESC LIMIT 1").rows[0]
+        mark(server, spec, int(ledger_rows), int(fact_rows), secs + o)
         built.add("server")
     if chdb not in targets:
         chdb.ledger.close()
