@@ -17,6 +17,7 @@ from .dataflow import CUSTOMERS, PROPAGATION, RISK, Context, Message, Output
 from .dead_letter import DeadLetter
 from .ledger_entry import LedgerEntry, entry_id, step_entry_id
 from .lifecycle import Step, desired_steps, parse_step_key, refund_shares
+from .standing import stand
 from .suspicion import fraud_hold, record_signals
 from .money import ZERO
 
@@ -41,7 +42,10 @@ def handle_order(state: dict | None, msg: Message, ctx: Context, out: Output) ->
             return state  # nothing new, or a new signal that does not move the hold: no money changes
     elif not _record(state, msg, ctx, out):
         return state
+    written = len(out.entries)
     _reconcile(msg.key, state, msg.cause, ctx, out)
+    if len(out.entries) > written:  # the order's money moved: where it stands now (dashboards)
+        out.facts.extend(("order_standings", row) for row in stand(msg.key, state))
     return state
 
 
@@ -121,6 +125,8 @@ def _record_payment(state: dict, msg: Message, ctx: Context, out: Output) -> boo
             out.messages.append(Message(CUSTOMERS, have["c"], "drop", {"order": event.order_id}, msg.cause))
     items = [[it.sku, it.category, str(it.price), it.qty] for it in event.items]
     state["paid"] = {"e": event.event_id, "t": event.ts_ms, "c": event.customer_id, "cur": event.currency, "items": items}
+    if event.click_id:
+        state["paid"]["k"] = event.click_id
     state["terms"] = {it.sku: ctx.terms(it.sku, it.category, it.price, it.qty, event.ts_ms) for it in event.items}
     out.parked -= state["waiting"]
     state["waiting"] = 0

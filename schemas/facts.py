@@ -45,6 +45,8 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
                           "high", "k_factor", "k_low", "k_high", "method"),
     "fraud_scores": ("score_id", "order_id", "ts", "customer_id", "promoter_id", "score", "reasons",
                      "features", "held"),
+    "order_standings": ("generation", "order_id", "ts", "version", "customer_id", "click_id", "paid_amount",
+                        "promoter1", "promoter2", "promoter3", "commission"),
     # written by `tuike settle` (tuike/settle.py)
     "settlements": ("period", "payee", "payer", "balance", "gmv", "tier", "bonus_rate", "bonus", "income", "taxable", "rate",
                     "quick_deduction", "tax", "net", "carried", "status", "method", "table_version",

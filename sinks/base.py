@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 from engine.dead_letter import DeadLetter
 from engine.ledger_entry import LedgerEntry
+from schemas.analytics import STANDING_COLUMNS, STANDINGS_FROM_LEDGER
 
 
 SETTLEMENT_GENERATION = 4294967295  # settlement rows: shown in every generation (schemas/ddl.sql)
@@ -130,6 +131,11 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("trained_on", "u32"), ("size", "d6"), ("low", "d6"), ("high", "d6"), ("k_factor", "d6"), ("k_low", "d6"),
         ("k_high", "d6"), ("method", "s"),
     ),
+    "order_standings": (
+        ("generation", "u32"), ("order_id", "s"), ("ts", "dt"), ("version", "u32"), ("customer_id", "s"),
+        ("click_id", "s"), ("paid_amount", "d2"), ("promoter1", "s"), ("promoter2", "s"), ("promoter3", "s"),
+        ("commission", "d2"),
+    ),
     "fraud_scores": (
         ("score_id", "s"), ("order_id", "s"), ("ts", "dt"), ("customer_id", "s"), ("promoter_id", "s"),
         ("score", "d6"), ("reasons", "s"), ("features", "s"), ("held", "u8"),
@@ -188,6 +194,25 @@ def upgrade_statements(database: str, query: Callable[[str], list[tuple]]) -> li
     if view and str(SETTLEMENT_GENERATION) not in view[0][0]:
         out.append(f"DROP TABLE IF EXISTS {database}.commission_ledger")
     return out
+
+
+def schema_statements(database: str, query: Callable[[str], list[tuple]]) -> list[str]:
+    """Everything that brings a database to ``schemas/ddl.sql``: the upgrades, the DDL, and for a
+    ledger that existed before ``order_standings`` did, filling that table from the ledger
+    (``schemas.analytics.STANDINGS_FROM_LEDGER``) so the dashboards see the orders already paid."""
+    db = check_database_name(database)
+    tables = {r[0] for r in query(f"SELECT name FROM system.tables WHERE database = '{db}'")}
+    out = upgrade_statements(database, query) + ddl_statements(database)
+    if "ledger_entries" in tables and "order_standings_raw" not in tables:
+        out.append(standings_backfill(db))
+    return out
+
+
+def standings_backfill(database: str) -> str:
+    """Fill ``order_standings`` from the ledger (rows of version 0, which the engine's replace)."""
+    db = check_database_name(database)
+    return (f"INSERT INTO {db}.order_standings_raw ({', '.join(STANDING_COLUMNS)}) "
+            + STANDINGS_FROM_LEDGER.replace("{db}", db))
 
 
 def ddl_statements(database: str) -> list[str]:
@@ -327,12 +352,17 @@ def dead_letter_columns(dead: list[DeadLetter], received_at: int | None = None) 
                         [k for _, k in DEAD_LETTER_COLUMNS], cols)
 
 
-def fact_columns(table: str, rows: list[dict]) -> TableColumns:
+def fact_columns(table: str, rows: list[dict], generation: int = 0) -> TableColumns:
+    """A fact table's insert; a ``generation`` column (rows the engine derives per ledger
+    generation) is the batch's, like the ledger rows'."""
     layout = FACT_TABLES.get(table)
     if layout is None:
         raise LedgerError(f"unknown fact table {table!r} (known: {', '.join(FACT_TABLES)})")
     cols: list[list] = []
     for name, kind in layout:
+        if name == "generation":
+            cols.append([generation] * len(rows))
+            continue
         try:
             values = list(map(itemgetter(name), rows))
         except KeyError:
@@ -348,7 +378,7 @@ def batch_columns(batch: Batch) -> list[TableColumns]:
         out.append(ledger_columns(batch.entries, batch.generation))
     for table, rows in batch.facts.items():
         if rows:
-            out.append(fact_columns(table, rows))
+            out.append(fact_columns(table, rows, batch.generation))
     if batch.dead_letters:
         out.append(dead_letter_columns(batch.dead_letters))
     return out

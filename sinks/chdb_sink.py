@@ -28,9 +28,8 @@ from .base import (
     QueryResult,
     TableColumns,
     batch_columns,
-    upgrade_statements,
     check_database_name,
-    ddl_statements,
+    schema_statements,
     decimal_converter,
     decimal_scale,
     epoch_to_utc,
@@ -124,7 +123,7 @@ class ChdbLedger:
                 ) from None
             raise LedgerError(f"cannot open the chDB ledger at {self.path}: {msg}") from None
         try:
-            for stmt in upgrade_statements(self.database, lambda sql: self.query(sql).rows) + ddl_statements(self.database):
+            for stmt in schema_statements(self.database, lambda sql: self.query(sql).rows):
                 self._session.query(stmt)
             self._session.query(f"USE {self.database}")
             for stmt in _SESSION_SETTINGS:

@@ -27,8 +27,7 @@ from .base import (
     QueryResult,
     batch_columns,
     check_database_name,
-    ddl_statements,
-    upgrade_statements,
+    schema_statements,
     decimal_converter,
     decimal_scale,
     to_utc,
@@ -107,8 +106,7 @@ class ServerLedger:
         bootstrap = self._client("default")
         try:
             self._retrying(lambda: bootstrap.execute("SELECT 1"), connecting=True)
-            upgrades = upgrade_statements(self.database, lambda sql: self._retrying(lambda: bootstrap.execute(sql)))
-            for stmt in upgrades + ddl_statements(self.database):
+            for stmt in schema_statements(self.database, lambda sql: self._retrying(lambda: bootstrap.execute(sql))):
                 self._retrying(lambda s=stmt: bootstrap.execute(s))
         finally:
             bootstrap.disconnect()

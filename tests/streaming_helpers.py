@@ -337,6 +337,7 @@ class Summary:
     by_order: dict = field(default_factory=dict)  # (order_id, beneficiary, status_after) -> net, net != 0
     queue: set = field(default_factory=set)  # order ids `tuike review list` shows
     cascades: set = field(default_factory=set)  # (root, reach, depth, breadth, conversions, gmv) of cascade_stats
+    standings: set = field(default_factory=set)  # order_standings rows but the version (engine/standing.py)
 
     def sum_of(self, *kinds: str) -> Decimal:
         return sum((self.kinds.get(k, (0, Decimal(0)))[1] for k in kinds), Decimal("0.00"))
@@ -363,6 +364,8 @@ SUMMARY_SQL = {
     "held": "SELECT order_id, argMax(reasons, score), max(score) FROM fraud_scores GROUP BY order_id HAVING max(held) = 1",
     "queue": review_queue_sql(1_000_000),
     "cascades": "SELECT root_id, reach, depth, breadth, conversions, gmv FROM cascade_stats",
+    "standings": "SELECT order_id, ts, customer_id, click_id, paid_amount, promoter1, promoter2, promoter3, commission "
+                 "FROM order_standings",
 }
 
 
@@ -387,6 +390,7 @@ def summarize(ledger: Any, name: str) -> Summary:
     s.by_order = {(o, b, st): Decimal(a) for o, b, st, a in q["by_order"]}
     s.queue = {r[0] for r in q["queue"]}
     s.cascades = {(r, int(n), int(d), int(b), int(c), Decimal(g)) for r, n, d, b, c, g in q["cascades"]}
+    s.standings = {(*r[:4], Decimal(r[4]), *r[5:8], Decimal(r[8])) for r in q["standings"]}
     return s
 
 
@@ -460,6 +464,19 @@ def compare(ref: Summary, got: Summary, *, refusals_must_match: bool = False, pa
         problems.append(f"share cascades differ: {len(ref.cascades)} in {ref.name}, {len(got.cascades)} in {got.name}; "
                         f"only in {ref.name}:\n{_first(ref.cascades - got.cascades)}\n    only in {got.name}:\n"
                         f"{_first(got.cascades - ref.cascades)}")
+    # Where each order stands (the dashboards' per-order row) is a function of its net money, but
+    # for the holder of an order whose commission nets to zero: the tie goes to the largest id of
+    # whoever had rows, and a passing holder (a late bind's loser) exists in some interleavings only.
+    differ = {r[0] for r in ref.standings ^ got.standings}
+    settled = {r[0] for r in ref.standings | got.standings if r[0] in differ and r[8] != 0}
+    if settled:
+        problems.append(f"order standings differ on {len(settled)} orders with commission: {len(ref.standings)} in "
+                        f"{ref.name}, {len(got.standings)} in {got.name}; only in {ref.name}:\n"
+                        f"{_first(ref.standings - got.standings)}\n    only in {got.name}:\n"
+                        f"{_first(got.standings - ref.standings)}")
+    elif differ:
+        notes.append(f"order standings differ on {len(differ)} orders whose commission nets to zero (the holder of a "
+                     f"tie): {sorted(differ)[:8]}")
     if ref.queue - moved != got.queue - moved:
         problems.append(f"review queues differ beyond the orders whose hold differs: {len(ref.queue)} and "
                         f"{len(got.queue)} orders; {sorted((ref.queue ^ got.queue) - moved)[:8]}")

@@ -217,6 +217,39 @@ def _check(events: list[dict], config: dict, data, rnd: random.Random, redeliver
         note("trace:\n" + "\n".join(run.trace))
     assert _net(run.out.entries) == _net(reference.entries)
     assert _by_status(run.out.entries) == _by_status(reference.entries)
+    assert _standings(run.out.facts) == _standings_of(run.out.entries)
+
+
+def _standings(facts: list) -> dict:
+    """order -> (promoter1, promoter2, promoter3, commission) of the order_standings rows written:
+    per (order, payment time) the highest version, an empty row (a replaced payment) left out."""
+    latest: dict = {}
+    for table, row in facts:
+        if table == "order_standings":
+            key = (row["order_id"], row["ts"])
+            if key not in latest or latest[key]["version"] < row["version"]:
+                latest[key] = row
+    return {r["order_id"]: (r["promoter1"], r["promoter2"], r["promoter3"], r["commission"])
+            for r in latest.values() if r["promoter1"] or r["promoter2"] or r["promoter3"]}
+
+
+def _standings_of(entries) -> dict:
+    """The same from the ledger rows, as schemas.analytics.STANDINGS_FROM_LEDGER defines it."""
+    net: dict = defaultdict(lambda: defaultdict(Decimal))
+    commission: dict = defaultdict(Decimal)
+    for r in entries:
+        if r.level > 0:
+            commission[r.order_id] += r.amount
+            if r.kind in ("accrue", "reverse"):
+                net[r.order_id][(r.level, r.beneficiary_id)] += r.amount
+    out = {}
+    for order, nets in net.items():
+        holders = ["", "", ""]
+        for level in (1, 2, 3):
+            mine = [(v, who) for (lv, who), v in nets.items() if lv == level]
+            holders[level - 1] = max(mine)[1] if mine else ""
+        out[order] = (*holders, commission[order])
+    return out
 
 
 SCHEDULES = st.randoms(use_true_random=False)  # who delivers next, when the replica catches up

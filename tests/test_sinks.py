@@ -150,7 +150,8 @@ def test_ddl_creates_tables_and_views(open_one) -> None:
     layouts = {"commission_ledger": LEDGER_COLUMNS, "dead_letters": DEAD_LETTER_COLUMNS, **FACT_TABLES}
     for view, layout in layouts.items():
         described = [(r[0], r[1]) for r in ledger.query(f"DESCRIBE TABLE {view}").rows]
-        assert described == [(n, KIND_TYPE[k]) for n, k in layout], view
+        # a view shows the live generation, so not the column (order_standings)
+        assert described == [(n, KIND_TYPE[k]) for n, k in layout if n != "generation"], view
     for table, cols in FACT_COLUMNS.items():
         assert tuple(n for n, _ in FACT_TABLES[table]) == cols
 

@@ -96,7 +96,8 @@ class _Table:
 
 # schemas/ddl.sql: which base tables are PARTITION BY toYYYYMM(ts), and their ORDER BY keys
 # (tests/test_export.py checks both against the DDL).
-MONTH_PARTITIONED = frozenset({"commission_ledger", "orders", "order_events", "clicks", "bindings", "promoters"})
+MONTH_PARTITIONED = frozenset({"commission_ledger", "orders", "order_events", "clicks", "bindings", "promoters",
+                               "order_standings"})
 KEYS: dict[str, tuple[str, ...]] = {
     "commission_ledger": ("entry_id",),  # (generation, entry_id): one or two generations are read
     "dead_letters": ("dead_letter_id",),
@@ -106,6 +107,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "settled_lines": ("period", "order_id", "sku", "beneficiary_id", "level"),
     "alerts": ("alert_id",), "agreements": ("event_id",),
     "cascade_nodes": ("click_id",), "cascade_stats": ("root_id",), "cascade_forecasts": ("root_id", "window_hours"),
+    "order_standings": ("order_id", "ts"),  # (generation, order_id, ts): the live generation is read
 }
 
 
@@ -116,7 +118,7 @@ def _tables() -> dict[str, _Table]:
         key = KEYS[name]
         grouped_by_key = key[0] == "period" and len(key) > 1
         out[name] = _Table(
-            name=name, base=BASE_TABLE[name], columns=tuple(c for c, _ in layout), key=key,
+            name=name, base=BASE_TABLE[name], columns=tuple(c for c, _ in layout if c != "generation"), key=key,
             split=key[1] if grouped_by_key else key[0],
             group="month" if name in MONTH_PARTITIONED else ("period" if grouped_by_key else None))
     return out
@@ -281,9 +283,12 @@ def _period_column(spec: _Table) -> str | None:
 def _filters(ledger: Any, spec: _Table, period: Period | None) -> str:
     """The view's own filter and the period's, on the base table."""
     conds = []
-    if spec.name == "commission_ledger":  # the view: the live generation and the settlement rows
+    if spec.name in ("commission_ledger", "order_standings"):
         live = int(ledger.query("SELECT max(generation) FROM ledger_generations").rows[0][0] or 0)
-        conds.append(f"generation IN ({live}, {SETTLEMENT_GENERATION})")
+        if spec.name == "commission_ledger":  # the view: the live generation and the settlement rows
+            conds.append(f"generation IN ({live}, {SETTLEMENT_GENERATION})")
+        else:  # the view: the live generation, without the empty rows of replaced payments
+            conds.append(f"generation = {live} AND (promoter1 != '' OR promoter2 != '' OR promoter3 != '')")
     if period is not None:
         if _period_column(spec) == "period":
             conds.append(f"period = {_literal(period.name)}")

@@ -1,0 +1,72 @@
+"""Where an order stands now: one row per order for the dashboards (``order_standings``).
+
+The analytical panels ask of every order of a range "who holds each level, what did it pay,
+what does it cost in commission". Read from the ledger, that is a grouping of every row of the
+range by order, level and promoter under FINAL: the bulk of a panel's time at 10M rows. The
+order processor already holds the answer in its state (what the ledger holds per step), so it
+writes it as a fact whenever the order's money moves, and the panels read one row per order.
+
+The row is a pure function of the order's state, defined exactly as the ledger would give it
+(``schemas/analytics.py`` ``STANDINGS_FROM_LEDGER`` computes the same from the ledger, for
+ledgers written before this table existed, and a test holds the two equal):
+- ``promoter1..3``: per level, the beneficiary with the largest net of accrue and reverse rows
+  (ties to the largest id); hold, release and confirm move money between statuses of one
+  promoter and do not count. ``''`` when the level never earned.
+- ``commission``: the net of every row of levels 1-3 (all statuses).
+- ``version`` grows with each row the order writes, so ReplacingMergeTree(version) keeps the
+  newest; rows are keyed by (generation, order, payment time), and when an earlier-dated
+  payment replaces the first one the old time gets an empty row of the same version.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from .lifecycle import parse_step_key
+from .money import ZERO
+
+MOVES = ("confirm", "hold", "release")  # status moves: a pair netting to zero per promoter
+
+
+def standing_row(order_id: str, state: dict, version: int, ts_s: int) -> dict:
+    """The order's standing (see module doc); ``ts_s`` is the payment time in epoch seconds."""
+    paid = state["paid"]
+    net: dict[tuple[int, str], Decimal] = {}
+    commission = ZERO
+    for key, (amount, *_rest) in state["steps"].items():
+        _sku, who, level, kind, _cause, _bucket = parse_step_key(key)
+        if level <= 0:
+            continue
+        value = Decimal(amount)
+        commission += value
+        if kind not in MOVES:
+            net[(level, who)] = net.get((level, who), ZERO) + value
+    holders = {}
+    for (level, who), value in net.items():
+        best = holders.get(level)
+        if best is None or (value, who) > best:
+            holders[level] = (value, who)
+    return {
+        "order_id": order_id, "ts": ts_s, "version": version, "customer_id": paid["c"], "click_id": paid.get("k", ""),
+        "paid_amount": sum((Decimal(price) * qty for _sku, _cat, price, qty in paid["items"]), ZERO),
+        "promoter1": holders.get(1, (ZERO, ""))[1], "promoter2": holders.get(2, (ZERO, ""))[1],
+        "promoter3": holders.get(3, (ZERO, ""))[1], "commission": commission,
+    }
+
+
+def void_row(order_id: str, customer_id: str, version: int, ts_s: int) -> dict:
+    """The standing of a payment time that no longer counts: nothing earned, nothing paid."""
+    return {"order_id": order_id, "ts": ts_s, "version": version, "customer_id": customer_id, "click_id": "",
+            "paid_amount": ZERO, "promoter1": "", "promoter2": "", "promoter3": "", "commission": ZERO}
+
+
+def stand(order_id: str, state: dict) -> list[dict]:
+    """The standing rows to write after the order's ledger rows changed; updates ``state["st"]``
+    (``[version, payment time in seconds]`` of the last row written)."""
+    last = state.get("st")
+    version = (last[0] if last else 0) + 1
+    ts_s = state["paid"]["t"] // 1000
+    rows = [standing_row(order_id, state, version, ts_s)]
+    if last is not None and last[1] != ts_s:
+        rows.append(void_row(order_id, state["paid"]["c"], version, last[1]))
+    state["st"] = [version, ts_s]
+    return rows
