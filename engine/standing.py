@@ -12,7 +12,8 @@ ledgers written before this table existed, and a test holds the two equal):
 - ``promoter1..3``: per level, the beneficiary with the largest net of accrue and reverse rows
   (ties to the largest id); hold, release and confirm move money between statuses of one
   promoter and do not count. ``''`` when the level never earned.
-- ``commission``: the net of every row of levels 1-3 (all statuses).
+- ``commission1..3``: the net of every row of that level (all statuses, whoever the beneficiary);
+  ``commission`` their sum.
 - ``version`` grows with each row the order writes, so ReplacingMergeTree(version) keeps the
   newest; rows are keyed by (generation, order, payment time), and when an earlier-dated
   payment replaces the first one the old time gets an empty row of the same version.
@@ -31,13 +32,13 @@ def standing_row(order_id: str, state: dict, version: int, ts_s: int) -> dict:
     """The order's standing (see module doc); ``ts_s`` is the payment time in epoch seconds."""
     paid = state["paid"]
     net: dict[tuple[int, str], Decimal] = {}
-    commission = ZERO
+    by_level = {1: ZERO, 2: ZERO, 3: ZERO}
     for key, (amount, *_rest) in state["steps"].items():
         _sku, who, level, kind, _cause, _bucket = parse_step_key(key)
-        if level <= 0:
+        if level not in by_level:
             continue
         value = Decimal(amount)
-        commission += value
+        by_level[level] += value
         if kind not in MOVES:
             net[(level, who)] = net.get((level, who), ZERO) + value
     holders = {}
@@ -49,14 +50,16 @@ def standing_row(order_id: str, state: dict, version: int, ts_s: int) -> dict:
         "order_id": order_id, "ts": ts_s, "version": version, "customer_id": paid["c"], "click_id": paid.get("k", ""),
         "paid_amount": sum((Decimal(price) * qty for _sku, _cat, price, qty in paid["items"]), ZERO),
         "promoter1": holders.get(1, (ZERO, ""))[1], "promoter2": holders.get(2, (ZERO, ""))[1],
-        "promoter3": holders.get(3, (ZERO, ""))[1], "commission": commission,
+        "promoter3": holders.get(3, (ZERO, ""))[1], "commission": sum(by_level.values(), ZERO),
+        "commission1": by_level[1], "commission2": by_level[2], "commission3": by_level[3],
     }
 
 
 def void_row(order_id: str, customer_id: str, version: int, ts_s: int) -> dict:
     """The standing of a payment time that no longer counts: nothing earned, nothing paid."""
     return {"order_id": order_id, "ts": ts_s, "version": version, "customer_id": customer_id, "click_id": "",
-            "paid_amount": ZERO, "promoter1": "", "promoter2": "", "promoter3": "", "commission": ZERO}
+            "paid_amount": ZERO, "promoter1": "", "promoter2": "", "promoter3": "", "commission": ZERO,
+            "commission1": ZERO, "commission2": ZERO, "commission3": ZERO}
 
 
 def stand(order_id: str, state: dict) -> list[dict]:

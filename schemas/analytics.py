@@ -106,7 +106,7 @@ def render(template: str, f: Filters) -> str:
     # One row per order (engine/standing.py): the order's winning payment, who holds each level and
     # its net commission, as the order processor last wrote them (the highest version).
     attributed = (f"(SELECT order_id, ts, customer_id, click_id, paid_amount, promoter1, promoter2, promoter3, "
-                  f"commission FROM order_standings_raw FINAL WHERE generation = (SELECT max(generation) FROM "
+                  f"commission, commission1, commission2, commission3 FROM order_standings_raw FINAL WHERE generation = (SELECT max(generation) FROM "
                   f"ledger_generations) AND {rng} AND promoter1 != ''{narrow})")
     # the attributed orders with the campaign of their click (a click of the range that an order
     # of the range names; a row written twice is the same row, so the lookup needs no FINAL)
@@ -184,27 +184,25 @@ GROUP BY t ORDER BY t
 """),
     Panel(
         "team_performance", "team", "Team performance (display only)",
-        "Per promoter: own GMV (orders where they are level 1), downline GMV (orders where they are level 2 or "
-        "3), commission earned in the range, direct recruits and recruits within three levels (all time). "
+        "Per promoter: own GMV (orders paid in the range where they are level 1), downline GMV (where they are "
+        "level 2 or 3), the commission of the levels they hold on those orders as it stands now, direct recruits "
+        "and recruits within three levels (all time). "
         "Display only: it never feeds money.",
         (("promoter", "promoter id"), ("own_gmv", "GMV of orders they earned level 1 on"),
-         ("downline_gmv", "GMV of orders they earned level 2 or 3 on"), ("commission", "their net commission"),
+         ("downline_gmv", "GMV of orders they earned level 2 or 3 on"), ("commission", "net commission of the levels they hold on those orders"),
          ("recruits", "promoters who joined under them"), ("team", "promoters within three levels below them")),
         """
 SELECT promoter, own_gmv, downline_gmv, commission, recruits, team
 FROM (
-    SELECT promoter, own_gmv, downline_gmv, commission FROM (
-        SELECT promoter, sumIf(paid_amount, level = 1) AS own_gmv, sumIf(paid_amount, level > 1) AS downline_gmv
-        FROM (
-            SELECT paid_amount, arrayJoin([(promoter1, 1), (promoter2, 2), (promoter3, 3)]) AS holder,
-                   tupleElement(holder, 1) AS promoter, tupleElement(holder, 2) AS level
-            FROM {attributed}
-        ) WHERE promoter != '' AND {only_holder}
-        GROUP BY promoter
-    ) AS g ANY LEFT JOIN (
-        SELECT beneficiary_id AS promoter, sum(amount) AS commission FROM {ledger}
-        WHERE level > 0 AND {only_promoter} GROUP BY promoter
-    ) AS c USING promoter
+    SELECT promoter, sumIf(paid_amount, level = 1) AS own_gmv, sumIf(paid_amount, level > 1) AS downline_gmv,
+           sum(earned) AS commission
+    FROM (
+        SELECT paid_amount,
+               arrayJoin([(promoter1, 1, commission1), (promoter2, 2, commission2), (promoter3, 3, commission3)]) AS holder,
+               tupleElement(holder, 1) AS promoter, tupleElement(holder, 2) AS level, tupleElement(holder, 3) AS earned
+        FROM {attributed}
+    ) WHERE promoter != '' AND {only_holder}
+    GROUP BY promoter
 ) AS money ANY LEFT JOIN (
     SELECT ancestor AS promoter, countIf(depth = 1) AS recruits, count() AS team
     FROM (
@@ -366,17 +364,19 @@ BY_NAME = {p.name: p for p in PANELS}
 # definition. Version 0: any row the engine writes later replaces it.
 STANDINGS_FROM_LEDGER = f"""
 SELECT generation, order_id, ts, toUInt32(0) AS version, customer_id, click_id, paid_amount,
-       promoter1, promoter2, promoter3, commission
+       promoter1, promoter2, promoter3, commission, commission1, commission2, commission3
 FROM (
     SELECT generation, order_id,
            argMaxIf(beneficiary_id, (net, beneficiary_id), level = 1 AND moves > 0) AS promoter1,
            argMaxIf(beneficiary_id, (net, beneficiary_id), level = 2 AND moves > 0) AS promoter2,
            argMaxIf(beneficiary_id, (net, beneficiary_id), level = 3 AND moves > 0) AS promoter3,
-           sum(total) AS commission
+           sum(total) AS commission, sumIf(total, level = 1) AS commission1,
+           sumIf(total, level = 2) AS commission2, sumIf(total, level = 3) AS commission3
     FROM (
         SELECT generation, order_id, level, beneficiary_id, sumIf(amount, kind IN ('accrue', 'reverse')) AS net,
                countIf(kind IN ('accrue', 'reverse')) AS moves, sum(amount) AS total
-        FROM {{db}}.ledger_entries FINAL WHERE generation != {SETTLEMENT_GENERATION} AND level > 0 AND order_id != ''
+        FROM {{db}}.ledger_entries FINAL WHERE generation != {SETTLEMENT_GENERATION} AND level IN (1, 2, 3)
+          AND order_id != ''
         GROUP BY generation, order_id, level, beneficiary_id
     ) GROUP BY generation, order_id
 ) AS l ANY INNER JOIN (
@@ -387,7 +387,7 @@ FROM (
 ) AS o USING order_id
 """
 STANDING_COLUMNS = ("generation", "order_id", "ts", "version", "customer_id", "click_id", "paid_amount",
-                    "promoter1", "promoter2", "promoter3", "commission")
+                    "promoter1", "promoter2", "promoter3", "commission", "commission1", "commission2", "commission3")
 
 
 # Each promoter's own sales (the items of the orders they earned level 1 on): what the

@@ -213,7 +213,7 @@ FROM {db}.fraud_scores_raw FINAL;
 -- Where each order stands now (engine/standing.py), written by the order processor whenever the
 -- order's money moves: the winning payment's time, customer, click and amount, the promoter
 -- holding each level (largest net of accrue and reverse rows) and the net commission of levels
--- 1-3. The dashboards read one row per order here instead of grouping the ledger by order. The
+-- 1-3, each and together. The dashboards read one row per order here instead of grouping the ledger by order. The
 -- highest version is the latest; keyed by (generation, order, payment time), so the row and its
 -- copies share a partition, and a replaced payment's time is overwritten by an empty row.
 CREATE TABLE IF NOT EXISTS {db}.order_standings_raw (
@@ -227,13 +227,17 @@ CREATE TABLE IF NOT EXISTS {db}.order_standings_raw (
     promoter1 String,
     promoter2 String,
     promoter3 String,
-    commission Decimal(18, 2)
+    commission Decimal(18, 2),
+    commission1 Decimal(18, 2),
+    commission2 Decimal(18, 2),
+    commission3 Decimal(18, 2)
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(ts)
 ORDER BY (generation, order_id, ts);
 
 CREATE VIEW IF NOT EXISTS {db}.order_standings AS
-SELECT order_id, ts, version, customer_id, click_id, paid_amount, promoter1, promoter2, promoter3, commission
+SELECT order_id, ts, version, customer_id, click_id, paid_amount, promoter1, promoter2, promoter3, commission,
+       commission1, commission2, commission3
 FROM {db}.order_standings_raw FINAL
 WHERE generation = (SELECT max(generation) FROM {db}.ledger_generations)
   AND (promoter1 != '' OR promoter2 != '' OR promoter3 != '');

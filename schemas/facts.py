@@ -46,7 +46,8 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "fraud_scores": ("score_id", "order_id", "ts", "customer_id", "promoter_id", "score", "reasons",
                      "features", "held"),
     "order_standings": ("generation", "order_id", "ts", "version", "customer_id", "click_id", "paid_amount",
-                        "promoter1", "promoter2", "promoter3", "commission"),
+                        "promoter1", "promoter2", "promoter3", "commission", "commission1", "commission2",
+                        "commission3"),
     # written by `tuike settle` (tuike/settle.py)
     "settlements": ("period", "payee", "payer", "balance", "gmv", "tier", "bonus_rate", "bonus", "income", "taxable", "rate",
                     "quick_deduction", "tax", "net", "carried", "status", "method", "table_version",

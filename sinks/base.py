@@ -134,7 +134,7 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "order_standings": (
         ("generation", "u32"), ("order_id", "s"), ("ts", "dt"), ("version", "u32"), ("customer_id", "s"),
         ("click_id", "s"), ("paid_amount", "d2"), ("promoter1", "s"), ("promoter2", "s"), ("promoter3", "s"),
-        ("commission", "d2"),
+        ("commission", "d2"), ("commission1", "d2"), ("commission2", "d2"), ("commission3", "d2"),
     ),
     "fraud_scores": (
         ("score_id", "s"), ("order_id", "s"), ("ts", "dt"), ("customer_id", "s"), ("promoter_id", "s"),

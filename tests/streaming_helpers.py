@@ -364,8 +364,8 @@ SUMMARY_SQL = {
     "held": "SELECT order_id, argMax(reasons, score), max(score) FROM fraud_scores GROUP BY order_id HAVING max(held) = 1",
     "queue": review_queue_sql(1_000_000),
     "cascades": "SELECT root_id, reach, depth, breadth, conversions, gmv FROM cascade_stats",
-    "standings": "SELECT order_id, ts, customer_id, click_id, paid_amount, promoter1, promoter2, promoter3, commission "
-                 "FROM order_standings",
+    "standings": "SELECT order_id, ts, customer_id, click_id, paid_amount, promoter1, promoter2, promoter3, commission, "
+                 "commission1, commission2, commission3 FROM order_standings",
 }
 
 
@@ -390,7 +390,7 @@ def summarize(ledger: Any, name: str) -> Summary:
     s.by_order = {(o, b, st): Decimal(a) for o, b, st, a in q["by_order"]}
     s.queue = {r[0] for r in q["queue"]}
     s.cascades = {(r, int(n), int(d), int(b), int(c), Decimal(g)) for r, n, d, b, c, g in q["cascades"]}
-    s.standings = {(*r[:4], Decimal(r[4]), *r[5:8], Decimal(r[8])) for r in q["standings"]}
+    s.standings = {(*r[:4], Decimal(r[4]), *r[5:8], *map(Decimal, r[8:])) for r in q["standings"]}
     return s
 
 

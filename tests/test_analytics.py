@@ -128,7 +128,8 @@ def test_the_server_gives_the_same_answers(shop, chdb, tmp_path, clickhouse_url)
 def test_the_engines_order_standings_equal_the_ledgers(chdb):
     """engine/standing.py writes, per order, what schemas.analytics.STANDINGS_FROM_LEDGER computes
     from the ledger: the holder of each level, the net commission, the winning payment."""
-    columns = "order_id, ts, customer_id, click_id, paid_amount, promoter1, promoter2, promoter3, commission"
+    columns = ("order_id, ts, customer_id, click_id, paid_amount, promoter1, promoter2, promoter3, commission, "
+               "commission1, commission2, commission3")
     written = chdb.query(f"SELECT {columns} FROM order_standings ORDER BY order_id").rows
     derived = chdb.query(f"SELECT {columns} FROM ({STANDINGS_FROM_LEDGER.replace('{db}', chdb.database)}) "
                          "ORDER BY order_id").rows

@@ -229,8 +229,8 @@ def _standings(facts: list) -> dict:
             key = (row["order_id"], row["ts"])
             if key not in latest or latest[key]["version"] < row["version"]:
                 latest[key] = row
-    return {r["order_id"]: (r["promoter1"], r["promoter2"], r["promoter3"], r["commission"])
-            for r in latest.values() if r["promoter1"] or r["promoter2"] or r["promoter3"]}
+    return {r["order_id"]: (r["promoter1"], r["promoter2"], r["promoter3"], r["commission1"], r["commission2"],
+                            r["commission3"]) for r in latest.values() if r["promoter1"] or r["promoter2"] or r["promoter3"]}
 
 
 def _standings_of(entries) -> dict:
@@ -239,7 +239,7 @@ def _standings_of(entries) -> dict:
     commission: dict = defaultdict(Decimal)
     for r in entries:
         if r.level > 0:
-            commission[r.order_id] += r.amount
+            commission[(r.order_id, r.level)] += r.amount
             if r.kind in ("accrue", "reverse"):
                 net[r.order_id][(r.level, r.beneficiary_id)] += r.amount
     out = {}
@@ -248,7 +248,7 @@ def _standings_of(entries) -> dict:
         for level in (1, 2, 3):
             mine = [(v, who) for (lv, who), v in nets.items() if lv == level]
             holders[level - 1] = max(mine)[1] if mine else ""
-        out[order] = (*holders, commission[order])
+        out[order] = (*holders, *(commission[(order, level)] for level in (1, 2, 3)))
     return out
 
 
