@@ -59,7 +59,7 @@ from typing import Any, Iterator
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = ROOT / "bench-data" / "dashboard" / "chdb"
 DEFAULT_URL = "clickhouse://127.0.0.1:9000/tuike_bench_dashboard"
-SPEC_VERSION = 2  # bump when the generated shop changes: cached ledgers are rebuilt
+SPEC_VERSION = 3  # bump when the generated shop changes: cached ledgers are rebuilt
 SLOW_MS = 300.0
 
 UTC = timezone.utc
@@ -89,9 +89,10 @@ REASONS = ("F01", "F02", "F03", "F04", "F05", "F06", "F07", "F08", "F09", "F10",
 # fact tables the shop writes (their base tables are <name>_raw)
 FACTS = ("promoters", "orders", "order_items", "clicks", "bindings", "order_events", "fraud_scores", "settlements")
 BUILT_TABLES = ("ledger_entries",) + tuple(f"{t}_raw" for t in FACTS)
-# derived from the ledger once it is written (the engine writes it as it goes; the build bypasses
-# the engine): one row per order, which the per-order panels read (engine/standing.py)
-DERIVED_TABLES = ("order_standings_raw",)
+# derived from the ledger: one row per order, which the per-order panels read (engine/standing.py;
+# the engine writes it as it goes, the build bypasses the engine so it is derived once the ledger
+# is written), and the hourly sums (every write of ledger rows keeps them)
+DERIVED_TABLES = ("order_standings_raw", "ledger_hours_raw")
 
 
 def say(*parts: Any, end: str = "\n") -> None:

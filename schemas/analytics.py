@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 BUCKETS = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
 SETTLEMENT_GENERATION = 4294967295  # sinks.base.SETTLEMENT_GENERATION (schemas must not import sinks)
@@ -60,7 +62,7 @@ class Panel:
     title: str
     about: str  # one sentence: what it answers and how it counts
     columns: tuple[tuple[str, str], ...]  # (name, meaning)
-    template: str  # SQL with {ledger}, {orders}, {clicks}, … and the filter placeholders
+    template: str  # SQL with {ledger_sums}, {attributed}, {clicks}, … and the filter placeholders
 
     def sql(self, f: Filters) -> str:
         return render(self.template, f)
@@ -75,10 +77,30 @@ def _range(f: Filters) -> str:
     return f"ts >= toDateTime({int(f.start_s)}) AND ts < toDateTime({int(f.end_s)})"
 
 
+def hours_window(f: Filters) -> tuple[int, int] | None:
+    """The whole hours ``[a, b)`` inside the range that a panel may read from ``ledger_hours``: when
+    it has no promoter or campaign filter (the sums are per level, kind, status and rule only), its
+    buckets are hours or days, and the shop's timezone is a whole number of hours from UTC at both
+    ends (a UTC hour then falls in one bucket)."""
+    if f.promoter or f.campaign or f.bucket == "minute":
+        return None
+    zone = ZoneInfo(f.timezone)
+    for t in (f.start_s, min(f.end_s, 4102444800)):
+        offset = datetime.fromtimestamp(t, timezone.utc).astimezone(zone).utcoffset()
+        if offset is None or offset.total_seconds() % 3600:
+            return None
+    a, b = -(-f.start_s // 3600) * 3600, f.end_s // 3600 * 3600
+    return (a, b) if a < b else None
+
+
 def render(template: str, f: Filters) -> str:
-    """Fill a template: ``{ledger}`` is the live ledger of the range (settlement rows included),
-    ``{clicks}``/``{bindings}`` the facts of the range, ``{attributed}`` the orders paid in the range
-    that a promoter earned level 1 on, as they stand now (``order_standings``: ``order_id, ts,
+    """Fill a template: ``{ledger_sums}`` is the amounts of the live ledger in the range (settlement
+    rows included: ``ts, level, kind, status_after, rule_id, amount``, summed per hour where it
+    can, see :func:`hours_window`), narrowed to the promoter's money and the campaign's orders;
+    ``{raw}`` (``… WHERE``: append ``AND``s) the ledger rows of the range without FINAL, for
+    existence and distinct counts;
+    ``{clicks}``/``{bindings}`` the facts of the range, ``{attributed}`` the orders paid in the
+    range that a promoter earned level 1 on, as they stand now (``order_standings``: ``order_id, ts,
     click_id, paid_amount, promoter1..3, commission``), narrowed to the promoter's own sales and
     the campaign; ``{campaign_orders}`` those orders with their click's campaign;
     ``{only_promoter}`` narrows ledger rows to the promoter's own money, ``{only_orders}`` to the
@@ -88,6 +110,23 @@ def render(template: str, f: Filters) -> str:
             f"OR generation = {SETTLEMENT_GENERATION})")
     ledger = (f"(SELECT entry_id, event_id, ts, order_id, item_sku, customer_id, beneficiary_id, level, kind, "
               f"amount, rate, rule_id, currency, status_after FROM ledger_entries FINAL WHERE {live} AND {rng})")
+    only_promoter = f"beneficiary_id = {quote(f.promoter)}" if f.promoter else "1"
+    tagged = f"(SELECT click_id FROM clicks_raw FINAL WHERE campaign = {quote(f.campaign)})"
+    only_orders = (f"order_id IN (SELECT order_id FROM order_standings_raw WHERE {rng} AND click_id IN {tagged})"
+                   if f.campaign else "1")
+    # The ledger's amounts of the range (ts, level, kind, status_after, rule_id, amount): the whole
+    # hours from ledger_hours, the hours cut by the range's ends from the ledger itself.
+    window = hours_window(f)
+    if window is None:
+        ledger_sums = (f"(SELECT ts, level, kind, status_after, rule_id, amount FROM {ledger} "
+                       f"WHERE {only_promoter} AND {only_orders})")
+    else:
+        a, b = window
+        ledger_sums = (f"(SELECT hour AS ts, level, kind, status_after, rule_id, amount FROM ledger_hours_raw FINAL "
+                       f"WHERE {live} AND hour >= toDateTime({a}) AND hour < toDateTime({b}) UNION ALL "
+                       f"SELECT ts, level, kind, status_after, rule_id, amount FROM ledger_entries FINAL WHERE {live} AND "
+                       f"((ts >= toDateTime({int(f.start_s)}) AND ts < toDateTime({a})) OR "
+                       f"(ts >= toDateTime({b}) AND ts < toDateTime({int(f.end_s)}))))")
     # Existence and max need no FINAL (a row written twice is the same row): sums and counts do.
     raw = f"ledger_entries WHERE {live} AND {rng}"
     # what is held now on the orders scored and held in the range (a hold comes after the score's
@@ -97,7 +136,6 @@ def render(template: str, f: Filters) -> str:
                 f"WHERE {live} AND ts >= toDateTime({int(f.start_s)}) AND status_after = 'held' AND order_id IN "
                 f"(SELECT order_id FROM fraud_scores_raw WHERE held = 1 AND {rng}) GROUP BY generation, entry_id) "
                 f"GROUP BY held_order)")
-    tagged = f"(SELECT click_id FROM clicks_raw FINAL WHERE campaign = {quote(f.campaign)})"
     narrow = ""
     if f.promoter:  # their own sales
         narrow += f" AND promoter1 = {quote(f.promoter)}"
@@ -118,7 +156,7 @@ def render(template: str, f: Filters) -> str:
         f" AND campaign = {quote(f.campaign)}" if f.campaign else "") + (
         f" AND promoter_id = {quote(f.promoter)}" if f.promoter else "") + ")"
     return template.format(
-        ledger=ledger, held_now=held_now, attributed=attributed, clicks=clicks, rng=rng,
+        ledger_sums=ledger_sums, held_now=held_now, attributed=attributed, clicks=clicks, rng=rng,
         campaign_orders=campaign_orders, raw=raw,
         only_holder=f"promoter = {quote(f.promoter)}" if f.promoter else "1",
         bindings=f"(SELECT * FROM bindings_raw FINAL WHERE {rng}" + (
@@ -127,9 +165,7 @@ def render(template: str, f: Filters) -> str:
         bucket=f"{BUCKETS[f.bucket]}",
         tz=quote(f.timezone), limit=int(f.limit), start=int(f.start_s), end=int(f.end_s),
         promoter=quote(f.promoter), campaign=quote(f.campaign),
-        only_promoter=f"beneficiary_id = {quote(f.promoter)}" if f.promoter else "1",
-        only_orders=(f"order_id IN (SELECT order_id FROM order_standings_raw WHERE {rng} AND click_id IN {tagged})"
-                     if f.campaign else "1"),
+        only_promoter=only_promoter, only_orders=only_orders,
     )
 
 
@@ -151,7 +187,7 @@ ANY LEFT JOIN (
     SELECT 1 AS k, sumIf(amount, kind = 'accrue') AS accrued, sumIf(amount, kind = 'reverse') AS clawed_back,
            sumIf(amount, status_after = 'pending') AS pending, sumIf(amount, status_after = 'confirmed') AS confirmed,
            sumIf(amount, status_after = 'held') AS held, sumIf(amount, status_after = 'settled') AS settled
-    FROM {ledger} WHERE {only_promoter} AND {only_orders}
+    FROM {ledger_sums}
 ) AS l USING k
 """),
     Panel(
@@ -170,7 +206,7 @@ FROM {attributed} GROUP BY t ORDER BY t
          ("status", "status_after of the rows"), ("amount", "net amount")),
         """
 SELECT {bucket}(ts, {tz}) AS t, level, status_after AS status, sum(amount) AS amount
-FROM {ledger} WHERE {only_promoter} AND {only_orders}
+FROM {ledger_sums}
 GROUP BY t, level, status ORDER BY t, level, status
 """),
     Panel(
@@ -178,9 +214,13 @@ GROUP BY t, level, status ORDER BY t, level, status
         "Commission reversed per time bucket (refunds, cancellations, rejected reviews) and the orders it touched.",
         (("t", "start of the bucket (shop's timezone)"), ("orders", "orders with a reversal"), ("amount", "commission reversed (≤ 0)")),
         """
-SELECT {bucket}(ts, {tz}) AS t, uniqExact(order_id) AS orders, sum(amount) AS amount
-FROM {ledger} WHERE kind = 'reverse' AND {only_promoter} AND {only_orders}
-GROUP BY t ORDER BY t
+SELECT t, orders, amount FROM (
+    SELECT {bucket}(ts, {tz}) AS t, sum(amount) AS amount FROM {ledger_sums} WHERE kind = 'reverse' GROUP BY t
+) AS s ANY LEFT JOIN (
+    SELECT {bucket}(ts, {tz}) AS t, uniqExact(order_id) AS orders FROM {raw}
+    AND kind = 'reverse' AND {only_promoter} AND {only_orders} GROUP BY t
+) AS o USING t
+ORDER BY t
 """),
     Panel(
         "team_performance", "team", "Team performance (display only)",
@@ -300,8 +340,7 @@ FROM (
     ) AS i USING order_id, item_sku
     GROUP BY rule_id
 ) AS base ANY LEFT JOIN (
-    SELECT rule_id, sum(amount) AS commission FROM {ledger} WHERE level > 0 AND {only_promoter} AND {only_orders}
-    GROUP BY rule_id
+    SELECT rule_id, sum(amount) AS commission FROM {ledger_sums} WHERE level > 0 GROUP BY rule_id
 ) AS c USING rule_id
 ORDER BY toInt64(gmv * 100) DESC, rule_id LIMIT {limit}
 """),
@@ -388,6 +427,28 @@ FROM (
 """
 STANDING_COLUMNS = ("generation", "order_id", "ts", "version", "customer_id", "click_id", "paid_amount",
                     "promoter1", "promoter2", "promoter3", "commission", "commission1", "commission2", "commission3")
+
+
+# The hourly sums of the ledger (ledger_hours), recomputed from the ledger for the hours ``{where}``
+# selects: one FINAL read, grouped per (generation, hour, level, kind, status, rule), with the
+# number of entries of the whole hour as the version (sinks/base.py: hours_refresh). The groups
+# travel through an array as integer cents: 18.16 crashes on an array of tuples holding a Decimal.
+HOURS_FROM_LEDGER = """
+SELECT generation, hour, tupleElement(g, 1) AS level, tupleElement(g, 2) AS kind, tupleElement(g, 3) AS status_after,
+       tupleElement(g, 4) AS rule_id, toDecimal64(tupleElement(g, 5), 2) / 100 AS amount,
+       tupleElement(g, 6) AS entries, version
+FROM (
+    SELECT generation, hour, groupArray((level, kind, status_after, rule_id, cents, entries)) AS groups,
+           toUInt32(sum(entries)) AS version
+    FROM (
+        SELECT generation, toStartOfHour(ts) AS hour, level, kind, status_after, rule_id,
+               toInt64(sum(amount) * 100) AS cents, toUInt32(count()) AS entries
+        FROM {db}.ledger_entries FINAL WHERE {where}
+        GROUP BY generation, hour, level, kind, status_after, rule_id
+    ) GROUP BY generation, hour
+) ARRAY JOIN groups AS g
+"""
+HOUR_COLUMNS = ("generation", "hour", "level", "kind", "status_after", "rule_id", "amount", "entries", "version")
 
 
 # Each promoter's own sales (the items of the orders they earned level 1 on): what the

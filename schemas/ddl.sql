@@ -5,7 +5,8 @@
 --
 -- How writing the same rows twice counts once, on both engines:
 -- every table is a ReplacingMergeTree base table whose ORDER BY key is a deterministic id
--- (entry_id, event_id, dead_letter_id; (order_id, sku) for order items), and the name analysts
+-- (entry_id, event_id, dead_letter_id; (order_id, sku) for order items; the ledger's key leads
+-- with ts, which its entry_id determines, so a time range reads only its own granules), and the name analysts
 -- query is a VIEW that reads the base table with FINAL. FINAL collapses rows with the same key
 -- at read time, before background merges have run, so count() and sum() through the view are
 -- the same after one write or many. ReplacingMergeTree only collapses rows inside one
@@ -34,7 +35,27 @@ CREATE TABLE IF NOT EXISTS {db}.ledger_entries (
     generation UInt32
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(ts)
-ORDER BY (generation, entry_id);
+ORDER BY (generation, ts, entry_id);
+
+-- The ledger summed per hour (UTC) of each generation, level, kind, status and rule, for the
+-- dashboards' totals over long ranges (a year of a 10M-row ledger is ~400k rows here). Each write
+-- of ledger rows recomputes the hours it touched from the ledger (FINAL, one read), so a row
+-- written twice still counts once; version = the entries of that hour the recomputation saw,
+-- which only grows, so ReplacingMergeTree(version) keeps the newest sums whichever writer
+-- finished last (sinks/base.py: hours_refresh).
+CREATE TABLE IF NOT EXISTS {db}.ledger_hours_raw (
+    generation UInt32,
+    hour DateTime('UTC'),
+    level UInt8,
+    kind String,
+    status_after String,
+    rule_id String,
+    amount Decimal(18, 2),
+    entries UInt32,
+    version UInt32
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(hour)
+ORDER BY (generation, hour, level, kind, status_after, rule_id);
 
 -- Generations (topologies/generation.py): a streaming replay re-derives the whole ledger as
 -- generation N+1 beside generation N, and records N+1 here once it has caught up. Analysts see

@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 from engine.dead_letter import DeadLetter
 from engine.ledger_entry import LedgerEntry
-from schemas.analytics import STANDING_COLUMNS, STANDINGS_FROM_LEDGER
+from schemas.analytics import HOUR_COLUMNS, HOURS_FROM_LEDGER, STANDING_COLUMNS, STANDINGS_FROM_LEDGER
 
 
 SETTLEMENT_GENERATION = 4294967295  # settlement rows: shown in every generation (schemas/ddl.sql)
@@ -205,7 +205,32 @@ def schema_statements(database: str, query: Callable[[str], list[tuple]]) -> lis
     out = upgrade_statements(database, query) + ddl_statements(database)
     if "ledger_entries" in tables and "order_standings_raw" not in tables:
         out.append(standings_backfill(db))
+    if "ledger_entries" in tables and "ledger_hours_raw" not in tables:
+        out.append(_hours_insert(db, "1"))
     return out
+
+
+HOUR_S = 3600
+HOURS_PER_REFRESH = 200  # hours recomputed by one statement
+
+
+def hours_refresh(database: str, batch: Batch) -> list[str]:
+    """The statements that recompute ``ledger_hours`` for the hours a batch's ledger rows fall in
+    (run after the batch is written: each reads the ledger, the batch's rows included)."""
+    generation = batch.generation
+    hours = sorted({(generation, e.ts_ms // 1000 // HOUR_S * HOUR_S) for e in batch.entries})
+    db = check_database_name(database)
+    out = []
+    for i in range(0, len(hours), HOURS_PER_REFRESH):
+        where = " OR ".join(f"(generation = {g} AND ts >= toDateTime({h}) AND ts < toDateTime({h + HOUR_S}))"
+                            for g, h in hours[i:i + HOURS_PER_REFRESH])
+        out.append(_hours_insert(db, where))
+    return out
+
+
+def _hours_insert(db: str, where: str) -> str:
+    return (f"INSERT INTO {db}.ledger_hours_raw ({', '.join(HOUR_COLUMNS)}) "
+            + HOURS_FROM_LEDGER.replace("{db}", db).replace("{where}", where))
 
 
 def standings_backfill(database: str) -> str:

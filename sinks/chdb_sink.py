@@ -28,6 +28,7 @@ from .base import (
     QueryResult,
     TableColumns,
     batch_columns,
+    hours_refresh,
     check_database_name,
     schema_statements,
     decimal_converter,
@@ -156,6 +157,11 @@ class ChdbLedger:
                 self._session.query(sql)
             except Exception as exc:
                 raise QueryError(f"insert into {tc.table} failed: {str(exc).strip()}") from None
+        for sql in hours_refresh(self.database, batch):
+            try:
+                self._session.query(sql)
+            except Exception as exc:
+                raise QueryError(f"recomputing ledger_hours failed: {str(exc).strip()}") from None
 
     def query(self, sql: str) -> QueryResult:
         res = self._run(sql, "JSONCompact")

@@ -26,6 +26,7 @@ from .base import (
     QueryError,
     QueryResult,
     batch_columns,
+    hours_refresh,
     check_database_name,
     schema_statements,
     decimal_converter,
@@ -152,6 +153,8 @@ class ServerLedger:
             sql = f"INSERT INTO {tc.table} ({', '.join(tc.names)}) VALUES"
             # the driver converts the columns in place; each attempt gets fresh lists
             self._retrying(lambda: client.execute(sql, [list(c) for c in tc.columns], columnar=True))
+        for sql in hours_refresh(self.database, batch):  # after the rows: it reads them
+            self._retrying(lambda s=sql: client.execute(s))
 
     def query(self, sql: str) -> QueryResult:
         """SELECT / SHOW / DDL. (An INSERT with inline VALUES is not supported through the

@@ -136,3 +136,35 @@ def test_the_engines_order_standings_equal_the_ledgers(chdb):
     assert len(written) > 500 and written == derived
     moved = chdb.query("SELECT count() FROM order_standings_raw WHERE version > 1").rows[0][0]
     assert moved > 0  # orders whose money moved after payment (refunds, confirmations) were rewritten
+
+
+def test_totals_over_hours_cut_by_the_range_equal_the_ledger(chdb):
+    """The ledger totals come from ledger_hours for whole hours and from the ledger for the hours
+    the range's ends cut: a range that starts and ends inside hours holding rows still sums exactly
+    the ledger's rows in it."""
+    times = [int(r[0]) for r in chdb.query(f"SELECT DISTINCT toUInt32(ts) AS t FROM commission_ledger WHERE toUInt32(ts) "
+                                           f"% 3600 BETWEEN 2 AND 3597 AND t >= {OCTOBER.start_s} AND t < {OCTOBER.end_s} ORDER BY t").rows]
+    s, e = times[len(times) // 4] - 1, times[3 * len(times) // 4] + 1  # a row just inside each end
+    in_range = f"toUInt32(ts) >= {s} AND toUInt32(ts) < {e}"
+    for bucket in ("hour", "day"):
+        f = Filters(s, e, bucket, timezone=CONFIG.timezone)
+        kpis = dict(zip(*(lambda d: (d.columns, d.rows[0]))(run_panel(chdb.query, "kpis", f))))
+        by = dict(chdb.query(f"SELECT status_after, sum(amount) FROM commission_ledger WHERE {in_range} "
+                             "GROUP BY status_after").rows)
+        assert {k: Decimal(kpis[k]) for k in by} == by and len(by) >= 3
+        series = run_panel(chdb.query, "commission_over_time", f).rows
+        assert sum(Decimal(r[3]) for r in series) == one(chdb, f"SELECT sum(amount) FROM commission_ledger WHERE {in_range}")
+        refunds = run_panel(chdb.query, "refunds_over_time", f).rows
+        assert (sum(int(r[1]) for r in refunds), sum(Decimal(r[2]) for r in refunds)) == chdb.query(
+            f"SELECT count(DISTINCT (t, order_id)), sum(amount) FROM (SELECT toStartOf{bucket.title()}(ts, "
+            f"'{CONFIG.timezone}') AS t, order_id, amount FROM commission_ledger WHERE {in_range} AND kind = 'reverse')"
+        ).rows[0]
+
+
+def test_the_hourly_sums_equal_the_ledger(chdb):
+    kept = chdb.query("SELECT generation, hour, level, kind, status_after, rule_id, amount, entries "
+                      "FROM ledger_hours_raw FINAL ORDER BY generation, hour, level, kind, status_after, rule_id").rows
+    assert len(kept) > 100 and kept == chdb.query(
+        "SELECT generation, toStartOfHour(ts) AS hour, level, kind, status_after, rule_id, sum(amount), count() "
+        "FROM ledger_entries FINAL GROUP BY generation, hour, level, kind, status_after, rule_id "
+        "ORDER BY generation, hour, level, kind, status_after, rule_id").rows

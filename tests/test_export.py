@@ -217,7 +217,9 @@ def test_the_layout_matches_the_ddl():
         engine = m.group(2)
         assert ("PARTITION BY toYYYYMM(ts)" in engine) == (spec.name in MONTH_PARTITIONED), spec.name
         order = re.search(r"ORDER BY \(?([^)\n]*)\)?", engine).group(1)
-        key = tuple(k.strip() for k in order.split(",") if k.strip() != "generation")
+        # the ledger's key leads with ts, which its entry_id determines: entry_id alone orders and cuts it
+        dropped = ("generation", "ts") if spec.name == "commission_ledger" else ("generation",)
+        key = tuple(k.strip() for k in order.split(",") if k.strip() not in dropped)
         assert key == KEYS[spec.name], spec.name
 
 

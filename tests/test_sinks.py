@@ -388,3 +388,37 @@ def _bench(rows: int) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
     _bench(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
+
+
+HOURS_OF_THE_LEDGER = ("SELECT generation, toStartOfHour(ts) AS hour, level, kind, status_after, rule_id, sum(amount), "
+                       "count() FROM ledger_entries FINAL GROUP BY generation, hour, level, kind, status_after, rule_id "
+                       "ORDER BY generation, hour, level, kind, status_after, rule_id")
+HOURS_KEPT = ("SELECT generation, hour, level, kind, status_after, rule_id, amount, entries FROM ledger_hours_raw FINAL "
+              "ORDER BY generation, hour, level, kind, status_after, rule_id")
+
+
+def test_the_hourly_sums_follow_every_write_once(open_one) -> None:
+    """ledger_hours is recomputed for the hours each write touches: a batch written again changes
+    nothing, a late row in an hour already summed is added, another generation is summed apart."""
+    ledger = open_one()
+    ledger.write(Batch(ENTRIES[:6], {}, []))
+    ledger.write(Batch(ENTRIES[:6], {}, []))  # redelivered
+    late = _entry(20, "7.77", ts_ms=T0 + 1_800_000)  # 00:30, the hour of ENTRIES[0..3]
+    ledger.write(Batch([late, *ENTRIES[6:]], {}, []))
+    ledger.write(Batch(ENTRIES[:2], {}, [], generation=1))
+    kept = ledger.query(HOURS_KEPT).rows
+    assert kept == ledger.query(HOURS_OF_THE_LEDGER).rows
+    first_hour = [r for r in kept if r[0] == 0 and r[1] == datetime(2026, 1, 1, tzinfo=UTC) and r[3] == "accrue"
+                  and r[2] == 1]
+    assert first_hour == [(0, datetime(2026, 1, 1, tzinfo=UTC), 1, "accrue", "pending", "default",
+                           Decimal("19.90") + Decimal("7.77") + Decimal("12345678901234.56") + Decimal("5.00"), 4)]
+    assert sum(r[6] for r in kept if r[0] == 0) == ENTRIES_SUM + Decimal("7.77")
+
+
+def test_a_ledger_from_before_the_hourly_sums_gets_them(open_one) -> None:
+    """Opening a ledger written before ledger_hours (or order_standings) existed fills them from it."""
+    ledger = open_one()
+    ledger.write(Batch(ENTRIES, {}, []))
+    ledger.query("DROP TABLE ledger_hours_raw")
+    again = open_one()
+    assert again.query(HOURS_KEPT).rows == again.query(HOURS_OF_THE_LEDGER).rows != []

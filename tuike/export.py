@@ -99,7 +99,8 @@ class _Table:
 MONTH_PARTITIONED = frozenset({"commission_ledger", "orders", "order_events", "clicks", "bindings", "promoters",
                                "order_standings"})
 KEYS: dict[str, tuple[str, ...]] = {
-    "commission_ledger": ("entry_id",),  # (generation, entry_id): one or two generations are read
+    # (generation, ts, entry_id): one or two generations are read, and entry_id determines ts
+    "commission_ledger": ("entry_id",),
     "dead_letters": ("dead_letter_id",),
     "orders": ("event_id",), "order_items": ("order_id", "sku"), "order_events": ("event_id",),
     "clicks": ("event_id",), "bindings": ("event_id",), "promoters": ("event_id",),
