@@ -336,7 +336,7 @@ FROM (
         AND level = 1 AND kind = 'accrue' AND {only_promoter} AND {only_orders} GROUP BY order_id, item_sku
     ) AS r ANY LEFT JOIN (
         SELECT order_id, sku AS item_sku, paid_amount AS item_paid FROM order_items_raw
-        WHERE order_id IN (SELECT order_id FROM orders_raw WHERE {rng})
+        WHERE order_id IN (SELECT order_id FROM order_standings_raw WHERE {rng})
     ) AS i USING order_id, item_sku
     GROUP BY rule_id
 ) AS base ANY LEFT JOIN (
