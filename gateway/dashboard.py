@@ -36,6 +36,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from starlette.background import BackgroundTask
 
 from schemas.analytics import PANELS, Filters, promoter_queries
+from sinks import LedgerError
 from tuike.panels import json_value, panel_data
 
 from .links import Link, make_code
@@ -49,6 +50,9 @@ PERIOD = re.compile(r"^(all|(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])|(\d{1,4})(h|d))$"
 FAR_END = 4102444800  # 2100-01-01: "all" ends there
 PAGE_SIG_BYTES = 16
 SHARED_SECONDS = 1  # panels computed for one request serve every other request with the same filters this long
+# A panel's query is stopped after this long (ClickHouse max_execution_time) and the panel shows
+# why: embedded, the queries run on the pipeline's thread, so a slow one would hold up intake.
+PANEL_SECONDS = 10
 
 
 
@@ -259,8 +263,19 @@ def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
 
 
 async def _run_panels(query: Query, f: Filters) -> dict[str, dict]:
-    """All panels, one query after the other on the ledger's thread."""
-    return {p.name: panel_data(p, await query(p.sql(f)), f.timezone).as_json() for p in PANELS}
+    """All panels, one query after the other on the ledger's thread; a panel whose query fails or
+    takes longer than :data:`PANEL_SECONDS` comes back empty with the reason (``error``)."""
+    out = {}
+    for p in PANELS:
+        try:
+            result = await query(f"{p.sql(f)} SETTINGS max_execution_time = {PANEL_SECONDS}")
+        except LedgerError as exc:
+            out[p.name] = {"name": p.name, "columns": [c for c, _ in p.columns], "rows": [],
+                           "error": f"{p.title}: {exc} (at most {PANEL_SECONDS} s a panel: choose a shorter "
+                                    "period or one promoter)"}
+            continue
+        out[p.name] = panel_data(p, result, f.timezone).as_json()
+    return out
 
 
 def _export_file(ledger: Any, table: str, fmt: str, period: str | None, tz: str) -> str:

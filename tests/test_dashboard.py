@@ -216,3 +216,29 @@ def test_export_over_http_reads_back_with_the_ledgers_rows(site):
     assert table.num_rows == count
     assert sum(table.column("amount").to_pylist(), Decimal(0)) == total
     assert httpx.get(f"{site.url}/dashboard/api/export/nope", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 422
+
+
+def test_a_panel_over_its_time_says_why_and_the_others_still_show(site):
+    """Every panel query carries max_execution_time (a slow one would hold up the embedded
+    pipeline, whose thread runs them); one that fails comes back empty with the reason."""
+    import asyncio
+
+    from gateway.dashboard import PANEL_SECONDS, _run_panels
+    from schemas.analytics import PANELS, Filters, panel_sql
+    from sinks import QueryError
+
+    f = Filters(0, 4102444800, "day", timezone=CONFIG.timezone)
+    slow = panel_sql("funnel_by_link", f)
+    seen = []
+
+    async def query(sql: str):
+        seen.append(sql)
+        assert sql.endswith(f" SETTINGS max_execution_time = {PANEL_SECONDS}")
+        if sql.startswith(slow):
+            raise QueryError("Timeout exceeded: elapsed 10.000000 seconds, maximum: 10")
+        return site.thread.submit(site.ledger.query, sql).result()  # the real ledger runs the clause
+
+    panels = asyncio.run(_run_panels(query, f))
+    assert len(seen) == len(PANELS)
+    assert panels["funnel_by_link"]["rows"] == [] and "Timeout exceeded" in panels["funnel_by_link"]["error"]
+    assert panels["kpis"]["rows"] and all("error" not in p for name, p in panels.items() if name != "funnel_by_link")

@@ -19,6 +19,7 @@ function el(tag, attrs, text) {
 function isNumeric(v) { return typeof v === "number" || (typeof v === "string" && /^-?\d+(\.\d+)?$/.test(v)); }
 
 function table(target, panel) {
+  if (panel.error) { target.replaceChildren(el("p", {class: "panel-error"}, panel.error)); return; }
   const t = el("table", {"data-rows": panel.rows.length});
   const head = el("tr");
   panel.columns.forEach((c) => head.appendChild(el("th", {}, c)));
@@ -33,6 +34,7 @@ function table(target, panel) {
 
 function kpis(panel) {
   const box = document.getElementById("kpis");
+  if (panel.error) { box.replaceChildren(el("p", {class: "panel-error"}, panel.error)); return; }
   const row = panel.rows[0] || panel.columns.map(() => "0");
   box.replaceChildren(...KPIS.map(([name, label]) => {
     const card = el("div", {class: "kpi"});
