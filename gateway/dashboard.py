@@ -1,7 +1,7 @@
 """Live views over the ledger, served by ``tuike serve`` (实时数据看板, 团队业绩, 推广效果).
 
 - ``/dashboard`` for shop owners and analysts: every panel of :mod:`schemas.analytics`, refreshed
-  every 2 s, filtered by period, bucket, campaign and promoter. It needs the shop's
+  every 2 s (or twice as long as the panels took, when longer), filtered by period, bucket, campaign and promoter. It needs the shop's
   ``dashboard_token`` (``tuike.yaml: shops.<id>.dashboard_token``): ``/dashboard?token=…`` sets an
   HttpOnly cookie and redirects; the JSON API also takes ``Authorization: Bearer <token>``.
 - ``/p/{promoter}?exp=…&sig=…`` for one promoter, reached by a signed link (``tuike link page``):
