@@ -44,8 +44,8 @@ def handle_order(state: dict | None, msg: Message, ctx: Context, out: Output) ->
         return state
     written = len(out.entries)
     _reconcile(msg.key, state, msg.cause, ctx, out)
-    if len(out.entries) > written:  # the order's money moved: where it stands now (dashboards)
-        out.facts.extend(("order_standings", row) for row in stand(msg.key, state))
+    # where the order stands now (dashboards), when its money or its payment moved
+    out.facts.extend(("order_standings", row) for row in stand(msg.key, state, len(out.entries) > written))
     return state
 
 
@@ -124,9 +124,8 @@ def _record_payment(state: dict, msg: Message, ctx: Context, out: Output) -> boo
         if have["c"] != event.customer_id:
             out.messages.append(Message(CUSTOMERS, have["c"], "drop", {"order": event.order_id}, msg.cause))
     items = [[it.sku, it.category, str(it.price), it.qty] for it in event.items]
-    state["paid"] = {"e": event.event_id, "t": event.ts_ms, "c": event.customer_id, "cur": event.currency, "items": items}
-    if event.click_id:
-        state["paid"]["k"] = event.click_id
+    state["paid"] = {"e": event.event_id, "t": event.ts_ms, "c": event.customer_id, "cur": event.currency, "items": items,
+                     "k": event.click_id or ""}
     state["terms"] = {it.sku: ctx.terms(it.sku, it.category, it.price, it.qty, event.ts_ms) for it in event.items}
     out.parked -= state["waiting"]
     state["waiting"] = 0

@@ -17,6 +17,10 @@ ledgers written before this table existed, and a test holds the two equal):
 - ``version`` grows with each row the order writes, so ReplacingMergeTree(version) keeps the
   newest; rows are keyed by (generation, order, payment time), and when an earlier-dated
   payment replaces the first one the old time gets an empty row of the same version.
+
+Order state written before this table existed has no click in its payment (``paid["k"]``): such
+an order keeps the row the sinks filled from the ledger when they created the table (its click
+is right; its commission does not follow money that moves after the upgrade).
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ def standing_row(order_id: str, state: dict, version: int, ts_s: int) -> dict:
         if best is None or (value, who) > best:
             holders[level] = (value, who)
     return {
-        "order_id": order_id, "ts": ts_s, "version": version, "customer_id": paid["c"], "click_id": paid.get("k", ""),
+        "order_id": order_id, "ts": ts_s, "version": version, "customer_id": paid["c"], "click_id": paid["k"],
         "paid_amount": sum((Decimal(price) * qty for _sku, _cat, price, qty in paid["items"]), ZERO),
         "promoter1": holders.get(1, (ZERO, ""))[1], "promoter2": holders.get(2, (ZERO, ""))[1],
         "promoter3": holders.get(3, (ZERO, ""))[1], "commission": sum(by_level.values(), ZERO),
@@ -62,14 +66,20 @@ def void_row(order_id: str, customer_id: str, version: int, ts_s: int) -> dict:
             "commission1": ZERO, "commission2": ZERO, "commission3": ZERO}
 
 
-def stand(order_id: str, state: dict) -> list[dict]:
-    """The standing rows to write after the order's ledger rows changed; updates ``state["st"]``
-    (``[version, payment time in seconds]`` of the last row written)."""
+def stand(order_id: str, state: dict, money_moved: bool) -> list[dict]:
+    """The standing rows to write after an input: when the order's ledger rows changed, or its
+    payment did since the last row (an earlier payment that moved no money yet). Updates
+    ``state["st"]`` (``[version, payment time in seconds, payment event]`` of the last row)."""
+    paid = state.get("paid")
     last = state.get("st")
+    if paid is None or "k" not in paid:  # not paid yet, or state from before standings (module doc)
+        return []
+    if not money_moved and (last is None or last[2] == paid["e"]):
+        return []
     version = (last[0] if last else 0) + 1
-    ts_s = state["paid"]["t"] // 1000
+    ts_s = paid["t"] // 1000
     rows = [standing_row(order_id, state, version, ts_s)]
     if last is not None and last[1] != ts_s:
-        rows.append(void_row(order_id, state["paid"]["c"], version, last[1]))
-    state["st"] = [version, ts_s]
+        rows.append(void_row(order_id, paid["c"], version, last[1]))
+    state["st"] = [version, ts_s, paid["e"]]
     return rows

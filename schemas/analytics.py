@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -80,17 +81,26 @@ def _range(f: Filters) -> str:
 def hours_window(f: Filters) -> tuple[int, int] | None:
     """The whole hours ``[a, b)`` inside the range that a panel may read from ``ledger_hours``: when
     it has no promoter or campaign filter (the sums are per level, kind, status and rule only), its
-    buckets are hours or days, and the shop's timezone is a whole number of hours from UTC at both
-    ends (a UTC hour then falls in one bucket)."""
-    if f.promoter or f.campaign or f.bucket == "minute":
+    buckets are hours or days, and the shop's timezone has always been a whole number of hours
+    from UTC (a UTC hour then falls in one bucket)."""
+    if f.promoter or f.campaign or f.bucket == "minute" or not _whole_hours_from_utc(f.timezone):
         return None
-    zone = ZoneInfo(f.timezone)
-    for t in (f.start_s, min(f.end_s, 4102444800)):
-        offset = datetime.fromtimestamp(t, timezone.utc).astimezone(zone).utcoffset()
-        if offset is None or offset.total_seconds() % 3600:
-            return None
     a, b = -(-f.start_s // 3600) * 3600, f.end_s // 3600 * 3600
     return (a, b) if a < b else None
+
+
+@lru_cache(maxsize=64)
+def _whole_hours_from_utc(tz: str) -> bool:
+    """Whether ``tz`` is a whole number of hours from UTC on every day of 1970-2100 (Asia/Shanghai
+    is; Asia/Kolkata, and Australia/Lord_Howe in its winters, are not)."""
+    zone = ZoneInfo(tz)
+    day = datetime(1970, 1, 1, 12, tzinfo=timezone.utc)
+    while day.year < 2100:
+        offset = day.astimezone(zone).utcoffset()
+        if offset is None or offset.total_seconds() % 3600:
+            return False
+        day += timedelta(days=1)
+    return True
 
 
 def render(template: str, f: Filters) -> str:
@@ -112,8 +122,9 @@ def render(template: str, f: Filters) -> str:
               f"amount, rate, rule_id, currency, status_after FROM ledger_entries FINAL WHERE {live} AND {rng})")
     only_promoter = f"beneficiary_id = {quote(f.promoter)}" if f.promoter else "1"
     tagged = f"(SELECT click_id FROM clicks_raw FINAL WHERE campaign = {quote(f.campaign)})"
-    only_orders = (f"order_id IN (SELECT order_id FROM order_standings_raw WHERE {rng} AND click_id IN {tagged})"
-                   if f.campaign else "1")
+    standing_gen = "generation = (SELECT max(generation) FROM ledger_generations)"
+    only_orders = (f"order_id IN (SELECT order_id FROM order_standings_raw WHERE {standing_gen} AND {rng} "
+                   f"AND click_id IN {tagged})" if f.campaign else "1")
     # The ledger's amounts of the range (ts, level, kind, status_after, rule_id, amount): the whole
     # hours from ledger_hours, the hours cut by the range's ends from the ledger itself.
     window = hours_window(f)
@@ -144,8 +155,8 @@ def render(template: str, f: Filters) -> str:
     # One row per order (engine/standing.py): the order's winning payment, who holds each level and
     # its net commission, as the order processor last wrote them (the highest version).
     attributed = (f"(SELECT order_id, ts, customer_id, click_id, paid_amount, promoter1, promoter2, promoter3, "
-                  f"commission, commission1, commission2, commission3 FROM order_standings_raw FINAL WHERE generation = (SELECT max(generation) FROM "
-                  f"ledger_generations) AND {rng} AND promoter1 != ''{narrow})")
+                  f"commission, commission1, commission2, commission3 FROM order_standings_raw FINAL WHERE {standing_gen} "
+                  f"AND {rng} AND promoter1 != ''{narrow})")
     # the attributed orders with the campaign of their click (a click of the range that an order
     # of the range names; a row written twice is the same row, so the lookup needs no FINAL)
     campaign_orders = (f"(SELECT order_id, campaign, paid_amount, commission FROM (SELECT order_id, click_id, "
@@ -422,7 +433,9 @@ FROM (
     SELECT order_id, tupleElement(first, 2) AS ts, tupleElement(first, 3) AS customer_id,
            tupleElement(first, 4) AS click_id, tupleElement(first, 5) AS paid_amount
     FROM (SELECT order_id, argMin((event_id, ts, customer_id, click_id, paid_amount), (ts, event_id)) AS first
-          FROM {{db}}.orders_raw FINAL GROUP BY order_id)
+          FROM {{db}}.orders_raw FINAL
+          WHERE event_id IN (SELECT event_id FROM {{db}}.ledger_entries WHERE kind = 'accrue' AND level IN (1, 2, 3))
+          GROUP BY order_id)
 ) AS o USING order_id
 """
 STANDING_COLUMNS = ("generation", "order_id", "ts", "version", "customer_id", "click_id", "paid_amount",
@@ -435,7 +448,7 @@ STANDING_COLUMNS = ("generation", "order_id", "ts", "version", "customer_id", "c
 # travel through an array as integer cents: 18.16 crashes on an array of tuples holding a Decimal.
 HOURS_FROM_LEDGER = """
 SELECT generation, hour, tupleElement(g, 1) AS level, tupleElement(g, 2) AS kind, tupleElement(g, 3) AS status_after,
-       tupleElement(g, 4) AS rule_id, toDecimal64(tupleElement(g, 5), 2) / 100 AS amount,
+       tupleElement(g, 4) AS rule_id, toDecimal128(tupleElement(g, 5), 2) / 100 AS amount,
        tupleElement(g, 6) AS entries, version
 FROM (
     SELECT generation, hour, groupArray((level, kind, status_after, rule_id, cents, entries)) AS groups,

@@ -57,6 +57,13 @@ CREATE TABLE IF NOT EXISTS {db}.ledger_hours_raw (
 PARTITION BY toYYYYMM(hour)
 ORDER BY (generation, hour, level, kind, status_after, rule_id);
 
+-- Which one-time fills of derived tables from the ledger are done (sinks/base.py:
+-- schema_statements): a fill that failed half-way runs again at the next open.
+CREATE TABLE IF NOT EXISTS {db}.schema_upgrades (
+    name String,
+    done_at DateTime('UTC')
+) ENGINE = TinyLog;
+
 -- Generations (topologies/generation.py): a streaming replay re-derives the whole ledger as
 -- generation N+1 beside generation N, and records N+1 here once it has caught up. Analysts see
 -- the newest generation recorded (0, the embedded pipeline's and the first streaming one's,

@@ -198,15 +198,19 @@ def upgrade_statements(database: str, query: Callable[[str], list[tuple]]) -> li
 
 def schema_statements(database: str, query: Callable[[str], list[tuple]]) -> list[str]:
     """Everything that brings a database to ``schemas/ddl.sql``: the upgrades, the DDL, and for a
-    ledger that existed before ``order_standings`` did, filling that table from the ledger
-    (``schemas.analytics.STANDINGS_FROM_LEDGER``) so the dashboards see the orders already paid."""
+    ledger written before ``order_standings`` and ``ledger_hours`` existed, filling them from it
+    (so the dashboards see the orders already paid). A fill is recorded in ``schema_upgrades``
+    once it has run; one that failed half-way runs again (its rows collapse with the first's)."""
     db = check_database_name(database)
     tables = {r[0] for r in query(f"SELECT name FROM system.tables WHERE database = '{db}'")}
+    done = ({r[0] for r in query(f"SELECT name FROM {db}.schema_upgrades")} if "schema_upgrades" in tables
+            else set())
     out = upgrade_statements(database, query) + ddl_statements(database)
-    if "ledger_entries" in tables and "order_standings_raw" not in tables:
-        out.append(standings_backfill(db))
-    if "ledger_entries" in tables and "ledger_hours_raw" not in tables:
-        out.append(_hours_insert(db, "1"))
+    for name, fill in (("order_standings", standings_backfill(db)), ("ledger_hours", _hours_insert(db, "1"))):
+        if name not in done:
+            if "ledger_entries" in tables:  # an older ledger (a new one is filled as it is written)
+                out.append(fill)
+            out.append(f"INSERT INTO {db}.schema_upgrades SELECT '{name}', now()")
     return out
 
 

@@ -415,10 +415,33 @@ def test_the_hourly_sums_follow_every_write_once(open_one) -> None:
     assert sum(r[6] for r in kept if r[0] == 0) == ENTRIES_SUM + Decimal("7.77")
 
 
-def test_a_ledger_from_before_the_hourly_sums_gets_them(open_one) -> None:
-    """Opening a ledger written before ledger_hours (or order_standings) existed fills them from it."""
+def test_a_ledger_from_before_the_derived_tables_gets_them(open_one) -> None:
+    """Opening a ledger written before ledger_hours and order_standings existed fills them from it,
+    once; a fill that did not finish (no record in schema_upgrades) runs again."""
+    from dataclasses import replace
+
+    from schemas.analytics import STANDINGS_FROM_LEDGER
+
     ledger = open_one()
-    ledger.write(Batch(ENTRIES, {}, []))
-    ledger.query("DROP TABLE ledger_hours_raw")
+    # order O1's payment (EVENTS: e-op) earned levels 1-3; P9 accrued level 1 and lost it again
+    paid = [replace(_entry(30 + i, amount, beneficiary=who, level=level), event_id="e-op", order_id="O1")
+            for i, (who, level, amount) in enumerate([("P1", 1, "39.80"), ("P2", 2, "19.90"), ("P3", 3, "7.96"),
+                                                     ("P9", 1, "39.80")])]
+    paid.append(replace(_entry(40, "-39.80", beneficiary="P9", kind="reverse"), event_id="e-bind", order_id="O1"))
+    ledger.write(Batch(paid, _facts(), []))
+    for table in ("ledger_hours_raw", "order_standings_raw", "order_standings", "schema_upgrades"):
+        ledger.query(f"DROP TABLE {table}")
     again = open_one()
     assert again.query(HOURS_KEPT).rows == again.query(HOURS_OF_THE_LEDGER).rows != []
+    columns = "order_id, ts, paid_amount, promoter1, promoter2, promoter3, commission1, commission2, commission3"
+    filled = again.query(f"SELECT {columns} FROM order_standings ORDER BY order_id").rows
+    derived = again.query(f"SELECT {columns} FROM ({STANDINGS_FROM_LEDGER.replace('{db}', again.database)}) "
+                          "ORDER BY order_id").rows
+    assert filled == derived == [("O1", datetime(2026, 1, 3, 4, tzinfo=UTC), Decimal("398.30"), "P1", "P2", "P3",
+                                  Decimal("39.80"), Decimal("19.90"), Decimal("7.96"))]
+    assert sorted(r[0] for r in again.query("SELECT name FROM schema_upgrades").rows) == ["ledger_hours",
+                                                                                         "order_standings"]
+    again.query("TRUNCATE TABLE ledger_hours_raw")  # as if the fill had stopped half-way, unrecorded
+    again.query("DROP TABLE schema_upgrades")
+    third = open_one()
+    assert third.query(HOURS_KEPT).rows == third.query(HOURS_OF_THE_LEDGER).rows != []
