@@ -409,9 +409,10 @@ GROUP BY period ORDER BY period DESC LIMIT {limit}
 BY_NAME = {p.name: p for p in PANELS}
 
 # Where each order stands (the order_standings table, engine/standing.py), computed from the
-# ledger and the orders table: for a ledger written before the table existed (the sinks run it
-# once, when they create the table), and for the test that holds the engine's rows to the same
-# definition. Version 0: any row the engine writes later replaces it.
+# ledger and the orders table (the payment that counts is the earliest of those that earned): for
+# a ledger written before the table existed (sinks/base.py: schema_statements), and for the tests
+# that hold the engine's rows to the same definition. Version 0: any row the engine writes later
+# replaces it.
 STANDINGS_FROM_LEDGER = f"""
 SELECT generation, order_id, ts, toUInt32(0) AS version, customer_id, click_id, paid_amount,
        promoter1, promoter2, promoter3, commission, commission1, commission2, commission3
