@@ -58,11 +58,15 @@ PARTITION BY toYYYYMM(hour)
 ORDER BY (generation, hour, level, kind, status_after, rule_id);
 
 -- Which one-time fills of derived tables from the ledger are done (sinks/base.py:
--- schema_statements): a fill that failed half-way runs again at the next open.
+-- schema_statements): a fill that failed half-way runs again at the next open. A MergeTree, not a
+-- Log table: workers opening a new database at once insert concurrently, which 18.16's TinyLog
+-- does not survive.
 CREATE TABLE IF NOT EXISTS {db}.schema_upgrades (
     name String,
     done_at DateTime('UTC')
-) ENGINE = TinyLog;
+) ENGINE = ReplacingMergeTree()
+PARTITION BY tuple()
+ORDER BY name;
 
 -- Generations (topologies/generation.py): a streaming replay re-derives the whole ledger as
 -- generation N+1 beside generation N, and records N+1 here once it has caught up. Analysts see

@@ -445,3 +445,37 @@ def test_a_ledger_from_before_the_derived_tables_gets_them(open_one) -> None:
     again.query("DROP TABLE schema_upgrades")
     third = open_one()
     assert third.query(HOURS_KEPT).rows == third.query(HOURS_OF_THE_LEDGER).rows != []
+
+
+@pytest.mark.server
+def test_workers_opening_a_new_database_at_once_all_open_it(clickhouse_url) -> None:
+    """Streaming workers start together on a new database: each creates the tables and records the
+    one-time fills (schema_upgrades) concurrently, and none may fail (18.16's TinyLog did)."""
+    import threading
+    import uuid
+
+    url = parse_url(clickhouse_url)
+    db = f"{url.database}_open_{uuid.uuid4().hex[:8]}"
+    target = f"clickhouse://{url.host}:{url.port}/{db}"
+    errors: list[str] = []
+
+    def open_() -> None:
+        try:
+            ServerLedger(target).close()
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever a worker would die of
+            errors.append(repr(exc))
+
+    try:
+        for _ in range(4):
+            threads = [threading.Thread(target=open_) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert errors == []
+        with ServerLedger(target) as ledger:
+            assert {r[0] for r in ledger.query("SELECT name FROM schema_upgrades").rows} == {"ledger_hours",
+                                                                                            "order_standings"}
+    finally:
+        with ServerLedger(target) as ledger:
+            ledger.query(f"DROP DATABASE IF EXISTS {db}")
