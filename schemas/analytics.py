@@ -111,7 +111,7 @@ def render(template: str, f: Filters) -> str:
     existence and distinct counts;
     ``{clicks}``/``{bindings}`` the facts of the range, ``{attributed}`` the orders paid in the
     range that a promoter earned level 1 on, as they stand now (``order_standings``: ``order_id, ts,
-    click_id, paid_amount, promoter1..3, commission``), narrowed to the promoter's own sales and
+    click_id, paid_amount, promoter1..3, commission, commission1..3``), narrowed to the promoter's own sales and
     the campaign; ``{campaign_orders}`` those orders with their click's campaign;
     ``{only_promoter}`` narrows ledger rows to the promoter's own money, ``{only_orders}`` to the
     orders whose click carries the campaign (whenever the click was)."""
