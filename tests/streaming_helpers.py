@@ -10,6 +10,7 @@ ledger (chDB or server), with the same SQL.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,19 @@ class Worker:
     def tail(self, n: int = 25) -> str:
         return "\n".join(self.text().splitlines()[-n:])
 
+    def stacks(self, wait: float = 5.0) -> str:
+        """Where a stuck worker is: SIGUSR1 makes its event loop print every asyncio task's stack
+        (mode's ``cry``) and SIGQUIT every thread's (faulthandler, in ``tuike worker``); condensed
+        to the frames, because a timeout's message is all CI keeps of a run."""
+        before = len(self.text())
+        for sig in (signal.SIGQUIT, signal.SIGUSR1):
+            os.kill(self.proc.pid, sig)
+        deadline, size = time.monotonic() + wait, -1
+        while time.monotonic() < deadline and len(self.text()) != size:  # until the dump stops growing
+            size = len(self.text())
+            time.sleep(0.5)
+        return f"stacks of {self.name}:\n" + condensed_stacks(self.text()[before:])
+
     def last_progress(self) -> str:
         lines = [ln for ln in self.text().splitlines() if ln.startswith("tuike worker:")]
         return lines[-1][len("tuike worker: "):] if lines else "(no progress line yet)"
@@ -137,6 +151,34 @@ class Worker:
         return self.proc.returncode
 
 
+IDLE_FRAMES = ("asyncio/locks.py", "utils/locks.py", "mode/services.py", "asyncio/tasks.py", "asyncio/queues.py")
+
+
+def condensed_stacks(dump: str) -> str:
+    """Each thread's and each busy asyncio task's frames as ``file:line function``; tasks that only
+    wait on a lock or queue are left out, identical ones shown once with a count."""
+    frame = re.compile(r'File "(?:.*/)?([^/]+/[^/]+)", line (\d+),? in (\S+)')
+    blocks: list[list[str]] = []
+    for line in dump.splitlines():
+        m = frame.search(line)
+        if m and blocks:
+            blocks[-1].append(f"{m[1]}:{m[2]} {m[3]}")
+        elif re.match(r"\s*(THREAD |TASK |Thread 0x|Current thread 0x)", line):
+            blocks.append([line.strip()])
+    shown: Counter = Counter()
+    for header, *frames in blocks:
+        if header.startswith("THREAD "):
+            continue  # mode's copy of what faulthandler printed
+        if header.startswith("TASK ") and all(f.split(":")[0] in IDLE_FRAMES for f in frames):
+            continue
+        name = "thread" if "hread 0x" in header else header
+        shown[(name, tuple(frames))] += 1
+    if not shown:
+        return "  (no stack dump: the event loop may be blocked, or the worker does not answer signals)"
+    return "\n".join(f"  {name}{f' ×{n}' if n > 1 else ''}\n" + "\n".join(f"      {f}" for f in frames)
+                     for (name, frames), n in shown.items())
+
+
 class Workers(list):
     """The workers of one test; ``stop_all`` in a finally or a fixture's teardown."""
 
@@ -154,9 +196,11 @@ class Workers(list):
                 codes.append(None)
         return codes
 
-    def describe(self, tail: int = 20) -> str:
+    def describe(self, tail: int = 20, stacks: bool = False) -> str:
+        """Each worker's log tail; with ``stacks``, what each live one is waiting on."""
         return "\n".join(f"--- {w.name} (pid {w.pid}, {'alive' if w.alive() else f'exit {w.proc.returncode if w.proc else None}'}),"
-                         f" {w.log}:\n{w.tail(tail)}" for w in self)
+                         f" {w.log}:\n{w.tail(tail)}" + (f"\n{w.stacks()}" if stacks and w.alive() else "")
+                         for w in self)
 
 
 # --- Kafka state -------------------------------------------------------------------------
@@ -191,7 +235,11 @@ def input_progress(rows: Iterable, settings: Any) -> tuple[int, int]:
 
 
 def format_lag(rows: Iterable) -> str:
-    return "\n".join(f"  {r.topic:<34} p{r.partition}  committed {r.committed}  end {r.end}  lag {r.lag}" for r in rows)
+    """The partitions that lag, one a line, and how many do not (CI shows only so much output)."""
+    rows = list(rows)
+    lagging = [r for r in rows if r.lag]
+    return "\n".join([f"  {r.topic:<34} p{r.partition}  committed {r.committed}  end {r.end}  lag {r.lag}"
+                      for r in lagging] + [f"  ({len(rows) - len(lagging)} other partitions: lag 0)"])
 
 
 def members(broker: str, group: str) -> int:
@@ -316,7 +364,7 @@ def wait_until_done(*, broker: str, settings: Any, generation: int, clickhouse: 
                     f"{label}: not caught up {timeout:.0f} s after waiting started: inputs {committed:,}/{end:,} "
                     f"committed, total lag {lag:,}, ledger last changed {now - still_since:.0f} s ago, views on "
                     f"generation {live} (want {generation})\nlag of group {settings.app_id(generation)}:\n"
-                    f"{format_lag(rows)}\n{workers.describe(30)}")
+                    f"{format_lag(rows)}\n{workers.describe(30, stacks=True)}")
             time.sleep(2)
     finally:
         ledger.close()

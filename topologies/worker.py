@@ -10,7 +10,9 @@ analysts' views show.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -56,6 +58,9 @@ def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger:
         _go_live_when_caught_up(topology, broker, ledger, control)
     say(f"generation {generation}, group {settings.app_id(generation)}, broker {broker}, "
         f"ledger {ledger.identity}, state {state_dir}")
+    # a stuck worker tells where it is: SIGQUIT prints every thread's stack (the process goes on),
+    # SIGUSR1 every asyncio task's (mode's Worker handles it)
+    faulthandler.register(signal.SIGQUIT, all_threads=True, chain=False)
     for noisy in ("aiokafka", "faust.transport"):  # their debug calls cost ~5% even when filtered later
         logging.getLogger(noisy).setLevel(logging.WARNING)
     Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
