@@ -55,14 +55,25 @@ def disable_faust_commits() -> None:
 
 
 async def _seek_to_committed(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int | None]:
-    """aiokafka's ``seek_to_committed`` (what Faust calls after every rebalance and recovery)
-    seeks only to a committed offset above 0. After ``tuike replay --from`` rewound a partition
-    to its start, the committed offset *is* 0, and the consumer went on fetching from where it
-    was: a partition with no newer records never delivered one again and its lag stayed."""
+    """Put every assigned input partition at its committed offset, or at the log start where the
+    group has committed none. Faust calls this after every rebalance and recovery.
+
+    aiokafka's ``seek_to_committed`` seeks only to a committed offset above 0 and leaves the
+    others where the consumer was. Records Faust fetched but had not handed to an agent when a
+    rebalance began are dropped (its drain marks them read while the flow is suspended), so
+    "where the consumer was" may be past records nobody processed: after ``tuike replay --from``
+    rewound a partition to 0, and (CI) after a rebalance during a burst into partitions with no
+    commit yet — with no newer record to show the gap, those partitions never delivered again
+    and their lag stayed. Changelog partitions are Faust's recovery's own business: left alone."""
     committed = await consumer.seek_to_committed()
+    unplaced = []
     for tp, offset in committed.items():
         if offset == 0:
             consumer.seek(tp, 0)
+        elif offset is None and not tp.topic.endswith("-changelog"):
+            unplaced.append(tp)
+    if unplaced:
+        await consumer.seek_to_beginning(*unplaced)
     return committed
 
 
