@@ -211,6 +211,59 @@ def test_demo_prints_a_summary_and_is_repeatable(tmp_path):
     assert _without_timings(second.stdout) == _without_timings(first.stdout)
 
 
+def test_the_demo_prints_how_to_open_its_dashboard_and_a_promoters_page_and_they_open(tmp_path):
+    """The commands and URL the demo prints work as printed (on another port): the dashboard with
+    its token, the top promoter's page through `tuike link page`; the secrets are the owner's only."""
+    import signal
+    import time
+
+    import httpx
+
+    from tests.streaming_helpers import TUIKE, child_env
+    from tests.test_produce import free_port
+
+    data = tmp_path / "data"
+    out = ok(tuike("demo", "--seed", "3", "--promoters", "20", "--customers", "150", "--orders", "200",
+                   "--data-dir", str(data), cwd=tmp_path)).stdout
+    serve = re.search(r"^  tuike serve (--data-dir \S+ --config \S+)$", out, re.M)
+    token = re.search(r"http://127\.0\.0\.1:8000/dashboard\?token=(\S+)$", out, re.M)
+    page = re.search(r"^  (\S+)'s own page:  tuike link page (--config \S+ --promoter \S+)", out, re.M)
+    assert serve and token and page, out
+    top = out.split("Top 10 promoters")[1].splitlines()[2].split()[0]
+    assert page[1] == top, f"the page offered is {page[1]}'s, the top promoter is {top}"
+    assert json.loads((data / "demo-secrets.json").read_text())["token"] == token[1]
+    for secret_file in (data / "demo-secrets.json", data / "demo" / "tuike.yaml"):
+        assert secret_file.stat().st_mode & 0o077 == 0, f"{secret_file} is readable by others"
+    link = ok(tuike("link", "page", *page[2].split(), cwd=tmp_path)).stdout.strip()
+    assert link.startswith(f"http://127.0.0.1:8000/p/{top}?"), link
+
+    port = free_port()
+    proc = subprocess.Popen([*TUIKE, "serve", *serve[1].split(), "--port", str(port)], cwd=tmp_path,
+                            env=child_env(), stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            opened = client.get(f"/dashboard?token={token[1]}", follow_redirects=True)
+            assert opened.status_code == 200 and "<html" in opened.text.lower(), opened.text[:300]
+            panels = client.get("/dashboard/api/panels", params={"period": "all"}).json()["panels"]
+            assert not [n for n, p in panels.items() if "error" in p], panels
+            assert int(panels["kpis"]["rows"][0][0]) > 0, panels["kpis"]  # attributed orders
+            where, signed = link.removeprefix("http://127.0.0.1:8000").split("?", 1)
+            assert client.get(f"{where}?{signed}").status_code == 200
+            mine = client.get(f"{where}/data?{signed}")
+            assert mine.status_code == 200, mine.text
+            assert mine.json()["promoter"] == top
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
 # --- the ClickHouse server ledger (make test starts one; conftest gives each test a database) -------
 
 

@@ -953,12 +953,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     demo_dir = demo.fresh_demo_dir(data_dir)
+    token = None
     if args.config is not None:
         config_path = Path(args.config)
         config = _load_config(args.config)
     else:
-        config_path = demo.write_demo_config(demo_dir)
+        keys = demo.demo_secrets(data_dir)
+        config_path = demo.write_demo_config(demo_dir, keys)
         config = _load_config(str(config_path))
+        token = keys["token"]
     sizes = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in DEFAULTS.items()}
     events_path = data_dir / "demo-events.jsonl"
 
@@ -978,9 +981,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"{stats.ledger_rows:,} ledger rows, {stats.duplicates:,} duplicates ignored, "
               f"{stats.rejected + getattr(stats, 'refused', 0):,} dead letters")
         demo.report(ledger, stats, currency=config.currency)
+        top = ledger.query(demo.SQL_TOP).rows
     finally:
         ledger.close()
-    demo.next_steps(demo_dir, events_path)
+    demo.next_steps(demo_dir, events_path, token=token, promoter=top[0][0] if top else None)
     return EXIT_OK
 
 

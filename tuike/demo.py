@@ -4,14 +4,18 @@ The demo never touches the user's own data: it works in ``<data-dir>/demo`` (rem
 again each time, so re-running it prints the same figures), writes the events to
 ``<data-dir>/demo-events.jsonl`` and the configuration it used to ``<data-dir>/demo/tuike.yaml``.
 The configuration is the example of contract §2, embedded here so the demo works from any
-directory (the same text is ``tuike.example.yaml`` at the repository root).
+directory (the same text is ``tuike.example.yaml`` at the repository root), plus a dashboard
+token and link secret of its own, so that ``tuike serve`` on the demo's directory opens the
+dashboard and the promoters' pages.
 
 The report's SQL runs on ClickHouse 18.16 and chDB alike (no WITH, no window functions, at most
 one JOIN per SELECT), so the same queries can be pasted into ``tuike query`` on either ledger.
 """
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import sys
 from decimal import Decimal
@@ -104,9 +108,42 @@ def money(value: Any, currency: str = "CNY") -> str:
     return f"{currency} {d:,.2f}"
 
 
-def write_demo_config(demo_dir: Path) -> Path:
+# What `tuike serve` needs to show this shop's dashboard and its promoters' pages on this machine.
+DEMO_SERVE_YAML = """
+# Added by `tuike demo`, so that `tuike serve` shows the dashboard and promoter pages on this
+# machine. The secrets were generated for this data directory (kept in demo-secrets.json beside
+# it, so a re-run keeps them). In production keep secrets out of the file: env:NAME.
+shops:
+  demo-shop:
+    dashboard_token: {token}
+links:
+  secret: {secret}
+  base_url: http://127.0.0.1:8000
+"""
+
+
+def demo_secrets(data_dir: Path) -> dict[str, str]:
+    """The demo's dashboard token and link secret: made once per data directory (owner-only file),
+    then reused, so a browser's cookie and the printed links outlive a re-run."""
+    path = data_dir / "demo-secrets.json"
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(found, dict) and all(isinstance(found.get(k), str) and found[k] for k in ("token", "secret")):
+            return {"token": found["token"], "secret": found["secret"]}
+    except (OSError, ValueError):
+        pass  # none yet, or unreadable: make new ones
+    made = {"token": secrets.token_urlsafe(18), "secret": secrets.token_urlsafe(32)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(made, f)
+    return made
+
+
+def write_demo_config(demo_dir: Path, secrets_: dict[str, str]) -> Path:
+    """The contract's example rules, plus the dashboard token and link secret of the demo."""
     path = demo_dir / "tuike.yaml"
-    path.write_text(DEMO_CONFIG_YAML, encoding="utf-8")
+    path.write_text(DEMO_CONFIG_YAML + DEMO_SERVE_YAML.format(**secrets_), encoding="utf-8")
+    os.chmod(path, 0o600)
     return path
 
 
@@ -187,9 +224,13 @@ def report(ledger: Any, stats: Any, *, currency: str = "CNY", out: IO[str] | Non
         w(f"  {n:>6,}  {reason}\n")
 
 
-def next_steps(demo_dir: Path, events_path: Path, *, out: IO[str] | None = None) -> None:
+def next_steps(demo_dir: Path, events_path: Path, *, token: str | None = None, promoter: str | None = None,
+               out: IO[str] | None = None) -> None:
+    """The commands to look further; with the demo's ``token``, how to open the dashboard and
+    ``promoter``'s own page in a browser."""
     out = out or sys.stdout
     d = shell_path(demo_dir)
+    cfg = shell_path(demo_dir / "tuike.yaml")
     venv_bin = Path(sys.prefix) / "bin"
     if sys.prefix != sys.base_prefix and str(venv_bin) not in os.environ.get("PATH", "").split(os.pathsep):
         out.write(f"\n(tuike is installed in a virtualenv: run `. {shell_path(Path(os.path.relpath(venv_bin)))}/activate` "
@@ -209,8 +250,15 @@ def next_steps(demo_dir: Path, events_path: Path, *, out: IO[str] | None = None)
         "Your own events:  tuike run --events FILE.jsonl [--config tuike.yaml]   "
         "(a sample shop: tuike generate --seed 1 --out shop.jsonl)\n"
         "Your own rules:   cp {cfg} tuike.yaml; tuike config check tuike.yaml\n".format(
-            d=d, cfg=shell_path(demo_dir / "tuike.yaml"), ev=shell_path(events_path))
+            d=d, cfg=cfg, ev=shell_path(events_path))
     )
+    if token:
+        out.write(
+            "\nSee it in a browser (the dashboard refreshes itself as events arrive):\n"
+            f"  tuike serve --data-dir {d} --config {cfg}\n"
+            f"  the shop's dashboard:  http://127.0.0.1:8000/dashboard?token={token}\n"
+            + (f"  {promoter}'s own page:  tuike link page --config {cfg} --promoter {promoter}   "
+               "(prints their signed link)\n" if promoter else ""))
 
 
 def shell_path(p: Path) -> str:
