@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +57,30 @@ def ok(p: subprocess.CompletedProcess, code: int = 0) -> subprocess.CompletedPro
 def write_config(path: Path, prefix: str, partitions: int = 4) -> Path:
     path.write_text(f"kafka:\n  topic_prefix: {prefix}\n  partitions: {partitions}\n")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
+    """`tuike serve` with ``args`` on a free port, once its /healthz answers: the process and its URL."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([*TUIKE, *args, "serve", "--port", str(port)], cwd=cwd, env=child_env(),
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"tuike serve did not start: {proc.stderr.read()}")
 
 
 # --- workers -----------------------------------------------------------------------------

@@ -215,12 +215,10 @@ def test_the_demo_prints_how_to_open_its_dashboard_and_a_promoters_page_and_they
     """The commands and URL the demo prints work as printed (on another port): the dashboard with
     its token, the top promoter's page through `tuike link page`; the secrets are the owner's only."""
     import signal
-    import time
 
     import httpx
 
-    from tests.streaming_helpers import TUIKE, child_env
-    from tests.test_produce import free_port
+    from tests.streaming_helpers import start_serve
 
     data = tmp_path / "data"
     out = ok(tuike("demo", "--seed", "3", "--promoters", "20", "--customers", "150", "--orders", "200",
@@ -237,17 +235,8 @@ def test_the_demo_prints_how_to_open_its_dashboard_and_a_promoters_page_and_they
     link = ok(tuike("link", "page", *page[2].split(), cwd=tmp_path)).stdout.strip()
     assert link.startswith(f"http://127.0.0.1:8000/p/{top}?"), link
 
-    port = free_port()
-    proc = subprocess.Popen([*TUIKE, "serve", *serve[1].split(), "--port", str(port)], cwd=tmp_path,
-                            env=child_env(), stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_serve(serve[1].split(), tmp_path)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         with httpx.Client(base_url=url, timeout=30) as client:
             opened = client.get(f"/dashboard?token={token[1]}", follow_redirects=True)
             assert opened.status_code == 200 and "<html" in opened.text.lower(), opened.text[:300]

@@ -227,11 +227,10 @@ def test_a_killed_server_loses_no_acknowledged_webhook_and_a_resend_counts_once(
     import yaml
 
     from gateway.links import Link, make_code, reference
-    from tests.streaming_helpers import TUIKE, child_env, ok, tuike
-    from tests.test_produce import free_port
+    from tests.streaming_helpers import ok, start_serve, tuike
 
     (tmp_path / "tuike.yaml").write_text(yaml.safe_dump(RAW))
-    base_args = [*TUIKE, "--config", str(tmp_path / "tuike.yaml"), "--data-dir", str(tmp_path / "data")]
+    args = ["--config", str(tmp_path / "tuike.yaml"), "--data-dir", str(tmp_path / "data")]
     order = json.loads((WEBHOOKS / "shopify" / "python_api_order.json").read_text())["order"]
     code = make_code(Link("P3"), "shh-links")
 
@@ -242,18 +241,7 @@ def test_a_killed_server_loses_no_acknowledged_webhook_and_a_resend_counts_once(
                       "X-Shopify-Webhook-Id": f"w{i}"}
 
     def serve() -> tuple[subprocess.Popen, str]:
-        port = free_port()
-        proc = subprocess.Popen([*base_args, "serve", "--port", str(port)], cwd=tmp_path, env=child_env(),
-                                stderr=subprocess.PIPE, text=True)
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return proc, url
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        proc.kill()
-        raise AssertionError(f"tuike serve did not start: {proc.stderr.read()}")
+        return start_serve(args, tmp_path)
 
     proc, url = serve()
     body = "\n".join(json.dumps(joined(p, parent)) for p, parent in (("P1", None), ("P2", "P1"), ("P3", "P2"))).encode()
@@ -281,7 +269,7 @@ def test_a_killed_server_loses_no_acknowledged_webhook_and_a_resend_counts_once(
     assert 30 <= len(acked) < 2000, len(acked)
 
     def ledger_orders() -> dict[str, int]:
-        p = ok(tuike(*base_args[len(TUIKE):], "query", "SELECT order_id, count() FROM commission_ledger GROUP BY order_id",
+        p = ok(tuike(*args, "query", "SELECT order_id, count() FROM commission_ledger GROUP BY order_id",
                      "--format", "csv", cwd=tmp_path))
         return {row.split(",")[0].strip('"'): int(row.split(",")[1]) for row in p.stdout.strip().splitlines()[1:]}
 

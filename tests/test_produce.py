@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from topologies.partitioning import partition_of
 from tuike.generate import generate_shop, write_events
 from tuike.inputs import read_records
 
-from tests.streaming_helpers import ok, tuike
+from tests.streaming_helpers import free_port, ok, tuike
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(promoters=20, customers=150, orders=200)
@@ -82,12 +81,6 @@ def read_topics(broker: str, topics: list[str]) -> list[tuple[str, int, int, byt
         finally:
             await consumer.stop()
     return asyncio.run(run())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- without a broker ----------------------------------------------------------------------
