@@ -61,6 +61,38 @@ def test_lost_state_rederives_the_same_rows_counted_once(tmp_path, shop_file, co
     assert totals2 == totals1  # …and counted once
 
 
+def test_a_batch_cut_short_is_redone_only_under_the_hold_days_it_was_written_with(tmp_path, shop_file, config,
+                                                                                  monkeypatch):
+    """A crash after the ledger holds a batch but before its state does: redone with another
+    hold_days, its confirmations would land at other times — second rows under the ledger's
+    (generation, ts, entry_id) key. The run refuses and says how to finish; the same rules finish it
+    with every row counted once, and afterwards hold_days may change."""
+    from dataclasses import replace
+
+    from tuike.pipeline import RulesChangedMidBatch
+    from tuike.state import RocksStore
+
+    confirms = "SELECT count() FROM commission_ledger WHERE kind = 'confirm'"
+    _, (clean,) = run(shop_file, tmp_path / "clean", config, None, PER_BENEFICIARY)
+
+    def crash(self):
+        raise OSError("the machine went down")
+
+    with monkeypatch.context() as m:
+        m.setattr(RocksStore, "flush", crash)
+        with pytest.raises(OSError):
+            run(shop_file, tmp_path / "cut", config, None)
+    shorter = replace(config, hold_days=config.hold_days - 4)
+    with pytest.raises(RulesChangedMidBatch, match=f"hold_days {config.hold_days}, and this configuration says "
+                                                    f"{shorter.hold_days}.*Run the same events again"):
+        run(shop_file, tmp_path / "cut", shorter, None)
+    again, (rows, (n,)) = run(shop_file, tmp_path / "cut", config, None, PER_BENEFICIARY, confirms)
+    assert again.ledger_rows > 0 and n[0] > 0
+    assert rows == clean  # the batch's rows written twice, counted once
+    later, (rows_later,) = run(shop_file, tmp_path / "cut", shorter, None, PER_BENEFICIARY)
+    assert later.ledger_rows == 0 and rows_later == clean  # finished: the new rules apply to new events only
+
+
 @pytest.mark.server
 def test_server_and_chdb_give_identical_sums_and_runs_are_idempotent(tmp_path, shop_file, config, clickhouse_url):
     _, (embedded,) = run(shop_file, tmp_path / "embedded", config, None, PER_BENEFICIARY)

@@ -350,14 +350,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         from sinks import LedgerError
 
-        from .pipeline import EmbeddedPipeline, StateForOtherLedger
+        from .pipeline import EmbeddedPipeline, StateRefusal
         from .state import StateInUse
 
         data_dir = Path(args.data_dir)
         ledger = _open_ledger(args.clickhouse, data_dir)
         try:
             handoff = EmbeddedHandoff(EmbeddedPipeline(config, data_dir, ledger))
-        except StateForOtherLedger as exc:
+        except StateRefusal as exc:
             raise UsageError(str(exc)) from None
         except (StateInUse, LedgerError) as exc:
             raise OperationalError(str(exc).strip()) from None
@@ -444,7 +444,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _run_file(events: str, config: Any, data_dir: Path, ledger: Any, verb: str = "processed") -> Any:
     from .inputs import EventFileError, read_records
-    from .pipeline import StateForOtherLedger, run_events
+    from .pipeline import StateRefusal, run_events
     from .progress import Progress
 
     from sinks import LedgerError
@@ -454,7 +454,7 @@ def _run_file(events: str, config: Any, data_dir: Path, ledger: Any, verb: str =
     try:
         records = read_records(events)
         stats = run_events(records, config=config, data_dir=data_dir, ledger=ledger, progress=progress)
-    except (EventFileError, StateForOtherLedger) as exc:
+    except (EventFileError, StateRefusal) as exc:
         raise UsageError(str(exc)) from None
     except (StateInUse, LedgerError) as exc:  # a held lock, a server gone away: not the input's fault
         raise OperationalError(str(exc).strip()) from None

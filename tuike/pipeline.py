@@ -50,7 +50,11 @@ def reason_class(reason: str) -> str:
     return f"{head}: {field_name}" if field_name and len(field_name) < 40 else head
 
 
-class StateForOtherLedger(ValueError):
+class StateRefusal(ValueError):
+    """The state cannot be used with this ledger or these rules; the message says what to do."""
+
+
+class StateForOtherLedger(StateRefusal):
     """The state says which rows were written; they were written to another ledger."""
 
 
@@ -65,6 +69,30 @@ def _check_same_ledger(store: RocksStore, identity: str, data_dir: Path) -> None
             f"the state in {data_dir / 'state'} belongs to the ledger {known}, not {identity}: rows it already "
             f"derived would never reach {identity}. Use another --data-dir for {identity} (it re-derives "
             f"everything from the events), or run against {known} again")
+
+
+class RulesChangedMidBatch(StateRefusal):
+    """The last run stopped between writing a batch's ledger rows and its state, and the rules now
+    would date those rows differently."""
+
+
+def _unfinished_terms(config: Config) -> dict:
+    """What dates a ledger row besides its event: a confirmation is the completion + hold_days.
+    The ledger's key leads with the row's time, so a row re-derived at another time would be a
+    second row, not a copy of the first."""
+    return {"hold_days": config.hold_days}
+
+
+def _check_unfinished_batch(store: RocksStore, config: Config, data_dir: Path) -> None:
+    """Refuse to redo a batch whose rows reached the ledger under other ``hold_days``: the redo
+    would write its confirmations at other times, and the views would count both."""
+    left = store.get("meta", "unfinished")
+    if left and left != _unfinished_terms(config):
+        raise RulesChangedMidBatch(
+            f"the last run into {data_dir} stopped after writing a batch to the ledger with hold_days "
+            f"{left['hold_days']}, and this configuration says {config.hold_days}: redoing it would date its "
+            f"confirmations differently and count them twice. Run the same events again with hold_days: "
+            f"{left['hold_days']} to finish that batch, then change hold_days")
 
 
 def keeps_state_for(data_dir: Path, identity: str) -> bool:
@@ -96,9 +124,11 @@ class EmbeddedPipeline:
         self.store = RocksStore(data_dir / "state")
         try:
             _check_same_ledger(self.store, ledger.identity, data_dir)
-        except StateForOtherLedger:
+            _check_unfinished_batch(self.store, config, data_dir)
+        except StateRefusal:
             self.store.close(flush=False)
             raise
+        self.terms = _unfinished_terms(config)
         self.engine = Engine(config, self.store)
         self.waiting = self.store.get("meta", "parked") or 0  # events parked by this and earlier runs
         self._reset()
@@ -130,9 +160,12 @@ class EmbeddedPipeline:
 
     def flush(self) -> None:
         out, stats = self.out, self.stats
+        if out.entries and self.store.get("meta", "unfinished") != self.terms:
+            self.store.put_now("meta", "unfinished", self.terms)  # on disk before the rows are in the ledger
         self.ledger.write(Batch(out.entries, self.facts, self.dead + out.dead_letters))
         self.waiting += out.parked
         self.store.put("meta", "parked", self.waiting)
+        self.store.put("meta", "unfinished", None)
         self.store.flush()  # only after the sink holds the rows
         stats.ledger_rows += len(out.entries)
         stats.refused += len(out.dead_letters)

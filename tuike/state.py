@@ -64,6 +64,13 @@ class RocksStore:
         self.cache[k] = value
         self.dirty.add(k)
 
+    def put_now(self, table: str, key: str, value: Any) -> None:
+        """Write one key durably at once, outside the batch that :meth:`flush` writes (a marker
+        that must be on disk before the ledger is written, while the batch's state is not)."""
+        self.db.put(self._key(table, key), orjson.dumps(value))
+        self.cache[(table, key)] = value
+        self.dirty.discard((table, key))
+
     def flush(self) -> None:
         """Write every touched key once, atomically; empty the cache when it grows too big.
 
