@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = subs.add_parser("evidence", parents=common, help="the hash-chained evidence log (电子签约存证)")
     esubs = p.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
-    c = esubs.add_parser("verify", parents=common, help="check the chain; names the first altered, removed or "
-                                                         "reordered record")
+    c = esubs.add_parser("verify", parents=common, help="check the chain; names the first altered, removed, "
+                                                         "inserted or reordered record")
     c.set_defaults(func=cmd_evidence_verify)
 
     p = subs.add_parser("alerts", parents=common, help="fund-flow alerts raised at settlement (资金流监控)")
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = subs.add_parser("review", parents=common, help="the fraud review queue")
     rsubs = p.add_subparsers(dest="review_command", metavar="ACTION", required=True)
-    c = rsubs.add_parser("list", parents=common, help="held orders not decided yet, highest score first")
+    c = rsubs.add_parser("list", parents=common, help="held orders not decided yet, the most money held first")
     c.add_argument("--limit", type=_count, default=50, metavar="N", help="at most N orders (default 50)")
     c.add_argument("--format", choices=("table", "csv", "json"), default="table")
     c.set_defaults(func=cmd_review_list)
@@ -163,16 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=1, help="the generated shop's seed (default 1)")
     c.set_defaults(func=cmd_fraud_eval)
 
-    p = subs.add_parser("eval", parents=common, help="evaluations on real third-party data (../shared/realdata)")
+    p = subs.add_parser("eval", parents=common, help="evaluations on real third-party data (tests/data/realdata, else ../shared/realdata)")
     esubs = p.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
     c = esubs.add_parser("propagation", parents=common,
                          help="SNAP CollegeMsg: cascade size forecasts vs a naive baseline; hot nodes vs degree")
-    c.add_argument("--path", default=None, help="the SNAP CollegeMsg file (default ../shared/realdata/graphs/…)")
+    c.add_argument("--path", default=None, help="the SNAP CollegeMsg file (default tests/data/realdata/graphs/…, else ../shared/realdata/graphs/…)")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_eval_propagation)
     c = esubs.add_parser("recommend", parents=common,
                          help="UCI Online Retail: time-split hit-rate@10 and NDCG@10 vs popularity")
-    c.add_argument("--path", default=None, help="the UCI Online Retail sample (default ../shared/realdata/orders/…)")
+    c.add_argument("--path", default=None, help="the UCI Online Retail sample (default tests/data/realdata/orders/…, else ../shared/realdata/orders/…)")
     c.set_defaults(func=cmd_eval_recommend)
 
     p = subs.add_parser("hot", parents=common, help="hot nodes (热点节点) of the shop's share cascades")
