@@ -507,7 +507,6 @@ def promoter_queries(promoter: str) -> dict[str, str]:
     }
 
 
-
 def panel_sql(name: str, f: Filters) -> str:
     return BY_NAME[name].sql(f)
 

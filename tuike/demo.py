@@ -139,10 +139,10 @@ def demo_secrets(data_dir: Path) -> dict[str, str]:
     return made
 
 
-def write_demo_config(demo_dir: Path, secrets_: dict[str, str]) -> Path:
+def write_demo_config(demo_dir: Path, keys: dict[str, str]) -> Path:
     """The contract's example rules, plus the dashboard token and link secret of the demo."""
     path = demo_dir / "tuike.yaml"
-    path.write_text(DEMO_CONFIG_YAML + DEMO_SERVE_YAML.format(**secrets_), encoding="utf-8")
+    path.write_text(DEMO_CONFIG_YAML + DEMO_SERVE_YAML.format(**keys), encoding="utf-8")
     os.chmod(path, 0o600)
     return path
 
