@@ -22,7 +22,7 @@ of 10,000,000 rows, on the embedded chDB ledger and on the ClickHouse server.
    After a build every table is ``OPTIMIZE … FINAL``-ed (one part per partition: the steady state
    of a shop whose background merges have caught up, and the same on both engines).
 2. *time*: per engine, every panel for the last 30 days of the data (bucket ``hour``), again for
-   one busy promoter, and for all twelve months (bucket ``day``), through :func:`tuike.panels.run_panel`
+   one busy promoter, and for all twelve months (bucket ``day``), through :func:`tuike.insights.panels.run_panel`
    (the dashboard's path: SQL, result conversion, cost ratios): ``--warmup`` runs (1), then ``--runs``
    timed runs (``--budget S``: at least 5, then stop once a panel has taken S seconds); a run
    longer than ``--timeout`` (40 s) is abandoned (killed on the server) and the panel reported as
@@ -230,7 +230,7 @@ class Shop:
 
     def batches(self, batch_rows: int) -> Iterator[tuple[list, dict[str, list[dict]], int]]:
         """``(entries, facts, generation)`` of about ``batch_rows`` ledger rows each, in order."""
-        from engine.ledger_entry import LedgerEntry, entry_id
+        from schemas.ledger_entry import LedgerEntry, entry_id
         from sinks.base import SETTLEMENT_GENERATION
 
         sc, rng, money = self.scale, self.rng, self.money
@@ -711,7 +711,7 @@ def time_engine(t: Target, filters: list[tuple[str, Any]], panels: list[str], ar
     the timings, the baseline, the answers of each (to compare engines) and the error or note
     that the run ended with, if any."""
     from sinks import LedgerError, LedgerUnavailable
-    from tuike.panels import run_panel
+    from tuike.insights.panels import run_panel
 
     runs, budget_s = args.runs, args.budget
     query = t.timed_query

@@ -37,13 +37,13 @@ def _rss_mb() -> float:
 
 def events_file(events: int, seed: int) -> Path:
     """The cached event file, generated if missing (written under a temporary name, then renamed)."""
-    from tuike.generate import generate_shop, write_events
+    from tuike.lab.generate import generate_shop, write_events
     from tuike.progress import Progress
 
-    import tuike.generate
+    import tuike.lab.generate
 
     # the cache key includes the generator's source: a changed generator makes a new file
-    version = hashlib.sha256(Path(tuike.generate.__file__).read_bytes()).hexdigest()[:8]
+    version = hashlib.sha256(Path(tuike.lab.generate.__file__).read_bytes()).hexdigest()[:8]
     path = BENCH_DIR / f"shop-seed{seed}-{events}-{version}.jsonl"
     if path.exists():
         print(f"events: {path} (cached)", flush=True)
@@ -61,7 +61,7 @@ def events_file(events: int, seed: int) -> Path:
 
 
 def phase_parse(path: Path) -> dict:
-    from tuike.inputs import parse_record, read_records
+    from schemas.records import parse_record, read_records
     from tuike.progress import Progress
 
     progress = Progress("parsed", "events")
@@ -82,8 +82,8 @@ def phase_run(path: Path, data_dir: Path, scoring: bool = True) -> dict:
     from sinks import open_ledger
     from tuike.configfile import load_config
     from tuike.demo import DEMO_CONFIG_YAML
-    from tuike.inputs import read_records
-    from tuike.pipeline import run_events
+    from schemas.records import read_records
+    from topologies.embedded import run_events
     from tuike.progress import Progress
 
     if data_dir.exists():

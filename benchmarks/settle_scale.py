@@ -26,7 +26,7 @@ RULES = 'tiers: [{min_gmv: "1000", bonus: "0.01"}, {min_gmv: "5000", bonus: "0.0
 
 
 def build(data_dir: Path, payees: int, orders: int, seed: int) -> int:
-    from engine.ledger_entry import LedgerEntry, entry_id
+    from schemas.ledger_entry import LedgerEntry, entry_id
     from sinks import open_ledger
     from sinks.base import Batch
 

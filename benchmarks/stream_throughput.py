@@ -293,7 +293,7 @@ def engine_oracle(paths: list[Path], config_path: Path) -> dict:
     from engine.runner import Engine
     from engine.store import MemoryStore
     from tuike.configfile import load_config
-    from tuike.inputs import parse_record, read_records
+    from schemas.records import parse_record, read_records
 
     config = load_config(config_path)
     engine = Engine(config, MemoryStore())

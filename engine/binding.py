@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .chain import ChainView, is_upline, walk_up
-from .config import Config
+from engine.chain import ChainView, is_upline, walk_up
+from engine.config import Config
 
 DAY_MS = 86_400_000
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .config import Config
-from .money import CENT, ZERO, cents
+from engine.config import Config
+from engine.money import CENT, ZERO, cents
 
 RATE_PLACES = Decimal("0.000001")
 

@@ -13,8 +13,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .fraud import SIGNALS, THRESHOLDS, FraudRules
-from .tax import TAX_METHODS
+from engine.fraud import SIGNALS, THRESHOLDS, FraudRules
+from engine.tax import TAX_METHODS
 
 MAX_LEVELS = 3  # 禁止传销条例: never more than three levels of commission
 BINDING_MODES = ("first", "override", "new_customer_only")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from schemas.events import Click, CustomerBound
 
-from .binding import bind_refusal, binding_at, last_click_at
-from .chain import ChainView, Lookup, beneficiaries, is_upline, walk_up
-from .dataflow import ORDERS, WATCHERS, Context, Message, Output
-from .risk import click_messages, score_chain
+from engine.binding import bind_refusal, binding_at, last_click_at
+from engine.chain import ChainView, Lookup, beneficiaries, is_upline, walk_up
+from engine.dataflow import ORDERS, WATCHERS, Context, Message, Output
+from engine.risk import click_messages, score_chain
 
 
 def _empty() -> dict:

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .chain import Lookup
-from .commission import item_terms
-from .config import Config
-from .dead_letter import DeadLetter
-from .ledger_entry import LedgerEntry
+from engine.chain import Lookup
+from engine.commission import item_terms
+from engine.config import Config
+from schemas.dead_letter import DeadLetter
+from schemas.ledger_entry import LedgerEntry
 
 PROMOTERS, WATCHERS, CUSTOMERS, ORDERS, TALLIES = "promoters", "watchers", "customers", "orders", "tallies"
 RISK = "risk"

@@ -24,8 +24,8 @@ from decimal import Decimal
 
 import orjson
 
-from .binding import DAY_MS
-from .money import ZERO, cents, spread
+from engine.binding import DAY_MS
+from engine.money import ZERO, cents, spread
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,13 @@ import orjson
 
 from schemas.events import OrderCancelled, OrderCompleted, OrderPaid, OrderRefunded, OrderSettled, ReviewDecided
 
-from .dataflow import CUSTOMERS, PROPAGATION, RISK, Context, Message, Output
-from .dead_letter import DeadLetter
-from .ledger_entry import LedgerEntry, entry_id, step_entry_id
-from .lifecycle import Step, desired_steps, parse_step_key, refund_shares
-from .standing import stand
-from .suspicion import fraud_hold, record_signals
-from .money import ZERO
+from engine.dataflow import CUSTOMERS, PROPAGATION, RISK, Context, Message, Output
+from schemas.dead_letter import DeadLetter
+from schemas.ledger_entry import LedgerEntry, entry_id, step_entry_id
+from engine.lifecycle import Step, desired_steps, parse_step_key, refund_shares
+from engine.standing import stand
+from engine.suspicion import fraud_hold, record_signals
+from engine.money import ZERO
 
 FACT_FIELDS = {OrderCompleted: "done", OrderCancelled: "cancel", ReviewDecided: "review"}
 

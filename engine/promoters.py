@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from schemas.events import PromoterBanned, PromoterJoined
 
-from .chain import ChainView
-from .dataflow import CUSTOMERS, WATCHERS, Context, Message, Output
+from engine.chain import ChainView
+from engine.dataflow import CUSTOMERS, WATCHERS, Context, Message, Output
 
 
 def handle_promoter(state: dict | None, msg: Message, ctx: Context, out: Output) -> dict | None:

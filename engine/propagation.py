@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from .dataflow import PROPAGATION, Context, Message, Output
+from engine.dataflow import PROPAGATION, Context, Message, Output
 
 
 def click_message(event) -> Message:

@@ -22,9 +22,9 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right, insort
 from decimal import Decimal, localcontext
 
-from .binding import DAY_MS
-from .dataflow import ORDERS, RISK, Context, Message, Output
-from .fraud import FraudRules, ip_prefix, robust_z, spread
+from engine.binding import DAY_MS
+from engine.dataflow import ORDERS, RISK, Context, Message, Output
+from engine.fraud import FraudRules, ip_prefix, robust_z, spread
 
 HOUR_MS = 3_600_000
 MAX_CLICKS = 400  # clicks kept per device / IP / prefix
@@ -39,7 +39,7 @@ RATE = Decimal("0.000001")
 
 def click_messages(event, cause: str) -> list[Message]:  # type: ignore[no-untyped-def]
     """What a new click tells the risk keys."""
-    from .fraud import automation_agent
+    from engine.fraud import automation_agent
 
     body = {"t": event.ts_ms, "p": event.promoter_id, "d": event.device_id, "e": cause,
             "b": 1 if automation_agent(event.user_agent) else 0}

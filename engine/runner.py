@@ -11,15 +11,15 @@ from typing import Callable
 
 from schemas.events import Click, CustomerBound, Event, PromoterAgreed, PromoterBanned, PromoterJoined
 
-from .config import Config
-from .customers import handle_customer
-from .dataflow import CUSTOMERS, ORDERS, PROMOTERS, PROPAGATION, RISK, TALLIES, WATCHERS, Context, Message, Output
-from .orders import handle_order
-from .promoters import handle_promoter, handle_watchers
-from .propagation import click_message, handle_propagation
-from .risk import handle_risk
-from .store import Store
-from .tallies import handle_tally, tally_messages
+from engine.config import Config
+from engine.customers import handle_customer
+from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, PROPAGATION, RISK, TALLIES, WATCHERS, Context, Message, Output
+from engine.orders import handle_order
+from engine.promoters import handle_promoter, handle_watchers
+from engine.propagation import click_message, handle_propagation
+from engine.risk import handle_risk
+from engine.store import Store
+from engine.tallies import handle_tally, tally_messages
 
 Handler = Callable[[dict | None, Message, Context, Output], dict | None]
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
-from .config import Tier
-from .ledger_entry import LedgerEntry, entry_id
-from .money import ZERO, cents
-from .tax import MonthIncome, Withholding, withhold
+from engine.config import Tier
+from schemas.ledger_entry import LedgerEntry, entry_id
+from engine.money import ZERO, cents
+from engine.tax import MonthIncome, Withholding, withhold
 
 PAID, CARRIED, NOTHING = "paid", "carried", "nothing"
 

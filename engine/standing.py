@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from .lifecycle import parse_step_key
-from .money import ZERO
+from engine.lifecycle import parse_step_key
+from engine.money import ZERO
 
 MOVES = ("confirm", "hold", "release")  # status moves: a pair netting to zero per promoter
 

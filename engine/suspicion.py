@@ -17,11 +17,11 @@ from decimal import Decimal
 
 import orjson
 
-from .dataflow import RISK, Message, Output
-from .fraud import OWN_SIGNALS, FraudRules, hold_at, score
-from .ledger_entry import entry_id
-from .lifecycle import refund_shares
-from .money import ZERO
+from engine.dataflow import RISK, Message, Output
+from engine.fraud import OWN_SIGNALS, FraudRules, hold_at, score
+from schemas.ledger_entry import entry_id
+from engine.lifecycle import refund_shares
+from engine.money import ZERO
 
 
 def record_signals(state: dict, msg: Message, out: Output) -> bool:

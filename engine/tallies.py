@@ -24,8 +24,8 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Iterable
 
-from .dataflow import TALLIES, Context, Message, Output
-from .ledger_entry import LedgerEntry
+from engine.dataflow import TALLIES, Context, Message, Output
+from schemas.ledger_entry import LedgerEntry
 
 
 def tally_messages(entries: Iterable[LedgerEntry], cause: str, src: str | None = None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
-from .money import ZERO, cents
+from engine.money import ZERO, cents
 
 TAX_METHODS = ("per_payment", "cumulative_platform")
 

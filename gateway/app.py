@@ -25,18 +25,17 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from engine.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter
 from schemas.events import OrderSettled
-from tuike.inputs import decode_record, parse_record
+from schemas.records import decode_record, parse_record
 
-from . import shopify, wechatpay, woocommerce, youzan
-from .canonical import PayloadError
-from .dashboard import DashboardContext, LedgerThread, add_dashboard
-from .fingerprint import fingerprint
-from .handoff import Delivery, Handoff
-from .links import CLICK_ID, Link, landing, make_code, reference, resolver, share_kit, verify
-from .settings import GatewaySettings, Shop
-from .signatures import (decrypt_wechatpay_resource, verify_events, verify_shopify, verify_wechatpay,
+from gateway import shopify, wechatpay, woocommerce, youzan
+from gateway.canonical import PayloadError
+from gateway.fingerprint import fingerprint
+from gateway.handoff import Delivery, Handoff
+from gateway.links import CLICK_ID, Link, landing, make_code, reference, resolver, share_kit, verify
+from gateway.settings import GatewaySettings, Shop
+from gateway.signatures import (decrypt_wechatpay_resource, verify_events, verify_shopify, verify_wechatpay,
                          verify_woocommerce, verify_youzan)
 
 log = logging.getLogger("tuike.gateway")
@@ -105,9 +104,9 @@ def _checked(events: list[dict], source: str) -> list[dict]:
     return events
 
 
-def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[], float] = time.time,
-               ledger: LedgerThread | None = None, shop_timezone: str = "Asia/Shanghai") -> FastAPI:
-    """The HTTP edge; with ``ledger`` it also serves the dashboards (gateway/dashboard.py)."""
+def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[], float] = time.time) -> FastAPI:
+    """The HTTP edge: webhooks, canonical events and promotion links (``tuike serve`` adds the
+    dashboards on top, tuike/dashboard)."""
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
@@ -334,5 +333,4 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             return JSONResponse({"error": "unknown or altered promotion link code"}, status_code=404)
         return Response(share_kit(code, settings.base_url)["qr_png"], media_type="image/png")
 
-    add_dashboard(app, DashboardContext(settings, ledger, shop_timezone, clock))
     return app

@@ -17,9 +17,9 @@ from typing import Protocol
 
 import orjson
 
-from engine.dead_letter import DeadLetter
-from tuike.inputs import Record
-from tuike.pipeline import EmbeddedPipeline
+from schemas.dead_letter import DeadLetter
+from schemas.records import Record
+from topologies.embedded import EmbeddedPipeline
 
 MAX_GROUP = 500  # requests flushed together at most
 

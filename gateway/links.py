@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import segno
 
-from .canonical import Attribution
+from gateway.canonical import Attribution
 
 VERSION = "v1"
 TAG_BYTES = 9

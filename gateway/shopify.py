@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from .canonical import PayloadError, Resolver, credit, merged_items, money, ns, ref_in_pairs, ref_in_url, rfc3339
+from gateway.canonical import PayloadError, Resolver, credit, merged_items, money, ns, ref_in_pairs, ref_in_url, rfc3339
 
 TOPICS = ("orders/paid", "orders/fulfilled", "refunds/create", "orders/cancelled")
 

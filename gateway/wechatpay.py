@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from .canonical import REF_KEYS, PayloadError, Resolver, cents, credit, ns, rfc3339
+from gateway.canonical import REF_KEYS, PayloadError, Resolver, cents, credit, ns, rfc3339
 
 TOPICS = ("TRANSACTION.SUCCESS", "REFUND.SUCCESS")
 

@@ -25,7 +25,7 @@ import hashlib
 import re
 from decimal import Decimal
 
-from .canonical import PayloadError, Resolver, credit, merged_items, money, ns, ref_in_pairs, rfc3339
+from gateway.canonical import PayloadError, Resolver, credit, merged_items, money, ns, ref_in_pairs, rfc3339
 
 TOPICS = ("order.created", "order.updated", "order.refunded", "refund.created")
 PAID_STATUSES = ("processing", "completed", "refunded")

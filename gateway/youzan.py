@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from urllib.parse import unquote
 
-from .canonical import CHINA, PayloadError, Resolver, credit, money, ns, rfc3339
+from gateway.canonical import CHINA, PayloadError, Resolver, credit, money, ns, rfc3339
 
 TOPICS = ("TRADE_ORDER_STATE",)
 CURRENCY = "CNY"

@@ -466,7 +466,7 @@ HOUR_COLUMNS = ("generation", "hour", "level", "kind", "status_after", "rule_id"
 
 
 # Each promoter's own sales (the items of the orders they earned level 1 on): what the
-# recommendations (engine/recommend.py) learn from, for `tuike recommend` and the promoter page.
+# recommendations (tuike/insights/recommend.py) learn from, for `tuike recommend` and the promoter page.
 PROMOTER_SALES = (
     "SELECT l.beneficiary_id, i.sku, sum(i.qty) FROM (SELECT order_id, argMax(beneficiary_id, (net, beneficiary_id)) "
     "AS beneficiary_id FROM (SELECT order_id, beneficiary_id, sum(amount) AS net FROM commission_ledger "

@@ -122,7 +122,7 @@ class PromoterJoined(Event):
 
 class PromoterAgreed(Event):
     """A promoter signed (电子签约) a version of the promoter agreement; its text is identified by
-    its SHA-256, and the evidence log keeps the record (tuike/evidence.py)."""
+    its SHA-256, and the evidence log keeps the record (tuike/backoffice/evidence.py)."""
     type: Literal["promoter.agreed"]
     promoter_id: Id
     agreement_version: Id

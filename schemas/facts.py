@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from .events import (
+from schemas.events import (
     Click,
     CustomerBound,
     Event,
@@ -48,7 +48,7 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "order_standings": ("generation", "order_id", "ts", "version", "customer_id", "click_id", "paid_amount",
                         "promoter1", "promoter2", "promoter3", "commission", "commission1", "commission2",
                         "commission3"),
-    # written by `tuike settle` (tuike/settle.py)
+    # written by `tuike settle` (tuike/backoffice/settle.py)
     "settlements": ("period", "payee", "payer", "balance", "gmv", "tier", "bonus_rate", "bonus", "income", "taxable", "rate",
                     "quick_deduction", "tax", "net", "carried", "status", "method", "table_version",
                     "statement_sha256", "settled_at"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import (
+from sinks.base import (
     Batch,
     Ledger,
     LedgerError,
@@ -28,9 +28,9 @@ def open_ledger(clickhouse_url: str | None, data_dir: Path) -> Ledger:
 
     Raises :class:`LedgerError` (a subclass) with a message for the user when it cannot open."""
     if clickhouse_url:
-        from .server_sink import ServerLedger  # imported lazily: each backend loads only its driver
+        from sinks.server_sink import ServerLedger  # imported lazily: each backend loads only its driver
 
         return ServerLedger(clickhouse_url)
-    from .chdb_sink import ChdbLedger
+    from sinks.chdb_sink import ChdbLedger
 
     return ChdbLedger(Path(data_dir))

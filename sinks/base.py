@@ -20,8 +20,8 @@ from importlib import resources
 from operator import attrgetter, itemgetter
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from engine.dead_letter import DeadLetter
-from engine.ledger_entry import LedgerEntry
+from schemas.dead_letter import DeadLetter
+from schemas.ledger_entry import LedgerEntry
 from schemas.analytics import HOUR_COLUMNS, HOURS_FROM_LEDGER, STANDING_COLUMNS, STANDINGS_FROM_LEDGER
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import orjson
 import pyarrow as pa
 
-from .base import (
+from sinks.base import (
     Batch,
     LedgerError,
     LedgerInUse,

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
-from .base import (
+from sinks.base import (
     Batch,
     LedgerError,
     LedgerUnavailable,

@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
-from tuike.review import review_queue_sql
+from tuike.backoffice.review import review_queue_sql
 
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("tuike")

@@ -11,11 +11,11 @@ import pytest
 from engine.config import parse_config
 from schemas.analytics import DOC, PANELS, PROMOTER_COLUMNS, STANDINGS_FROM_LEDGER, Filters, _doc, promoter_queries
 from sinks import open_ledger
-from tuike.generate import generate_shop, write_events
-from tuike.inputs import read_records, records_of
-from tuike.panels import cost_ratio, run_panel
-from tuike.pipeline import run_events
-from tuike.settle import period_of, settle
+from tuike.lab.generate import generate_shop, write_events
+from schemas.records import read_records, records_of
+from tuike.insights.panels import cost_ratio, run_panel
+from topologies.embedded import run_events
+from tuike.backoffice.settle import period_of, settle
 
 CONFIG = parse_config({})
 OCTOBER = period_of("2026-10", CONFIG.timezone)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from engine.config import parse_config
 from schemas.analytics import Filters
 from sinks import open_ledger
-from tuike.generate import write_events
-from tuike.inputs import read_records
-from tuike.panels import run_panel
-from tuike.pipeline import run_events
+from tuike.lab.generate import write_events
+from schemas.records import read_records
+from tuike.insights.panels import run_panel
+from topologies.embedded import run_events
 
 CONFIG = parse_config({})
 ALL = Filters(0, 4102444800, "day", timezone=CONFIG.timezone)

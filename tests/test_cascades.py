@@ -13,11 +13,11 @@ import pytest
 
 from sinks import open_ledger
 from sinks.base import Batch
-from tuike.shares import ForecastError, forecast_all, forecast_cascade, hottest
+from tuike.insights.shares import ForecastError, forecast_all, forecast_cascade, hottest
 from tests.shop import Run, bound, click, item, joined, paid, ts, with_ids
-from tuike.generate import generate_shop, write_events
-from tuike.inputs import read_records
-from tuike.pipeline import run_events
+from tuike.lab.generate import generate_shop, write_events
+from schemas.records import read_records
+from topologies.embedded import run_events
 from engine.config import parse_config
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tuike.generate import generate_shop, write_events
+from tuike.lab.generate import generate_shop, write_events
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(promoters=20, customers=150, orders=200)

@@ -20,18 +20,17 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from engine.config import parse_config
-from gateway.app import create_app
-from gateway.dashboard import LedgerThread, promoter_page_url
+from tuike.dashboard import LedgerThread, promoter_page_url, serving_app
 from schemas.analytics import PROMOTER_SALES
 from gateway.handoff import EmbeddedHandoff
 from gateway.settings import gateway_settings
 from gateway.signatures import hmac_sha256_b64
 from sinks import open_ledger
 from tests.browser import browser, screenshot, serve_asgi, wait_for  # noqa: F401
-from tuike.generate import generate_shop, write_events
-from tuike.inputs import read_records, records_of
-from tuike.pipeline import EmbeddedPipeline, run_events
-from tuike.settle import settle
+from tuike.lab.generate import generate_shop, write_events
+from schemas.records import read_records, records_of
+from topologies.embedded import EmbeddedPipeline, run_events
+from tuike.backoffice.settle import settle
 
 pytestmark = pytest.mark.browser
 
@@ -65,7 +64,7 @@ def site(tmp_path_factory):
     settle(ledger, CONFIG, "2026-10", data, now=4e9,
            tell=lambda ev: run_events(records_of(ev, "settle"), config=CONFIG, data_dir=data, ledger=ledger))
     handoff = EmbeddedHandoff(EmbeddedPipeline(CONFIG, data, ledger))
-    app = create_app(gateway_settings(RAW), handoff, ledger=LedgerThread(ledger, handoff.thread),
+    app = serving_app(gateway_settings(RAW), handoff, ledger=LedgerThread(ledger, handoff.thread),
                      shop_timezone=CONFIG.timezone)
     with serve_asgi(app) as url:
         yield Site(url, ledger, handoff.thread)
@@ -223,7 +222,7 @@ def test_a_panel_over_its_time_says_why_and_the_others_still_show(site):
     pipeline, whose thread runs them); one that fails comes back empty with the reason."""
     import asyncio
 
-    from gateway.dashboard import PANEL_SECONDS, _run_panels
+    from tuike.dashboard import PANEL_SECONDS, _run_panels
     from schemas.analytics import PANELS, Filters, panel_sql
     from sinks import QueryError
 

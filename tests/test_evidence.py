@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tuike.evidence import (GENESIS, EvidenceBroken, EvidenceConflict, EvidenceLog,
+from tuike.backoffice.evidence import (GENESIS, EvidenceBroken, EvidenceConflict, EvidenceLog,
                             evidence_path, record_hash, sha256_file, sha256_text, verify,
                             verify_command)
 

@@ -1,4 +1,4 @@
-"""`tuike export` (tuike/export.py): analysts' tables to Parquet and CSV, in batches, on a real chDB
+"""`tuike export` (tuike/backoffice/export.py): analysts' tables to Parquet and CSV, in batches, on a real chDB
 ledger fed by the embedded pipeline from a small generated shop, and on the ClickHouse server."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from engine.config import parse_config
 from sinks import QueryError, open_ledger
 from tuike.cli import main
-from tuike.export import (
+from tuike.backoffice.export import (
     KEYS,
     MONTH_PARTITIONED,
     TABLES,
@@ -27,10 +27,10 @@ from tuike.export import (
     export_table,
     parse_period,
 )
-from tuike.generate import generate_shop, write_events
-from tuike.inputs import read_records
-from tuike.pipeline import run_events
-from tuike.settle import period_of, settle
+from tuike.lab.generate import generate_shop, write_events
+from schemas.records import read_records
+from topologies.embedded import run_events
+from tuike.backoffice.settle import period_of, settle
 
 CONFIG = parse_config({})
 TZ = CONFIG.timezone
@@ -183,10 +183,10 @@ def test_an_export_cut_short_is_no_parquet_file(ledger):
 
 
 def test_the_command_leaves_no_file_when_it_fails(shop_dir, tmp_path, monkeypatch, capsys):
-    import tuike.export
+    import tuike.backoffice.export
 
-    real = tuike.export.export_table
-    monkeypatch.setattr(tuike.export, "export_table",
+    real = tuike.backoffice.export.export_table
+    monkeypatch.setattr(tuike.backoffice.export, "export_table",
                         lambda led, *a, **kw: real(_Failing(led), *a, batch_rows=SMALL_BATCH, **kw))
     out = tmp_path / "ledger.parquet"
     assert main(["export", "--data-dir", str(shop_dir), "--table", "commission_ledger", "--out", str(out)]) == 1

@@ -262,7 +262,7 @@ def test_rejected_money_ends_at_exactly_zero():
 
 
 def test_scoring_on_or_off_accrues_the_same_money():
-    from tuike.fraud_shop import labelled_shop
+    from tuike.lab.fraud_shop import labelled_shop
 
     shop = labelled_shop(11, orders=1500, promoters=80, customers=1000)
     on, off = Run(shop.events), Run(shop.events, {"fraud": {"enabled": False}})
@@ -281,7 +281,7 @@ def _hold_ts(run: Run, order_id: str) -> int:
 
 @pytest.mark.parametrize("seed", [21, 22])
 def test_the_labelled_benchmark_meets_its_target_on_unseen_seeds(seed):
-    from tuike.fraud_eval import evaluate
+    from tuike.lab.fraud_eval import evaluate
 
     report = evaluate(seed, parse_config({}))
     assert report.recall >= 0.9 and report.false_hold_rate <= 0.01, report

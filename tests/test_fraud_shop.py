@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from schemas.events import validate_event
-from tuike.fraud_shop import PATTERNS, labelled_shop
-from tuike.generate import generate_shop
+from tuike.lab.fraud_shop import PATTERNS, labelled_shop
+from tuike.lab.generate import generate_shop
 
 SMALL = dict(orders=2000, promoters=100, customers=1400)
 

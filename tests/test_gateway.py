@@ -23,7 +23,7 @@ from gateway.handoff import EmbeddedHandoff
 from gateway.settings import gateway_settings
 from gateway.signatures import hmac_sha256_b64
 from sinks import open_ledger
-from tuike.pipeline import EmbeddedPipeline
+from topologies.embedded import EmbeddedPipeline
 
 WEBHOOKS = Path(__file__).resolve().parent / "data" / "realdata" / "webhooks"
 NOW = datetime.fromisoformat("2026-11-01T10:00:00+08:00").timestamp()

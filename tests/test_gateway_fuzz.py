@@ -20,7 +20,7 @@ from gateway.handoff import EmbeddedHandoff
 from gateway.settings import gateway_settings
 from gateway.signatures import hmac_sha256_b64, youzan_sign
 from sinks import open_ledger
-from tuike.pipeline import EmbeddedPipeline
+from topologies.embedded import EmbeddedPipeline
 
 WEBHOOKS = Path(__file__).resolve().parent / "data" / "realdata" / "webhooks"
 WECHAT = json.loads((WEBHOOKS / "wechatpay" / "wechatpay_go_notify_test_vector.json").read_text())["notify_test"]

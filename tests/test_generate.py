@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from schemas.events import EVENT_MODELS, InvalidEvent, validate_event
-from tuike.generate import CATALOGUE, generate_shop, write_events
+from tuike.lab.generate import CATALOGUE, generate_shop, write_events
 
 SMALL = dict(promoters=40, customers=400, orders=600)
 

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.events import EVENT_MODELS, Item, OrderPaid, OrderRefunded, RefundItem
-from tuike import inputs
-from tuike.inputs import EventFileError, Record, event_arrow_schema, parse_record, read_records, write_parquet
+from schemas import records as inputs
+from schemas.records import EventFileError, Record, event_arrow_schema, parse_record, read_records, write_parquet
 
 DATA = Path(__file__).parent / "data"
 VALID = DATA / "valid_events.jsonl"
@@ -254,7 +254,7 @@ def test_record_is_frozen_with_slots() -> None:
 
 
 def test_jsonl_read_rate_guard(tmp_path: Path) -> None:
-    """Regression guard only (measured ~450k lines/s, see tuike/inputs.py); loose for shared CI."""
+    """Regression guard only (measured ~450k lines/s, see schemas/records.py); loose for shared CI."""
     line = VALID.read_bytes().splitlines()[5] + b"\n"
     path = tmp_path / "many.jsonl"
     path.write_bytes(line * 100_000)

@@ -10,9 +10,9 @@ import pytest
 from engine.config import parse_config
 from sinks import open_ledger
 from tuike.configfile import load_config
-from tuike.generate import generate_shop, write_events
-from tuike.inputs import read_records
-from tuike.pipeline import run_events
+from tuike.lab.generate import generate_shop, write_events
+from schemas.records import read_records
+from topologies.embedded import run_events
 
 REPO = Path(__file__).resolve().parents[1]
 SHOP = dict(promoters=40, customers=400, orders=600)
@@ -69,8 +69,8 @@ def test_a_batch_cut_short_is_redone_only_under_the_hold_days_it_was_written_wit
     with every row counted once, and afterwards hold_days may change."""
     from dataclasses import replace
 
-    from tuike.pipeline import RulesChangedMidBatch
-    from tuike.state import RocksStore
+    from topologies.embedded import RulesChangedMidBatch
+    from topologies.rocks_state import RocksStore
 
     confirms = "SELECT count() FROM commission_ledger WHERE kind = 'confirm'"
     _, (clean,) = run(shop_file, tmp_path / "clean", config, None, PER_BENEFICIARY)
@@ -152,7 +152,7 @@ def test_default_config_runs_without_a_file(tmp_path, shop_file):
 @pytest.mark.server
 def test_state_of_one_ledger_is_not_used_for_another(tmp_path, shop_file, config, clickhouse_url):
     """Rows already derived would never reach a second ledger: the run refuses and says what to do."""
-    from tuike.pipeline import StateForOtherLedger
+    from topologies.embedded import StateForOtherLedger
 
     run(shop_file, tmp_path, config, None, TOTALS)
     with pytest.raises(StateForOtherLedger, match="Use another --data-dir"):

@@ -22,8 +22,8 @@ from topologies.admin import (ROUTES, TopicSpec, consumer_lag, ensure_topics, gr
                               produce_records)
 from topologies.codec import decode_dead_letter
 from topologies.partitioning import partition_of
-from tuike.generate import generate_shop, write_events
-from tuike.inputs import read_records
+from tuike.lab.generate import generate_shop, write_events
+from schemas.records import read_records
 
 from tests.streaming_helpers import free_port, ok, tuike
 

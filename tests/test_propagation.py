@@ -1,7 +1,7 @@
-"""Propagation analytics (engine/cascade.py, engine/forecast.py, engine/hotnodes.py): exact
+"""Propagation analytics (tuike/insights/cascade.py, tuike/insights/forecast.py, tuike/insights/hotnodes.py): exact
 statistics of a small tree, the same cascades whatever the order records arrive in, a
 Galton–Watson forecast recovering a known offspring mean, hot nodes on a small graph, and the
-real-data evaluation (tuike/eval_propagation.py) beating its naive baseline."""
+real-data evaluation (tuike/lab/eval_propagation.py) beating its naive baseline."""
 from __future__ import annotations
 
 import math
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.cascade import CascadeIndex, CascadeStats, NodeStats, build_cascades, first_contacts
-from engine.forecast import Early, fit_growth_ratio, fit_loglinear, galton_watson, observe
-from engine.hotnodes import degree_ranking, hot_nodes, reversed_pagerank
+from tuike.insights.cascade import CascadeIndex, CascadeStats, NodeStats, build_cascades, first_contacts
+from tuike.insights.forecast import Early, fit_growth_ratio, fit_loglinear, galton_watson, observe
+from tuike.insights.hotnodes import degree_ranking, hot_nodes, reversed_pagerank
 
 #      r(0)                 x(6)
 #     /    \
@@ -254,7 +254,7 @@ def test_degree_ranking():
 # ---- the real data ----
 
 def test_real_data_evaluation_beats_the_baseline():
-    from tuike.eval_propagation import default_path, evaluate, format_report
+    from tuike.lab.eval_propagation import default_path, evaluate, format_report
     try:
         path = default_path()
     except FileNotFoundError as e:

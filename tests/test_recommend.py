@@ -1,6 +1,6 @@
-"""Material recommendation (engine/recommend.py, tuike/eval_recommend.py): exact rankings on a
+"""Material recommendation (tuike/insights/recommend.py, tuike/lab/eval_recommend.py): exact rankings on a
 hand-made basket set, the metrics on hand-computed values, and the time-split evaluation on the
-real UCI Online Retail sample (../shared/realdata/orders, see tuike/eval_recommend.py)."""
+real UCI Online Retail sample (../shared/realdata/orders, see tuike/lab/eval_recommend.py)."""
 from __future__ import annotations
 
 import io
@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from engine.recommend import fit, recommend, recommend_many
-from tuike.eval_recommend import hit_rate, load_split, main, ndcg, recall, recommend_for_promoter
+from tuike.insights.recommend import fit, recommend, recommend_many
+from tuike.lab.eval_recommend import hit_rate, load_split, main, ndcg, recall, recommend_for_promoter
 
 # a and b always go together (3 users); c is the most popular item (4 users) and comes with d, e, f
 BASKETS = {"u1": "ab", "u2": "ab", "u3": "ab", "u4": "cd", "u5": "ce", "u6": "cf", "u7": "c"}

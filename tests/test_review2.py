@@ -20,8 +20,8 @@ from engine.config import parse_config
 from schemas.events import validate_event
 from sinks import open_ledger
 from tuike import demo
-from tuike.inputs import EventFileError, read_records, write_parquet
-from tuike.pipeline import run_events
+from schemas.records import EventFileError, read_records, write_parquet
+from topologies.embedded import run_events
 
 from tests.shop import (D, Run, banned, bound, cancelled, completed, item, joined, paid, refunded, ts,
                         with_ids)

@@ -14,7 +14,7 @@ import pytest
 
 from schemas import jsonschema as js
 from schemas.events import EVENT_MODELS, InvalidEvent, validate_event
-from tuike.inputs import parse_record, read_records
+from schemas.records import parse_record, read_records
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = [orjson.loads(line) for line in (DATA / "valid_events.jsonl").read_bytes().splitlines()]

@@ -1,5 +1,5 @@
 """`tuike settle`, `tuike reconcile` and the evidence they leave, on a real chDB ledger fed by the
-embedded pipeline (tuike/settle.py, engine/settlement.py, tuike/reconcile.py)."""
+embedded pipeline (tuike/backoffice/settle.py, engine/settlement.py, tuike/backoffice/reconcile.py)."""
 from __future__ import annotations
 
 import shutil
@@ -12,12 +12,12 @@ import pytest
 from engine.config import parse_config
 from sinks import open_ledger
 from tests.shop import banned, bound, completed, item, joined, paid, refunded, reviewed, ts, with_ids
-from tuike.evidence import evidence_path, verify
-from tuike.inputs import read_records, records_of
-from tuike.pipeline import run_events
-from tuike.generate import write_events
-from tuike.reconcile import reconcile
-from tuike.settle import SettleError, period_of, settle
+from tuike.backoffice.evidence import evidence_path, verify
+from schemas.records import read_records, records_of
+from topologies.embedded import run_events
+from tuike.lab.generate import write_events
+from tuike.backoffice.reconcile import reconcile
+from tuike.backoffice.settle import SettleError, period_of, settle
 
 D = Decimal
 RULES = {"commission": {"levels": ["0.10", "0.05", "0.02"]}, "tiers": [{"min_gmv": "1000", "bonus": "0.01"}],
@@ -189,7 +189,7 @@ def test_cumulative_platform_tax_across_months(tmp_path):
 
 
 def test_reconcile_finds_each_kind_of_planted_mismatch(books):
-    from engine.ledger_entry import LedgerEntry
+    from schemas.ledger_entry import LedgerEntry
     from sinks.base import Batch
     from datetime import datetime, timezone
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.dead_letter import DeadLetter
-from engine.ledger_entry import LedgerEntry, entry_id
+from schemas.dead_letter import DeadLetter
+from schemas.ledger_entry import LedgerEntry, entry_id
 from schemas.events import validate_event
 from schemas.facts import FACT_COLUMNS, facts_of
 from sinks import open_ledger

@@ -392,7 +392,7 @@ def test_malformed_messages_go_to_the_dead_letters_and_the_workers_stay_up(kafka
 
     from topologies.admin import ROUTES
     from topologies.codec import decode_dead_letter
-    from tuike.generate import generate_shop, write_events
+    from tuike.lab.generate import generate_shop, write_events
 
     good = list(generate_shop(5, promoters=20, customers=150, orders=200))
     good_file = tmp_path / "good.jsonl"
@@ -485,7 +485,7 @@ def test_the_sink_waits_out_a_clickhouse_outage_without_losing_or_doubling_rows(
     nothing, and once the server is back the ledger is the embedded one — every row once."""
     import subprocess
 
-    from tuike.generate import generate_shop, write_events
+    from tuike.lab.generate import generate_shop, write_events
 
     script = REPO / "deploy" / "clickhouse.sh"
     if subprocess.run([str(script), "status"], capture_output=True).returncode != 0:
@@ -526,7 +526,7 @@ def test_a_settlement_tells_the_workers_what_it_paid_and_a_later_ban_holds_only_
     the orders topic. A ban on November 20 then holds only the November order, in the workers
     as in the embedded pipeline (same ledger, row for row in every sum)."""
     from tests.shop import banned, bound, completed, item, joined, paid, with_ids
-    from tuike.generate import write_events
+    from tuike.lab.generate import write_events
 
     def oct_(day: int, hour: int = 12) -> str:
         return f"2026-10-{day:02d}T{hour:02d}:00:00+08:00"

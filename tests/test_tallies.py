@@ -13,7 +13,7 @@ from engine.tallies import handle_tally
 from schemas.events import validate_event
 from tests.shop import Run
 from tests.test_properties import CONFIGS, shops
-from tuike.generate import generate_shop
+from tuike.lab.generate import generate_shop
 
 
 def ledger_sums(entries) -> dict[str, dict[str, dict[str, Decimal]]]:

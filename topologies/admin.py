@@ -28,12 +28,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from engine.dead_letter import DeadLetter
-from tuike.inputs import Record
-from tuike.pipeline import reason_class
+from schemas.dead_letter import DeadLetter
+from schemas.records import Record
+from topologies.embedded import reason_class
 
-from .codec import encode_dead_letter
-from .settings import INPUTS, STAGES, StreamSettings
+from topologies.codec import encode_dead_letter
+from topologies.settings import INPUTS, STAGES, StreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -482,8 +482,8 @@ def _main(argv: list[str] | None = None) -> int:
     import uuid
     from pathlib import Path
 
-    from tuike.generate import generate_shop, write_events
-    from tuike.inputs import read_records
+    from tuike.lab.generate import generate_shop, write_events
+    from schemas.records import read_records
 
     ap = argparse.ArgumentParser(prog="python -m topologies.admin")
     ap.add_argument("--events", type=int, default=200_000)

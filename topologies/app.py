@@ -53,20 +53,20 @@ from mode import CrashingSupervisor
 
 from engine.config import Config
 from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, PROPAGATION, RISK, TALLIES, WATCHERS, Context, Message, Output
-from engine.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter
 from engine.runner import route, step
 from engine.tallies import tally_messages
 from schemas.facts import facts_of
 from sinks.base import Ledger
-from tuike.inputs import decode_record, parse_record
+from schemas.records import decode_record, parse_record
 
-from .codec import decode_messages, encode_dead_letter, encode_messages, encode_sink
-from .journal import Entry, Journal, Send, State, encode
-from .offsets import COMMIT_SECONDS, OffsetBook, disable_faust_commits
-from .partitioning import partition_of
-from .settings import STAGES as STAGE_NAMES
-from .settings import StreamSettings
-from .sink import LedgerSink, SinkStats
+from topologies.codec import decode_messages, encode_dead_letter, encode_messages, encode_sink
+from topologies.journal import Entry, Journal, Send, State, encode
+from topologies.offsets import COMMIT_SECONDS, OffsetBook, disable_faust_commits
+from topologies.partitioning import partition_of
+from topologies.settings import STAGES as STAGE_NAMES
+from topologies.settings import StreamSettings
+from topologies.sink import LedgerSink, SinkStats
 
 log = logging.getLogger("tuike.worker")
 disable_faust_commits()  # offsets are tuike's: topologies/offsets.py

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 
 from engine.dataflow import Message
-from engine.dead_letter import DeadLetter
-from engine.ledger_entry import LedgerEntry
+from schemas.dead_letter import DeadLetter
+from schemas.ledger_entry import LedgerEntry
 from schemas.events import validate_event
 
 _LEDGER_FIELDS = LedgerEntry.__slots__

@@ -21,15 +21,15 @@ from datetime import datetime, timezone
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from .journal import Journal
-from .settings import STAGES, StreamSettings
+from topologies.journal import Journal
+from topologies.settings import STAGES, StreamSettings
 
 KEY = b"generation"
 
 
 async def read_control(broker: str, settings: StreamSettings) -> dict | None:
     """The last control record, or None."""
-    from .admin import _consumer
+    from topologies.admin import _consumer
 
     consumer = await _consumer(broker)
     try:
@@ -88,7 +88,7 @@ async def start_replay(broker: str, settings: StreamSettings, start: str | None)
     Rewinding keeps the state, so every event the workers already hold comes back as a
     duplicate and changes nothing; events the workers never saw (or dead-lettered before a
     fix) are applied. Rebuilding derives everything again into a new generation."""
-    from .admin import _admin, _consumer, _describe_partitions, group_members
+    from topologies.admin import _admin, _consumer, _describe_partitions, group_members
 
     current = await read_control(broker, settings)
     generation = int(current["generation"]) if current else 0
@@ -170,7 +170,7 @@ async def caught_up(broker: str, group: str, record: dict, internal: list[str],
     and drained its internal topics (routed messages), and the sink group ``sink`` (group,
     topics) has drained the ledger: then the ledger is complete and the analysts' views may
     switch to it."""
-    from .admin import consumer_lag
+    from topologies.admin import consumer_lag
 
     want = {(t, int(p)): o for t, parts in record.get("ends", {}).items() for p, o in parts.items()}
     rows = await consumer_lag(broker, group, [*sorted({t for t, _ in want}), *internal])

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from engine.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter
 from sinks.base import Batch, Ledger, LedgerError
 
-from .codec import decode_dead_letter, decode_sink
+from topologies.codec import decode_dead_letter, decode_sink
 
 log = logging.getLogger("tuike.sink")
 MAX_BACKOFF = 10.0

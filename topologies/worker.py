@@ -22,11 +22,11 @@ from faust.worker import Worker
 from engine.config import Config
 from sinks.base import Ledger
 
-from .admin import ensure_topics_sync
-from .app import Topology
-from .generation import caught_up, read_control
-from .journal import TOPIC_CONFIGS as JOURNAL_CONFIGS
-from .settings import StreamSettings
+from topologies.admin import ensure_topics_sync
+from topologies.app import Topology
+from topologies.generation import caught_up, read_control
+from topologies.journal import TOPIC_CONFIGS as JOURNAL_CONFIGS
+from topologies.settings import StreamSettings
 
 PROGRESS_SECONDS = 5.0
 LIVE_CHECK_SECONDS = 2.0

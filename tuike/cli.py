@@ -248,7 +248,7 @@ def _count(text: str) -> int:
 
 
 def _load_config(path: str | None):
-    from .configfile import ConfigFileError, load_config
+    from tuike.configfile import ConfigFileError, load_config
 
     try:
         return load_config(path)
@@ -336,9 +336,8 @@ def _gateway_settings(config: Any):
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.app import create_app
-    from gateway.dashboard import LedgerThread
     from gateway.handoff import EmbeddedHandoff, KafkaHandoff
+    from tuike.dashboard import LedgerThread, serving_app
 
     config = _load_config(args.config)
     settings = _gateway_settings(config)
@@ -350,8 +349,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         from sinks import LedgerError
 
-        from .pipeline import EmbeddedPipeline, StateRefusal
-        from .state import StateInUse
+        from topologies.embedded import EmbeddedPipeline, StateRefusal
+        from topologies.rocks_state import StateInUse
 
         data_dir = Path(args.data_dir)
         ledger = _open_ledger(args.clickhouse, data_dir)
@@ -363,7 +362,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise OperationalError(str(exc).strip()) from None
         where = f"the embedded pipeline in {data_dir} (ledger {ledger.identity})"
         reader = LedgerThread(ledger, handoff.thread)  # reads on the pipeline's thread
-    app = create_app(settings, handoff, ledger=reader, shop_timezone=config.timezone)
+    app = serving_app(settings, handoff, ledger=reader, shop_timezone=config.timezone)
     shops = ", ".join(sorted(settings.shops)) or "none (tuike.yaml: shops)"
     print(f"tuike serve: http://{args.host}:{args.port} → {where}; shops: {shops}; "
           f"links: {'on' if settings.link_secret else 'off (tuike.yaml: links.secret)'}; dashboard: "
@@ -394,7 +393,7 @@ def cmd_link_create(args: argparse.Namespace) -> int:
 
 
 def cmd_link_page(args: argparse.Namespace) -> int:
-    from gateway.dashboard import promoter_page_url
+    from tuike.dashboard import promoter_page_url
 
     settings = _gateway_settings(_load_config(args.config))
     if not settings.link_secret:
@@ -407,7 +406,7 @@ def cmd_link_page(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from .configfile import check_config_file
+    from tuike.configfile import check_config_file
 
     ok, lines = check_config_file(args.file)
     out = sys.stdout if ok else sys.stderr
@@ -417,8 +416,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate_shop, write_events
-    from .progress import Progress
+    from tuike.lab.generate import generate_shop, write_events
+    from tuike.progress import Progress
 
     out = Path(args.out)
     if not (out.name.endswith(".jsonl") or out.name.endswith(".jsonl.gz")):
@@ -443,12 +442,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _run_file(events: str, config: Any, data_dir: Path, ledger: Any, verb: str = "processed") -> Any:
-    from .inputs import EventFileError, read_records
-    from .pipeline import StateRefusal, run_events
-    from .progress import Progress
+    from schemas.records import EventFileError, read_records
+    from topologies.embedded import StateRefusal, run_events
+    from tuike.progress import Progress
 
     from sinks import LedgerError
-    from .state import StateInUse
+    from topologies.rocks_state import StateInUse
 
     progress = Progress(verb, "events")
     try:
@@ -496,7 +495,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"rules       {args.config or ('./tuike.yaml' if Path('tuike.yaml').is_file() else 'built-in defaults')} "
           "(commission terms are fixed when an order's payment is first processed)")
     if stats.rejected:
-        from .demo import shell_path
+        from tuike.demo import shell_path
 
         where = "" if args.clickhouse else f" --data-dir {shell_path(data_dir)}"
         source = "stdin" if args.events == "-" else Path(args.events).name
@@ -510,8 +509,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_produce(args: argparse.Namespace) -> int:
     from topologies.admin import ensure_topics_sync, input_topic_specs, produce_records_sync
 
-    from .inputs import EventFileError, read_records
-    from .progress import Progress
+    from schemas.records import EventFileError, read_records
+    from tuike.progress import Progress
 
     config = _load_config(args.config)
     settings = _stream_settings(config)
@@ -648,11 +647,11 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """One analysts' table to Parquet or CSV, in batches (tuike/export.py)."""
+    """One analysts' table to Parquet or CSV, in batches (tuike/backoffice/export.py)."""
     from sinks import LedgerError
 
-    from .export import ExportError, check_export, default_out, export_table, parse_period
-    from .progress import Progress
+    from tuike.backoffice.export import ExportError, check_export, default_out, export_table, parse_period
+    from tuike.progress import Progress
 
     fmt = args.format or ("csv" if (args.out or "").lower().endswith(".csv") else "parquet")
     try:
@@ -705,8 +704,8 @@ def _settlement_teller(args: argparse.Namespace, config: Any, data_dir: Path, le
     orders' state for this ledger. That is the embedded state in --data-dir (chDB, or a server
     ledger fed by ``tuike run``/``serve``), else the workers, through the orders topic on --broker
     (a replay reads them again)."""
-    from .inputs import records_of
-    from .pipeline import keeps_state_for, run_events
+    from schemas.records import records_of
+    from topologies.embedded import keeps_state_for, run_events
 
     def records(events: list[dict]) -> list:
         return records_of(events, "tuike settle")
@@ -741,13 +740,13 @@ def _settlement_teller(args: argparse.Namespace, config: Any, data_dir: Path, le
 
 
 def cmd_settle(args: argparse.Namespace) -> int:
-    from .evidence import EvidenceError
-    from .settle import SettleError, settle
+    from tuike.backoffice.evidence import EvidenceError
+    from tuike.backoffice.settle import SettleError, settle
 
     config = _load_config(args.config)
     data_dir = Path(args.data_dir)
     ledger = _open_ledger(args.clickhouse, data_dir)
-    from .state import StateInUse
+    from topologies.rocks_state import StateInUse
 
     try:
         t0 = time.perf_counter()
@@ -778,8 +777,8 @@ def cmd_settle(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from .reconcile import reconcile
-    from .settle import SettleError, period_of
+    from tuike.backoffice.reconcile import reconcile
+    from tuike.backoffice.settle import SettleError, period_of
 
     config = _load_config(args.config)
     data_dir = Path(args.data_dir)
@@ -799,7 +798,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence_verify(args: argparse.Namespace) -> int:
-    from .evidence import verify_command
+    from tuike.backoffice.evidence import verify_command
 
     return verify_command(Path(args.data_dir), sys.stdout)
 
@@ -813,13 +812,13 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_review_list(args: argparse.Namespace) -> int:
-    from .review import review_queue_sql
+    from tuike.backoffice.review import review_queue_sql
 
     return _print_query(args, review_queue_sql(args.limit))
 
 
 def cmd_fraud_eval(args: argparse.Namespace) -> int:
-    from .fraud_eval import evaluate, print_report
+    from tuike.lab.fraud_eval import evaluate, print_report
 
     config = _load_config(args.config)
     if not config.fraud.enabled:
@@ -835,14 +834,14 @@ def _existing(path: str | None) -> None:
 
 
 def cmd_eval_propagation(args: argparse.Namespace) -> int:
-    from .eval_propagation import main as run
+    from tuike.lab.eval_propagation import main as run
 
     _existing(args.path)
     return run((["--path", args.path] if args.path else []) + ["--seed", str(args.seed)])
 
 
 def cmd_eval_recommend(args: argparse.Namespace) -> int:
-    from .eval_recommend import main as run
+    from tuike.lab.eval_recommend import main as run
 
     _existing(args.path)
     return run(["--csv", args.path] if args.path else [])
@@ -857,7 +856,7 @@ def _read_ledger(args: argparse.Namespace):
 
 
 def cmd_hot(args: argparse.Namespace) -> int:
-    from .shares import hottest
+    from tuike.insights.shares import hottest
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: expected at least 1")
@@ -873,7 +872,7 @@ def cmd_hot(args: argparse.Namespace) -> int:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
-    from .shares import ForecastError, forecast_cascade
+    from tuike.insights.shares import ForecastError, forecast_cascade
 
     if args.window_hours <= 0:
         raise UsageError(f"--window-hours {args.window_hours}: expected a positive number of hours")
@@ -884,7 +883,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
             from sinks.base import Batch
 
-            from .shares import forecast_all
+            from tuike.insights.shares import forecast_all
 
             rows = forecast_all(ledger, args.window_hours, datetime.now(timezone.utc).replace(microsecond=0))
             ledger.write(Batch([], {"cascade_forecasts": rows}, []))
@@ -906,7 +905,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from .eval_recommend import recommend_for_promoter
+    from tuike.lab.eval_recommend import recommend_for_promoter
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: expected at least 1")
@@ -946,9 +945,9 @@ def _print_query(args: argparse.Namespace, sql: str) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import demo
-    from .generate import DEFAULTS, generate_shop, write_events
-    from .progress import Progress
+    from tuike import demo
+    from tuike.lab.generate import DEFAULTS, generate_shop, write_events
+    from tuike.progress import Progress
 
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ Data: ``graphs/snap_CollegeMsg.txt`` of the project's shared real data
 dynamics of users' behavior and interaction: Network analysis of an online community", JASIST
 60(5)), via advaithhl/temporal_graph_clustering @ 1c0aafaf5de167981649228e5953779afed6126b.
 
-Cascades (:func:`engine.cascade.first_contacts`): messages by time; a user enters at their first
+Cascades (:func:`tuike.insights.cascade.first_contacts`): messages by time; a user enters at their first
 message: reached by the sender if they first appear as a recipient (the first contact u→v is the
 link "u reached v"), a root if they first appear as a sender. A user who has already written to
 someone is not "reached" by a later message to them; without that rule the links form loops
@@ -48,11 +48,11 @@ from typing import Callable, Sequence, TextIO
 
 import numpy as np
 
-from engine.cascade import CascadeIndex, Member, build_cascades, first_contacts
-from engine.forecast import Early, Forecast, fit_growth_ratio, fit_loglinear, galton_watson, observe
-from engine.hotnodes import degree_ranking, hot_nodes
+from tuike.insights.cascade import CascadeIndex, Member, build_cascades, first_contacts
+from tuike.insights.forecast import Early, Forecast, fit_growth_ratio, fit_loglinear, galton_watson, observe
+from tuike.insights.hotnodes import degree_ranking, hot_nodes
 
-from .realdata import realdata_file
+from tuike.lab.realdata import realdata_file
 
 FILE_NAME = "snap_CollegeMsg.txt"
 SOURCE = ("SNAP CollegeMsg (Panzarasa, Opsahl & Carley 2009, JASIST 60(5)) via advaithhl/temporal_graph_clustering"

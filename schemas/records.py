@@ -7,7 +7,7 @@ so the pipeline can send it to the dead letters and go on. Decoding is orjson's,
 at cents here.
 
 Measured read rate (2-core machine shared with other jobs, Python 3.11, orjson 3.13, pyarrow 26;
-``python -m tuike.inputs FILE`` reads a file fully and prints the rate): 1M order.paid events of
+``python -m schemas.records FILE`` reads a file fully and prints the rate): 1M order.paid events of
 about 330 bytes with 2 items each: .jsonl 450k-500k lines/s, .jsonl.gz 280k-380k lines/s,
 Parquet 205k-225k rows/s. (Validating them with ``parse_record`` then runs at about 115k/s.)
 """
@@ -310,7 +310,7 @@ def _write_batch(writer: pq.ParquetWriter, batch: list[dict], schema: pa.Schema,
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m tuike.inputs FILE…``: count records and time the read (the figure in the docstring)."""
+    """``python -m schemas.records FILE…``: count records and time the read (the figure in the docstring)."""
     import time
 
     for name in argv:

@@ -1,5 +1,5 @@
 """`tuike eval recommend`: a time-split evaluation of the material recommender
-(:mod:`engine.recommend`) on real retail orders, and `recommend_for_promoter`, what
+(:mod:`tuike.insights.recommend`) on real retail orders, and `recommend_for_promoter`, what
 `tuike recommend --promoter P` calls.
 
 Data: ``orders/uci_online_retail_30k_sample.csv`` of the project's shared real data
@@ -40,9 +40,9 @@ from typing import TextIO
 
 import numpy as np
 
-from engine.recommend import Model, fit, recommend, recommend_many
+from tuike.insights.recommend import Model, fit, recommend, recommend_many
 
-from .realdata import realdata_file
+from tuike.lab.realdata import realdata_file
 
 CSV_NAME = "uci_online_retail_30k_sample.csv"
 K = 10

@@ -18,7 +18,7 @@ command again:
    recorded in step 2), handed to ``tell``: the engine that keeps the orders' state (the
    embedded state, or the Kafka input the workers read). Paid money is settled, and a ban or
    fraud hold dated later holds only what is still unpaid;
-5. the statements' and the export's SHA-256 into the evidence log (:mod:`tuike.evidence`), and a
+5. the statements' and the export's SHA-256 into the evidence log (:mod:`tuike.backoffice.evidence`), and a
    ``settlement_run`` record: the period is closed.
 
 A run that stopped after step 2 is finished from the recorded rows, whatever reached the ledger
@@ -43,15 +43,15 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from engine.config import Config
-from engine.ledger_entry import entry_id
+from schemas.ledger_entry import entry_id
 from engine.money import ZERO, cents
 from engine.settlement import NOTHING, PAID, PayeeMonth, Settlement, settle_payee, settlement_entries
 from engine.tax import MonthIncome
 from schemas.facts import FACT_COLUMNS
 from sinks.base import SETTLEMENT_GENERATION, Batch
 
-from .alerts import fund_flow_alerts
-from .evidence import EvidenceLog, evidence_path, sha256_file
+from tuike.backoffice.alerts import fund_flow_alerts
+from tuike.backoffice.evidence import EvidenceLog, evidence_path, sha256_file
 
 
 class SettleError(ValueError):

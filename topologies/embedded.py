@@ -15,13 +15,13 @@ from typing import Callable, Iterable
 
 from engine.config import Config
 from engine.dataflow import Output
-from engine.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter
 from engine.runner import Engine
 from schemas.facts import facts_of
 from sinks.base import Batch, Ledger
 
-from .inputs import Record, parse_record
-from .state import RocksStore
+from schemas.records import Record, parse_record
+from topologies.rocks_state import RocksStore
 
 KEY_FIELDS = ("order_id", "customer_id", "promoter_id", "click_id")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ledger_entry import entry_id
+from schemas.ledger_entry import entry_id
 
 
 @dataclass(frozen=True, slots=True)

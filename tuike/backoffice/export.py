@@ -64,7 +64,7 @@ import pyarrow.parquet as pq
 
 from sinks.base import BASE_TABLE, DEAD_LETTER_COLUMNS, FACT_TABLES, LEDGER_COLUMNS, SETTLEMENT_GENERATION, unwrap_type
 
-from .settle import Period, SettleError, period_of
+from tuike.backoffice.settle import Period, SettleError, period_of
 
 FORMATS = ("parquet", "csv")
 MEDIA_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv; charset=utf-8"}

@@ -23,8 +23,8 @@ from typing import Any
 from engine.config import Config
 from engine.money import ZERO
 
-from .evidence import EvidenceLog, evidence_path, sha256_file
-from .settle import Period, payee_file_name
+from tuike.backoffice.evidence import EvidenceLog, evidence_path, sha256_file
+from tuike.backoffice.settle import Period, payee_file_name
 
 
 def reconcile(ledger: Any, config: Config, period: Period, data_dir: Path) -> list[str]:

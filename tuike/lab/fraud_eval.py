@@ -1,7 +1,7 @@
 """`tuike fraud eval`: the labelled fraud benchmark.
 
 A generated shop with labelled fraud of each pattern mixed into honest traffic
-(:mod:`tuike.fraud_shop`) runs through the engine (in memory: the scores do not depend on
+(:mod:`tuike.lab.fraud_shop`) runs through the engine (in memory: the scores do not depend on
 where the ledger goes); an order counts as held when its final score reaches ``hold_score``.
 
 - recall of a pattern: its labelled orders held / its labelled orders;
@@ -21,7 +21,7 @@ from engine.runner import Engine
 from engine.store import MemoryStore
 from schemas.events import validate_event
 
-from .fraud_shop import PATTERNS, labelled_shop
+from tuike.lab.fraud_shop import PATTERNS, labelled_shop
 
 SIGNATURES = {  # the reason codes that describe each pattern (for per-pattern precision)
     "self_purchase": {"F07"},

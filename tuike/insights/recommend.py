@@ -13,7 +13,7 @@ popularity, then by the item's string form):
   ``B_ii = 0``) and a user's scores are ``x · B``. It is one ridge regression predicting every
   item from all the others at once, so unlike raw co-occurrence it discounts items that come
   along with everything. It is the best of these on the time-split evaluation
-  (``tuike/eval_recommend.py``), needs only numpy, and costs one ``n_items × n_items``
+  (``tuike/lab/eval_recommend.py``), needs only numpy, and costs one ``n_items × n_items``
   inversion (a 3,000-item catalogue: under a second); a catalogue of 10⁵ SKUs would want a
   sparse method instead (item-kNN below keeps only the co-occurrence counts).
 - ``"itemknn"``: item-item cosine of the item columns with shrinkage,

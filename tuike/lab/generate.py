@@ -55,7 +55,7 @@ from typing import Any
 
 import orjson
 
-from .progress import Progress
+from tuike.progress import Progress
 
 # Measured on the project's 2-core machine (Python 3.11.7, orjson 3.13), seed 1, events=1_000_000:
 MEASURED = "generation alone 12.6 s (about 80k events/s); written to .jsonl 15.9 s, to .jsonl.gz 16.6 s; peak RSS about 210 MB"
@@ -736,7 +736,7 @@ def generate_shop(
     """The events of a shop in arrival order: dicts (good events) and, when ``bad_lines`` > 0,
     that many ``str`` items (malformed raw lines). ``events=N``: exactly N good events, the
     counts scaled from ``promoters``/``customers``/``orders`` in their ratio. ``fraud_ring=False``
-    leaves out the fraud ring, so that the traffic is honest (:mod:`tuike.fraud_shop` adds
+    leaves out the fraud ring, so that the traffic is honest (:mod:`tuike.lab.fraud_shop` adds
     labelled fraud to it)."""
     if events is not None:
         counts = scaled_counts(events, promoters, customers, orders)

@@ -1,5 +1,5 @@
 """Hot nodes and viral forecasts of a shop's share cascades, read from the ledger (the I/O around
-engine/cascade.py, engine/hotnodes.py and engine/forecast.py).
+tuike/insights/cascade.py, tuike/insights/hotnodes.py and tuike/insights/forecast.py).
 
 The cascades are the engine's own (``cascade_nodes``, kept up to date as clicks stream in by
 engine/propagation.py); a conversion is an order paid through a click (``orders.click_id``).
@@ -11,9 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from engine.cascade import CascadeIndex
-from engine.forecast import Early, Forecast, fit_loglinear, observe
-from engine.hotnodes import hot_nodes
+from tuike.insights.cascade import CascadeIndex
+from tuike.insights.forecast import Early, Forecast, fit_loglinear, observe
+from tuike.insights.hotnodes import hot_nodes
 from schemas.analytics import quote
 
 MIN_TRAINING = 5  # cascades the forecast needs to learn from

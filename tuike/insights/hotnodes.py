@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from .cascade import CascadeIndex, NodeId
+from tuike.insights.cascade import CascadeIndex, NodeId
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
     shop.events        # canonical events (contract §1.1) in arrival order
     shop.labels        # order_id -> pattern, for every fraudulent order.paid
 
-The honest part is :func:`tuike.generate.generate_shop` without its fraud ring, so no honest
+The honest part is :func:`tuike.lab.generate.generate_shop` without its fraud ring, so no honest
 order is fraud by construction. Fraud is injected by new promoters (``FP…``) and new customer
 accounts (``FC…``) in the same weeks as the honest traffic; 1–5 % of all orders (drawn from the
 seed) are fraudulent, split over :data:`PATTERNS`:
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
-from .generate import (
+from tuike.lab.generate import (
     _CAMPAIGNS,
     _HOURS,
     _IP_PREFIXES,

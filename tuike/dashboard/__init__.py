@@ -8,7 +8,7 @@
   their money by status, each order line with the rule and rate that paid it, their
   settlements and their promotion links with QR codes. The signature is HMAC-SHA256 with the
   links secret over the promoter and the expiry: a changed promoter, expiry or signature is 403.
-- ``/dashboard/api/export/{table}`` streams a table as Parquet or CSV (tuike/export.py).
+- ``/dashboard/api/export/{table}`` streams a table as Parquet or CSV (tuike/backoffice/export.py).
 
 Charts are drawn by plotly.js, served from the ``plotly`` package installed with tuike (no CDN:
 the pages work with no internet). Money crosses the wire as decimal strings, never floats.
@@ -37,15 +37,17 @@ from starlette.background import BackgroundTask
 
 from schemas.analytics import PANELS, Filters, promoter_queries
 from sinks import LedgerError
-from tuike.panels import json_value, panel_data
+from tuike.insights.panels import json_value, panel_data
 
-from .links import Link, make_code
-from .settings import GatewaySettings
+from gateway.app import create_app
+from gateway.handoff import Handoff
+from gateway.links import Link, make_code
+from gateway.settings import GatewaySettings
 
 Query = Callable[[str], Awaitable[Any]]  # SQL -> QueryResult, on the ledger's thread
 
 COOKIE = "tk_dash"
-STATIC = importlib.resources.files("gateway") / "static"
+STATIC = importlib.resources.files("tuike.dashboard") / "static"
 PERIOD = re.compile(r"^(all|(19[7-9]\d|20\d\d)-(0[1-9]|1[0-2])|(\d{1,4})(h|d))$")
 FAR_END = 4102444800  # 2100-01-01: "all" ends there
 PAGE_SIG_BYTES = 16
@@ -141,6 +143,14 @@ class DashboardContext:
     ledger: LedgerThread | None  # None: tuike serve reads no ledger (Kafka hand-off without --clickhouse)
     timezone: str
     clock: Callable[[], float] = time.time
+
+
+def serving_app(settings: GatewaySettings, handoff: Handoff, *, ledger: LedgerThread | None,
+                shop_timezone: str, clock: Callable[[], float] = time.time) -> FastAPI:
+    """What ``tuike serve`` runs: the HTTP edge (gateway/app.py) with the dashboards on top."""
+    app = create_app(settings, handoff, clock=clock)
+    add_dashboard(app, DashboardContext(settings, ledger, shop_timezone, clock))
+    return app
 
 
 def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
@@ -279,11 +289,11 @@ async def _run_panels(query: Query, f: Filters) -> dict[str, dict]:
 
 
 def _export_file(ledger: Any, table: str, fmt: str, period: str | None, tz: str) -> str:
-    """A table export (tuike/export.py) into a temporary file, for the HTTP edge to send and delete
+    """A table export (tuike/backoffice/export.py) into a temporary file, for the HTTP edge to send and delete
     (a 10M-row ledger does not fit in a response built in memory)."""
     import tempfile
 
-    from tuike.export import check_export, export_table, parse_period
+    from tuike.backoffice.export import check_export, export_table, parse_period
 
     cut = parse_period(period, tz) if period else None
     check_export(table, cut, fmt)
@@ -298,14 +308,14 @@ def _export_file(ledger: Any, table: str, fmt: str, period: str | None, tz: str)
 
 
 class Recommendations:
-    """Products a promoter should push next (推广素材推荐, engine/recommend.py), for their page: the
+    """Products a promoter should push next (推广素材推荐, tuike/insights/recommend.py), for their page: the
     model learns from every promoter's sales and is fitted again at most every ``every`` seconds."""
 
     def __init__(self, every: float = 600):
         self.every, self.model, self.sales, self.fitted = every, None, {}, float("-inf")
 
     def top(self, ledger: Any, promoter: str, now: float, n: int = 5) -> list[dict]:
-        from engine.recommend import fit, recommend
+        from tuike.insights.recommend import fit, recommend
         from schemas.analytics import PROMOTER_SALES
 
         if self.model is None or now - self.fitted >= self.every:

@@ -5,7 +5,7 @@ within ``window`` seconds of the root's time (their times, depths and parents), 
 itself. Nothing after the cutoff is used. Which window is honest is the caller's choice: a fixed
 number of hours after the root is known for a live cascade; "the first 10% of its lifetime"
 needs the final lifetime, which is only known afterwards (the evaluation reports both, see
-:mod:`tuike.eval_propagation`). The features below read the early nodes only, never ``window``,
+:mod:`tuike.lab.eval_propagation`). The features below read the early nodes only, never ``window``,
 so the lifetime does not leak through a feature.
 
 Methods (each returns a :class:`Forecast` with an interval at ``level``, default 80%):
@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .cascade import Member
+from tuike.insights.cascade import Member
 
 
 @dataclass(frozen=True)

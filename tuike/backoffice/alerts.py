@@ -19,7 +19,7 @@ from statistics import median
 from typing import Iterable, Mapping, Sequence
 
 from engine.config import Config
-from engine.ledger_entry import entry_id
+from schemas.ledger_entry import entry_id
 from engine.money import ZERO, cents
 from engine.settlement import PAID, Settlement
 from engine.tax import MonthIncome
