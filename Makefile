@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-stream bench-gateway bench-settle bench-dashboard install clickhouse-up clickhouse-down kafka-up kafka-down clean
+.PHONY: demo test test-fast lint-imports bench bench-stream bench-gateway bench-settle bench-dashboard install clickhouse-up clickhouse-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,7 +20,7 @@ demo: $(STAMP)
 # Installs Debian's Chromium (browser tests), installs and starts a real ClickHouse server
 # (Debian's clickhouse-server) and a Kafka broker, runs the suite, stops them, and exits with
 # pytest's code.
-test: $(STAMP)
+test: $(STAMP) lint-imports
 	deploy/chromium.sh up
 	deploy/clickhouse.sh up
 	deploy/kafka.sh up || { deploy/clickhouse.sh down; exit 1; }
@@ -28,8 +28,13 @@ test: $(STAMP)
 	  $(BIN)/pytest -q -x --durations=10; \
 	  rc=$$?; deploy/kafka.sh down; deploy/clickhouse.sh down; exit $$rc
 
+# The layer contracts of pyproject.toml ([tool.importlinter]): no package imports one above it,
+# and the engine imports no I/O or numeric library.
+lint-imports: $(STAMP)
+	$(BIN)/lint-imports
+
 # Without the servers and the browser: the tests that need them are left out.
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint-imports
 	$(BIN)/pytest -q -m "not server and not kafka and not browser"
 
 bench: $(STAMP)

@@ -55,7 +55,7 @@ ROUTES: dict[str, tuple[str, str]] = {
 }
 _KNOWN_TYPES = ", ".join(sorted(ROUTES))
 
-# Producer settings, measured with `python -m topologies.admin` (see produce_records).
+# Producer settings, measured with `python -m benchmarks.produce_throughput` (see produce_records).
 LINGER_MS = 20
 MAX_BATCH_BYTES = 512 * 1024  # below the broker's message.max.bytes (1 MiB) even uncompressed
 # None: lz4 ran at the same rate here (the producer is bound by aiokafka's per-message Python
@@ -309,7 +309,7 @@ async def produce_records(broker: str, settings: StreamSettings, records: Iterab
     messages are unconfirmed at once, so memory stays flat on any file size. ``progress`` is
     called with the stats every ``PROGRESS_EVERY`` records (a :class:`tuike.progress.Progress`).
 
-    Measured (``python -m topologies.admin --events 200000``: generated events of ~290 bytes,
+    Measured (``python -m benchmarks.produce_throughput --events 200000``: generated events of ~290 bytes,
     4 partitions, the local broker on the same 2-core machine, which other jobs shared, load
     average 1-5): 200,000 events in 4-7 s, 28,000-53,000 events/s, typically about 38,000. The
     whole ``tuike produce`` of 1M generated events: 31,000 events/s, peak RSS 128 MB. lz4 ran at
@@ -468,50 +468,3 @@ def consumer_lag_sync(broker: str, group: str, topics: Iterable[str] | None = No
 
 def group_members_sync(broker: str, group: str) -> int:
     return asyncio.run(group_members(broker, group))
-
-
-# --- measuring ---------------------------------------------------------------------------------
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """``python -m topologies.admin --events N``: generate N events, produce them to fresh topics
-    (prefix ``bench<random>``) and print the rate for a few producer settings (the docstring's
-    figures). Deletes its topics at the end."""
-    import argparse
-    import tempfile
-    import uuid
-    from pathlib import Path
-
-    from tuike.lab.generate import generate_shop, write_events
-    from schemas.records import read_records
-
-    ap = argparse.ArgumentParser(prog="python -m topologies.admin")
-    ap.add_argument("--events", type=int, default=200_000)
-    ap.add_argument("--broker", default=DEFAULT_BROKER)
-    ap.add_argument("--compression", nargs="*", default=["none"], help="none, or lz4 (needs cramjam installed)")
-    ap.add_argument("--linger", type=int, nargs="*", default=[LINGER_MS])
-    ap.add_argument("--batch", type=int, nargs="*", default=[MAX_BATCH_BYTES])
-    args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "events.jsonl"
-        n = write_events(generate_shop(1, events=args.events), path)
-        print(f"{n:,} events, {path.stat().st_size / n:.0f} bytes each on average")
-        records = list(read_records(path))
-        for comp in args.compression:
-            for linger in args.linger:
-                for batch in args.batch:
-                    settings = StreamSettings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
-                    specs = input_topic_specs(settings)
-                    ensure_topics_sync(args.broker, specs)
-                    stats = produce_records_sync(args.broker, settings, records, compression=None if comp == "none" else comp,
-                                                 linger_ms=linger, max_batch_size=batch)
-                    print(f"compression={comp:5} linger={linger:3} ms batch={batch // 1024:5} KiB: {stats.records:,} in "
-                          f"{stats.seconds:.2f} s = {stats.rate:,.0f} events/s")
-                    asyncio.run(delete_topics(args.broker, prefix=settings.topic_prefix + "."))
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(_main())
