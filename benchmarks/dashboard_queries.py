@@ -231,7 +231,7 @@ class Shop:
     def batches(self, batch_rows: int) -> Iterator[tuple[list, dict[str, list[dict]], int]]:
         """``(entries, facts, generation)`` of about ``batch_rows`` ledger rows each, in order."""
         from schemas.ledger_entry import LedgerEntry, entry_id
-        from sinks.base import SETTLEMENT_GENERATION
+        from schemas.analytics import SETTLEMENT_GENERATION
 
         sc, rng, money = self.scale, self.rng, self.money
         pid, chain, join_ts = self.pid, self.chain, self.join_ts
@@ -578,7 +578,7 @@ def cached(t: Target, spec: str) -> tuple[bool, str]:
 
 def build(targets: list[Target], scale: Scale, seed: int, batch_rows: int, dry_run: bool = False) -> tuple[Counts, float]:
     """Generate the shop once and write every batch into each target (one ``Ledger.write`` per batch)."""
-    from sinks.base import Batch
+    from sinks import Batch
 
     who = "+".join(t.name for t in targets) or "dry run"
     shop = Shop(scale, seed)
@@ -857,7 +857,7 @@ def reset(t: Target, args: argparse.Namespace) -> None:
 
 
 def build_into(todo: list[Target], args: argparse.Namespace, scale: Scale, spec: str) -> None:
-    from sinks.base import standings_backfill
+    from sinks.schema import standings_backfill
 
     for t in todo:
         reset(t, args)

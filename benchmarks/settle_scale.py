@@ -28,7 +28,7 @@ RULES = 'tiers: [{min_gmv: "1000", bonus: "0.01"}, {min_gmv: "5000", bonus: "0.0
 def build(data_dir: Path, payees: int, orders: int, seed: int) -> int:
     from schemas.ledger_entry import LedgerEntry, entry_id
     from sinks import open_ledger
-    from sinks.base import Batch
+    from sinks import Batch
 
     rng = random.Random(seed)
     ledger = open_ledger(None, data_dir)

@@ -20,23 +20,10 @@ from typing import Any, Callable
 import orjson
 import pyarrow as pa
 
-from sinks.base import (
-    Batch,
-    LedgerError,
-    LedgerInUse,
-    QueryError,
-    QueryResult,
-    TableColumns,
-    batch_columns,
-    hours_refresh,
-    check_database_name,
-    schema_statements,
-    decimal_converter,
-    decimal_scale,
-    epoch_to_utc,
-    iso_date,
-    unwrap_type,
-)
+from sinks.errors import LedgerError, LedgerInUse, QueryError
+from sinks.reader import QueryResult, decimal_converter, decimal_scale, epoch_to_utc, iso_date, unwrap_type
+from sinks.schema import check_database_name, hours_refresh, schema_statements
+from sinks.writer import Batch, TableColumns, batch_columns
 
 _SESSION_SETTINGS = (
     "SET output_format_json_quote_decimals = 1",

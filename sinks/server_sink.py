@@ -19,21 +19,10 @@ from zoneinfo import ZoneInfo
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
-from sinks.base import (
-    Batch,
-    LedgerError,
-    LedgerUnavailable,
-    QueryError,
-    QueryResult,
-    batch_columns,
-    hours_refresh,
-    check_database_name,
-    schema_statements,
-    decimal_converter,
-    decimal_scale,
-    to_utc,
-    unwrap_type,
-)
+from sinks.errors import LedgerError, LedgerUnavailable, QueryError
+from sinks.reader import QueryResult, decimal_converter, decimal_scale, to_utc, unwrap_type
+from sinks.schema import check_database_name, hours_refresh, schema_statements
+from sinks.writer import Batch, batch_columns
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import pytest
 
 from sinks import open_ledger
-from sinks.base import Batch
+from sinks import Batch
 from tuike.insights.shares import ForecastError, forecast_all, forecast_cascade, hottest
 from tests.shop import Run, bound, click, item, joined, paid, ts, with_ids
 from tuike.lab.generate import generate_shop, write_events

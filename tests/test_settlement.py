@@ -190,7 +190,7 @@ def test_cumulative_platform_tax_across_months(tmp_path):
 
 def test_reconcile_finds_each_kind_of_planted_mismatch(books):
     from schemas.ledger_entry import LedgerEntry
-    from sinks.base import Batch
+    from sinks import Batch
     from datetime import datetime, timezone
 
     october(books)

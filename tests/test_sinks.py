@@ -30,18 +30,9 @@ from schemas.ledger_entry import LedgerEntry, entry_id
 from schemas.events import validate_event
 from schemas.facts import FACT_COLUMNS, facts_of
 from sinks import open_ledger
-from sinks.base import (
-    DEAD_LETTER_COLUMNS,
-    FACT_TABLES,
-    KIND_TYPE,
-    LEDGER_COLUMNS,
-    Batch,
-    LedgerError,
-    LedgerInUse,
-    LedgerUnavailable,
-    QueryError,
-    ddl_statements,
-)
+from sinks import Batch, LedgerError, LedgerInUse, LedgerUnavailable, QueryError
+from sinks.schema import ddl_statements
+from sinks.writer import DEAD_LETTER_COLUMNS, FACT_TABLES, KIND_TYPE, LEDGER_COLUMNS
 from sinks.server_sink import ServerLedger, parse_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +159,7 @@ def test_ddl_applied_twice_keeps_data(open_one) -> None:
 def test_a_ledger_from_before_settlement_rows_gets_the_new_view(open_one) -> None:
     """The commission_ledger view of an older tuike hid settlement rows after a replay; opening the
     ledger again replaces it (a view holds no data)."""
-    from sinks.base import SETTLEMENT_GENERATION
+    from schemas.analytics import SETTLEMENT_GENERATION
 
     first = open_one()
     first.write(Batch(ENTRIES[:3], {}, []))
@@ -221,11 +212,11 @@ def test_query_types(open_one) -> None:
 
 
 def test_facts_and_dead_letters_dedup(open_one, monkeypatch) -> None:
-    import sinks.base
+    import sinks.writer
 
     ledger = open_one()
     facts = _facts()
-    monkeypatch.setattr(sinks.base.time, "time", lambda: 1_767_300_000.7)
+    monkeypatch.setattr(sinks.writer.time, "time", lambda: 1_767_300_000.7)
     ledger.write(Batch([], facts, DEAD))
     counts_q = ("SELECT (SELECT count() FROM orders), (SELECT count() FROM order_items), "
                 "(SELECT count() FROM order_events), (SELECT count() FROM clicks), "
@@ -233,7 +224,7 @@ def test_facts_and_dead_letters_dedup(open_one, monkeypatch) -> None:
                 "(SELECT count() FROM dead_letters)")
     expected = (1, 2, 5, 1, 1, 2, 3)
     assert _one(ledger, counts_q) == expected
-    monkeypatch.setattr(sinks.base.time, "time", lambda: 1_767_400_000.0)
+    monkeypatch.setattr(sinks.writer.time, "time", lambda: 1_767_400_000.0)
     ledger.write(Batch([], facts, DEAD))
     ledger.write(Batch([], {"order_items": facts["order_items"][:1]}, DEAD[:1]))
     assert _one(ledger, counts_q) == expected

@@ -57,7 +57,7 @@ from schemas.dead_letter import DeadLetter
 from engine.runner import route, step
 from engine.tallies import tally_messages
 from schemas.facts import facts_of
-from sinks.base import Ledger
+from sinks import Ledger
 from schemas.records import decode_record, parse_record
 
 from topologies.codec import decode_messages, encode_dead_letter, encode_messages, encode_sink

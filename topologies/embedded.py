@@ -18,7 +18,7 @@ from engine.dataflow import Output
 from schemas.dead_letter import DeadLetter
 from engine.runner import Engine
 from schemas.facts import facts_of
-from sinks.base import Batch, Ledger
+from sinks import Batch, Ledger
 
 from schemas.records import Record, parse_record
 from topologies.rocks_state import RocksStore

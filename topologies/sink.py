@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas.dead_letter import DeadLetter
-from sinks.base import Batch, Ledger, LedgerError
+from sinks import Batch, Ledger, LedgerError
 
 from topologies.codec import decode_dead_letter, decode_sink
 

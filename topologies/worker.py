@@ -20,7 +20,7 @@ from pathlib import Path
 from faust.worker import Worker
 
 from engine.config import Config
-from sinks.base import Ledger
+from sinks import Ledger
 
 from topologies.admin import ensure_topics_sync
 from topologies.app import Topology

@@ -881,7 +881,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         if args.all:
             from datetime import timezone
 
-            from sinks.base import Batch
+            from sinks import Batch
 
             from tuike.insights.shares import forecast_all
 

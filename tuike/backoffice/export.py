@@ -62,7 +62,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sinks.base import BASE_TABLE, DEAD_LETTER_COLUMNS, FACT_TABLES, LEDGER_COLUMNS, SETTLEMENT_GENERATION, unwrap_type
+from schemas.analytics import SETTLEMENT_GENERATION
+from sinks.reader import unwrap_type
+from sinks.writer import BASE_TABLE, DEAD_LETTER_COLUMNS, FACT_TABLES, LEDGER_COLUMNS
 
 from tuike.backoffice.settle import Period, SettleError, period_of
 

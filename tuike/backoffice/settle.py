@@ -48,7 +48,8 @@ from engine.money import ZERO, cents
 from engine.settlement import NOTHING, PAID, PayeeMonth, Settlement, settle_payee, settlement_entries
 from engine.tax import MonthIncome
 from schemas.facts import FACT_COLUMNS
-from sinks.base import SETTLEMENT_GENERATION, Batch
+from schemas.analytics import SETTLEMENT_GENERATION
+from sinks import Batch
 
 from tuike.backoffice.alerts import fund_flow_alerts
 from tuike.backoffice.evidence import EvidenceLog, evidence_path, sha256_file

@@ -1,31 +1,19 @@
-"""The ledger writer interface, shared by the embedded chDB ledger and the ClickHouse server one.
-
-A :class:`Ledger` takes a :class:`Batch` (ledger rows, fact rows, dead letters) and writes one
-batched insert per table. Writing the same batch again changes nothing an analyst can see: the
-tables are ReplacingMergeTree tables keyed by deterministic ids and read through FINAL views
-(``schemas/ddl.sql``), so the sink itself can be at-least-once.
-
-This module also holds what both sinks need: the DDL statements, the column layout of each
-table, turning a batch into typed columns (exact money, epoch-second timestamps), and turning
-query results back into Python values (Decimal, aware UTC datetimes).
+"""What writing the ledger needs: the :class:`Batch` a sink writes, the column layout of each
+table, and turning a batch into typed columns (exact money, epoch-second timestamps), one
+:class:`TableColumns` per insert.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from importlib import resources
 from operator import attrgetter, itemgetter
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any
 
 from schemas.dead_letter import DeadLetter
 from schemas.ledger_entry import LedgerEntry
-from schemas.analytics import HOUR_COLUMNS, HOURS_FROM_LEDGER, STANDING_COLUMNS, STANDINGS_FROM_LEDGER
-
-
-SETTLEMENT_GENERATION = 4294967295  # settlement rows: shown in every generation (schemas/ddl.sql)
+from sinks.errors import LedgerError
 
 
 @dataclass
@@ -39,45 +27,8 @@ class Batch:
         return len(self.entries) + sum(len(r) for r in self.facts.values()) + len(self.dead_letters)
 
 
-@dataclass
-class QueryResult:
-    columns: list[str]
-    types: list[str]  # ClickHouse type names, e.g. "Decimal(38, 2)", "DateTime('UTC')"
-    rows: list[tuple]
-
-
-@runtime_checkable
-class Ledger(Protocol):
-    identity: str  # which ledger this is ("chdb:tuike", "clickhouse://host:9000/tuike"), kept with the state
-
-    def write(self, batch: Batch) -> None:
-        """One batched insert per table; empty tables are skipped. Safe to repeat."""
-
-    def query(self, sql: str) -> QueryResult:
-        """Run SQL with the ledger's database as the default one. Decimal columns come back as
-        Decimal, DateTime as timezone-aware UTC datetime, Date as date."""
-
-    def close(self) -> None: ...
-
-
-class LedgerError(RuntimeError):
-    """A ledger problem with a message meant for the person running tuike."""
-
-
-class LedgerInUse(LedgerError):
-    """The embedded ledger's directory is locked by another process."""
-
-
-class LedgerUnavailable(LedgerError):
-    """The ClickHouse server cannot be reached."""
-
-
-class QueryError(LedgerError):
-    """The database refused a query (syntax, unknown table, …); the message is the database's."""
-
-
 # ---------------------------------------------------------------------------------------------
-# Schema: table layouts (kept equal to schemas/ddl.sql; tests/test_sinks.py checks it)
+# Table layouts (kept equal to schemas/ddl.sql; tests/test_sinks.py checks it)
 
 # Column kinds: "s" String, "dt" DateTime('UTC'), "u8" UInt8, "u32" UInt32,
 # "d2" Decimal(18, 2), "d6" Decimal(18, 6).
@@ -166,90 +117,6 @@ BASE_TABLE: dict[str, str] = {
 }
 KIND_TYPE = {"s": "String", "dt": "DateTime('UTC')", "u8": "UInt8", "u32": "UInt32",
              "d2": "Decimal(18, 2)", "d6": "Decimal(18, 6)"}
-
-_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-def check_database_name(name: str) -> str:
-    if not _DB_NAME.match(name or ""):
-        raise LedgerError(
-            f"database name {name!r} is not valid: use letters, digits and _ (e.g. tuike)"
-        )
-    return name
-
-
-def upgrade_statements(database: str, query: Callable[[str], list[tuple]]) -> list[str]:
-    """ALTERs that bring a ledger created by an older tuike up to ``schemas/ddl.sql`` (run before
-    it: the views read the new columns). ``query`` runs SQL and returns rows.
-
-    - ``ledger_entries.generation`` (streaming replays): older ledgers hold generation 0 only;
-    - the ``commission_ledger`` view before it showed settlement rows (:data:`SETTLEMENT_GENERATION`)
-      in every generation: dropped, so the DDL creates it again (a view holds no data)."""
-    db = check_database_name(database)
-    columns = {r[0] for r in query(f"SELECT name FROM system.columns WHERE database = '{db}' AND table = 'ledger_entries'")}
-    out = []
-    if columns and "generation" not in columns:
-        out.append(f"ALTER TABLE {database}.ledger_entries ADD COLUMN generation UInt32")
-    view = query(f"SELECT create_table_query FROM system.tables WHERE database = '{db}' AND name = 'commission_ledger'")
-    if view and str(SETTLEMENT_GENERATION) not in view[0][0]:
-        out.append(f"DROP TABLE IF EXISTS {database}.commission_ledger")
-    return out
-
-
-def schema_statements(database: str, query: Callable[[str], list[tuple]]) -> list[str]:
-    """Everything that brings a database to ``schemas/ddl.sql``: the upgrades, the DDL, and for a
-    ledger written before ``order_standings`` and ``ledger_hours`` existed, filling them from it
-    (so the dashboards see the orders already paid). A fill is recorded in ``schema_upgrades``
-    once it has run; one that failed half-way runs again (its rows collapse with the first's)."""
-    db = check_database_name(database)
-    tables = {r[0] for r in query(f"SELECT name FROM system.tables WHERE database = '{db}'")}
-    done = ({r[0] for r in query(f"SELECT name FROM {db}.schema_upgrades")} if "schema_upgrades" in tables
-            else set())
-    out = upgrade_statements(database, query) + ddl_statements(database)
-    for name, fill in (("order_standings", standings_backfill(db)), ("ledger_hours", _hours_insert(db, "1"))):
-        if name not in done:
-            if "ledger_entries" in tables:  # an older ledger (a new one is filled as it is written)
-                out.append(fill)
-            out.append(f"INSERT INTO {db}.schema_upgrades SELECT '{name}', now()")
-    return out
-
-
-HOUR_S = 3600
-HOURS_PER_REFRESH = 200  # hours recomputed by one statement
-
-
-def hours_refresh(database: str, batch: Batch) -> list[str]:
-    """The statements that recompute ``ledger_hours`` for the hours a batch's ledger rows fall in
-    (run after the batch is written: each reads the ledger, the batch's rows included)."""
-    generation = batch.generation
-    hours = sorted({(generation, e.ts_ms // 1000 // HOUR_S * HOUR_S) for e in batch.entries})
-    db = check_database_name(database)
-    out = []
-    for i in range(0, len(hours), HOURS_PER_REFRESH):
-        where = " OR ".join(f"(generation = {g} AND ts >= toDateTime({h}) AND ts < toDateTime({h + HOUR_S}))"
-                            for g, h in hours[i:i + HOURS_PER_REFRESH])
-        out.append(_hours_insert(db, where))
-    return out
-
-
-def _hours_insert(db: str, where: str) -> str:
-    return (f"INSERT INTO {db}.ledger_hours_raw ({', '.join(HOUR_COLUMNS)}) "
-            + HOURS_FROM_LEDGER.replace("{db}", db).replace("{where}", where))
-
-
-def standings_backfill(database: str) -> str:
-    """Fill ``order_standings`` from the ledger (rows of version 0, which the engine's replace)."""
-    db = check_database_name(database)
-    return (f"INSERT INTO {db}.order_standings_raw ({', '.join(STANDING_COLUMNS)}) "
-            + STANDINGS_FROM_LEDGER.replace("{db}", db))
-
-
-def ddl_statements(database: str) -> list[str]:
-    """The statements of schemas/ddl.sql for one database, comments removed, in order."""
-    text = resources.files("schemas").joinpath("ddl.sql").read_text(encoding="utf-8")
-    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-    text = text.replace("{db}", check_database_name(database))
-    return [s.strip().rstrip(";").strip() for s in text.split(";\n") if s.strip().rstrip(";").strip()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,62 +278,3 @@ def batch_columns(batch: Batch) -> list[TableColumns]:
     if batch.dead_letters:
         out.append(dead_letter_columns(batch.dead_letters))
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Query values -> Python
-
-_DECIMAL_SCALE = re.compile(r"^Decimal(?:\(\s*\d+\s*,\s*(\d+)\s*\)|(?:32|64|128|256)\(\s*(\d+)\s*\))$")
-
-
-def unwrap_type(type_name: str) -> str:
-    """Nullable(X) / LowCardinality(X) -> X."""
-    t = type_name.strip()
-    while True:
-        for wrapper in ("Nullable(", "LowCardinality("):
-            if t.startswith(wrapper) and t.endswith(")"):
-                t = t[len(wrapper):-1].strip()
-                break
-        else:
-            return t
-
-
-def decimal_scale(type_name: str) -> int | None:
-    m = _DECIMAL_SCALE.match(unwrap_type(type_name))
-    if not m:
-        return None
-    return int(m.group(1) or m.group(2))
-
-
-def to_utc(value: datetime, naive_zone: Any = timezone.utc) -> datetime:
-    """Aware UTC datetime; a naive one is read in ``naive_zone`` (the server's time zone)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=naive_zone)
-    return value.astimezone(timezone.utc)
-
-
-def decimal_converter(scale: int) -> Callable[[Any], Any]:
-    quantum = Decimal(1).scaleb(-scale)
-
-    def conv(v: Any) -> Any:
-        if v is None:
-            return None
-        return Decimal(v if isinstance(v, (str, Decimal, int)) else str(v)).quantize(quantum)
-
-    return conv
-
-
-def epoch_to_utc(v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, str):
-        v = Decimal(v) if "." in v else int(v)
-    if isinstance(v, Decimal):
-        whole = int(v)
-        micros = int(((v - whole) * 1_000_000).to_integral_value())
-        return datetime.fromtimestamp(whole, timezone.utc) + timedelta(microseconds=micros)
-    return datetime.fromtimestamp(v, timezone.utc)
-
-
-def iso_date(v: Any) -> Any:
-    return None if v is None else (v if isinstance(v, date) else date.fromisoformat(v))
