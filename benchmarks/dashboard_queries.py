@@ -6,7 +6,7 @@ of 10,000,000 rows, on the embedded chDB ledger and on the ClickHouse server.
         [--panels kpis,roi_by_rule] [--warmup 1] [--budget 8] [--timeout 40] [--rebuild | --build-only | --dry-run] [--seed 1]
 
 1. *build*: a shop of twelve months (2025-12 .. 2026-11) written straight into the ledgers as
-   :class:`sinks.base.Batch` writes of about 200k ledger rows (no engine run, which would
+   :class:`sinks.Batch` writes of about 200k ledger rows (no engine run, which would
    dominate): ~20,000 promoters in a tree (``promoter.joined`` rows with their parent), ~2.5M
    orders of 1-3 items (a click on ~60% of them, ~3 clicks per order, 8 campaign tags), and for
    the orders a promoter earned on: ``accrue`` rows for levels 1-3 of every item, a ``confirm``

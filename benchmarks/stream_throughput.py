@@ -669,7 +669,7 @@ async def phase_latency(run: Run, watch: Watch, workers: list[subprocess.Popen],
     import orjson
     from aiokafka import AIOKafkaProducer
 
-    from topologies.admin import ROUTES
+    from schemas.routes import ROUTES
 
     args = run.args
     rate = args.rate or max(run.results["pipeline"]["rate"] / 2, 50.0)

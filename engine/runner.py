@@ -34,8 +34,9 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def route(event: Event) -> list[Message]:
-    """Which processors an input event goes to, keyed as the Kafka topics of contract §1.3."""
+def first_messages(event: Event) -> list[Message]:
+    """The processors an admitted event visits first, and under which key. (Which input topic it
+    arrives on, and keyed how, is the route table's: schemas/routes.py.)"""
     cause = event.event_id
     if isinstance(event, PromoterJoined) and (event.device_id or event.ip):  # their own device: self-purchase
         own = Message(RISK, f"p:{event.promoter_id}", "own", {"d": event.device_id, "i": event.ip}, cause)
@@ -81,7 +82,7 @@ class Engine:
     def feed(self, event: Event, out: Output | None = None) -> Output:
         out = out if out is not None else Output()
         first = len(out.entries)
-        queue = deque(route(event))
+        queue = deque(first_messages(event))
         while queue:
             queue.extend(step(queue.popleft(), self.store, self.ctx, out))
         for msg in tally_messages(out.entries[first:], event.event_id):

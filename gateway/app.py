@@ -27,7 +27,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from schemas.dead_letter import DeadLetter
 from schemas.events import OrderSettled
-from schemas.records import decode_record, parse_record
+from schemas.records import decode_record
+from schemas.routes import Admitted, admit
 
 from gateway import shopify, wechatpay, woocommerce, youzan
 from gateway.canonical import PayloadError
@@ -98,9 +99,9 @@ def foreign_id(event: dict, shop_id: str) -> str | None:
 def _checked(events: list[dict], source: str) -> list[dict]:
     """The contract's validation on mapped events: a mapping bug or odd payload is a 422, not a crash."""
     for i, event in enumerate(events):
-        parsed = parse_record(decode_record(source, i, orjson.dumps(event)))
-        if isinstance(parsed, str):
-            raise Refused(422, f"the payload maps to an invalid {event.get('type')}: {parsed}")
+        admitted = admit(decode_record(source, i, orjson.dumps(event)))  # type: ignore[arg-type]
+        if isinstance(admitted, DeadLetter):
+            raise Refused(422, f"the payload maps to an invalid {event.get('type')}: {admitted.reason}")
     return events
 
 
@@ -256,17 +257,18 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             except orjson.JSONDecodeError:
                 lines = body.splitlines()
             for n, line in enumerate(lines, 1):
-                rec = decode_record("gateway:events", n, line)
+                rec = decode_record("gateway:events", f"{rid}:{n}", line)
                 if rec is None:
                     continue
-                parsed = parse_record(rec)
-                if isinstance(parsed, OrderSettled):
-                    parsed = "type: order.settled is written by tuike settle, never sent by a shop"
-                if not isinstance(parsed, str):
-                    parsed = foreign_id(rec.obj, shop_id) or parsed
-                if isinstance(parsed, str):
-                    problems.append(f"line {n}: {parsed}")
-                    dead.append(DeadLetter.of("gateway:events", f"{rid}:{n}", rec.raw, parsed))
+                admitted = admit(rec)
+                if isinstance(admitted, Admitted):
+                    refusal = ("type: order.settled is written by tuike settle, never sent by a shop"
+                               if isinstance(admitted.event, OrderSettled) else foreign_id(rec.obj, shop_id))
+                    if refusal:
+                        admitted = DeadLetter.of(rec.source, rec.position, rec.raw, refusal, admitted.key)
+                if isinstance(admitted, DeadLetter):
+                    problems.append(f"line {n}: {admitted.reason}")
+                    dead.append(admitted)
                 else:
                     good.append(rec.obj)
             if not good and not problems:

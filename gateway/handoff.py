@@ -15,10 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import orjson
-
 from schemas.dead_letter import DeadLetter
-from schemas.records import Record
+from schemas.records import records_of
 from topologies.embedded import EmbeddedPipeline
 
 MAX_GROUP = 500  # requests flushed together at most
@@ -39,11 +37,6 @@ class Handoff(Protocol):
     async def hand_on(self, delivery: Delivery) -> None: ...
 
     async def close(self) -> None: ...
-
-
-def records_of(delivery: Delivery) -> list[Record]:
-    return [Record(delivery.source, f"{delivery.position}#{i}", orjson.dumps(e).decode(), e, None)
-            for i, e in enumerate(delivery.events)]
 
 
 class EmbeddedHandoff:
@@ -88,7 +81,7 @@ class EmbeddedHandoff:
             for delivery in deliveries:
                 for dead in delivery.dead:
                     self.pipeline.reject(dead)
-                for rec in records_of(delivery):
+                for rec in records_of(delivery.events, delivery.source, delivery.position):
                     self.pipeline.feed(rec)
             self.pipeline.flush()
         except BaseException:
@@ -116,7 +109,7 @@ class KafkaHandoff:
     async def hand_on(self, delivery: Delivery) -> None:
         from aiokafka import AIOKafkaProducer
 
-        from topologies.admin import route
+        from topologies.admin import outgoing
         from topologies.codec import encode_dead_letter
 
         async with self._starting:  # one producer, kept only once it started (a failed start is retried)
@@ -130,15 +123,10 @@ class KafkaHandoff:
                     raise
                 self.producer = producer
         sends = []
-        dead = list(delivery.dead)
-        for rec in records_of(delivery):
-            where = route(rec)
-            if isinstance(where, str):
-                dead.append(DeadLetter.of(rec.source, rec.position, rec.raw, where))
-                continue
-            topic, key = where
-            sends.append(await self.producer.send(self.settings.topic(topic), rec.raw.encode(), key=key.encode()))
-        for d in dead:
+        for rec in records_of(delivery.events, delivery.source, delivery.position):
+            out = outgoing(rec, self.settings)
+            sends.append(await self.producer.send(out.topic, out.value, key=out.key, headers=out.headers))
+        for d in delivery.dead:
             sends.append(await self.producer.send(self.settings.deadletter, encode_dead_letter(d),
                                                   key=d.key.encode() if d.key else None))
         await asyncio.gather(*sends)

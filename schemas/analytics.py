@@ -33,7 +33,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 BUCKETS = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
-SETTLEMENT_GENERATION = 4294967295  # sinks.base.SETTLEMENT_GENERATION (schemas must not import sinks)
+SETTLEMENT_GENERATION = 4294967295  # settlement rows: shown in every generation (schemas/ddl.sql)
 
 
 @dataclass(frozen=True)
@@ -410,7 +410,7 @@ BY_NAME = {p.name: p for p in PANELS}
 
 # Where each order stands (the order_standings table, engine/standing.py), computed from the
 # ledger and the orders table (the payment that counts is the earliest of those that earned): for
-# a ledger written before the table existed (sinks/base.py: schema_statements), and for the tests
+# a ledger written before the table existed (sinks/schema.py: schema_statements), and for the tests
 # that hold the engine's rows to the same definition. Version 0: any row the engine writes later
 # replaces it.
 STANDINGS_FROM_LEDGER = f"""
@@ -445,7 +445,7 @@ STANDING_COLUMNS = ("generation", "order_id", "ts", "version", "customer_id", "c
 
 # The hourly sums of the ledger (ledger_hours), recomputed from the ledger for the hours ``{where}``
 # selects: one FINAL read, grouped per (generation, hour, level, kind, status, rule), with the
-# number of entries of the whole hour as the version (sinks/base.py: hours_refresh). The groups
+# number of entries of the whole hour as the version (sinks/schema.py: hours_refresh). The groups
 # travel through an array as integer cents: 18.16 crashes on an array of tuples holding a Decimal.
 HOURS_FROM_LEDGER = """
 SELECT generation, hour, tupleElement(g, 1) AS level, tupleElement(g, 2) AS kind, tupleElement(g, 3) AS status_after,

@@ -42,7 +42,7 @@ ORDER BY (generation, ts, entry_id);
 -- of ledger rows recomputes the hours it touched from the ledger (FINAL, one read), so a row
 -- written twice still counts once; version = the entries of that hour the recomputation saw,
 -- which only grows, so ReplacingMergeTree(version) keeps the newest sums whichever writer
--- finished last (sinks/base.py: hours_refresh).
+-- finished last (sinks/schema.py: hours_refresh).
 CREATE TABLE IF NOT EXISTS {db}.ledger_hours_raw (
     generation UInt32,
     hour DateTime('UTC'),
@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS {db}.ledger_hours_raw (
 PARTITION BY toYYYYMM(hour)
 ORDER BY (generation, hour, level, kind, status_after, rule_id);
 
--- Which one-time fills of derived tables from the ledger are done (sinks/base.py:
+-- Which one-time fills of derived tables from the ledger are done (sinks/schema.py:
 -- schema_statements): a fill that failed half-way runs again at the next open. A MergeTree, not a
 -- Log table: workers opening a new database at once insert concurrently, which 18.16's TinyLog
 -- does not survive.

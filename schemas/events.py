@@ -315,7 +315,8 @@ def validate_event(obj: object) -> Event:
     adapter = _ADAPTERS.get(kind) if isinstance(kind, str) else None
     if adapter is None:
         known = ", ".join(sorted(EVENT_MODELS))
-        raise InvalidEvent(f"type: unknown event type {kind!r} (known: {known})")
+        problem = "required field is missing" if kind is None else f"unknown event type {kind!r}"
+        raise InvalidEvent(f"type: {problem} (known: {known})")
     try:
         return adapter.validate_python(obj)
     except ValidationError as exc:

@@ -115,12 +115,13 @@ def _jsonl_records(stream: IO[bytes], source: str) -> Iterator[Record]:
             yield rec
 
 
-def records_of(events: list[dict], source: str) -> list[Record]:
-    """Events built in code (``order.settled`` by tuike settle) as records of a source."""
-    return [Record(source, i, orjson.dumps(e).decode(), e, None) for i, e in enumerate(events, 1)]
+def records_of(events: list[dict], source: str, at: str = "") -> list[Record]:
+    """Events built in code (``order.settled`` by tuike settle, a webhook's events) as records of a
+    source, numbered from 1 (within the request ``at``: ``<request>#1``)."""
+    return [Record(source, f"{at}#{i}" if at else i, orjson.dumps(e).decode(), e, None) for i, e in enumerate(events, 1)]
 
 
-def decode_record(source: str, position: int, body: bytes) -> Record | None:
+def decode_record(source: str, position: int | str, body: bytes) -> Record | None:
     """One JSON object as a record (a Kafka message value, a line): the hot path is one orjson
     call; the slow path names the problem. None for a blank line."""
     try:

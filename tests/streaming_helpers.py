@@ -406,6 +406,7 @@ class Summary:
     count: int = 0
     unique: int = 0
     dead: list = field(default_factory=list)  # (source, position, reason)
+    invalid: set = field(default_factory=set)  # every column of the dead letters of invalid input (not the engine's)
     held: set = field(default_factory=set)  # (order_id, reasons, score) of orders a fraud score holds
     by_order: dict = field(default_factory=dict)  # (order_id, beneficiary, status_after) -> net, net != 0
     queue: set = field(default_factory=set)  # order ids `tuike review list` shows
@@ -432,6 +433,7 @@ SUMMARY_SQL = {
     "kinds": "SELECT kind, count(), sum(amount) FROM commission_ledger GROUP BY kind",
     "count": "SELECT count(), uniqExact(entry_id) FROM commission_ledger",
     "dead": "SELECT source, position, reason FROM dead_letters",
+    "invalid": "SELECT dead_letter_id, source, position, key, raw, reason FROM dead_letters WHERE source != 'engine'",
     "by_order": "SELECT order_id, beneficiary_id, status_after, sum(amount) AS s FROM commission_ledger "
                 "GROUP BY order_id, beneficiary_id, status_after HAVING s != 0",
     "held": "SELECT order_id, argMax(reasons, score), max(score) FROM fraud_scores GROUP BY order_id HAVING max(held) = 1",
@@ -459,6 +461,7 @@ def summarize(ledger: Any, name: str) -> Summary:
     s.kinds = {k: (int(n), Decimal(a)) for k, n, a in q["kinds"]}
     s.count, s.unique = (int(x) for x in q["count"][0])
     s.dead = [tuple(r) for r in q["dead"]]
+    s.invalid = {tuple(r) for r in q["invalid"]}
     s.held = {(o, r, Decimal(x)) for o, r, x in q["held"]}
     s.by_order = {(o, b, st): Decimal(a) for o, b, st, a in q["by_order"]}
     s.queue = {r[0] for r in q["queue"]}

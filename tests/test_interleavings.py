@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 from engine.config import Config, parse_config
 from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, Context, Message, Output
-from engine.runner import HANDLERS, route
+from engine.runner import HANDLERS, first_messages
 from engine.store import MemoryStore
 from schemas.events import validate_event
 from tests.shop import (Run, banned, bound, cancelled, click, completed, item, joined, paid, refunded, ts,
@@ -103,7 +103,7 @@ class Interleaved:
     def enqueue(self, events: list) -> None:
         """The input events, produced to their topics in this order."""
         for event in events:
-            for msg in route(event):
+            for msg in first_messages(event):
                 self.send(msg, "input")
 
     def handle(self, msg: Message) -> None:

@@ -11,7 +11,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from topologies.admin import ensure_topics
-from topologies.offsets import _seek_to_committed
+from topologies.faust_internals import seek_to_committed
 
 
 async def _positions_after_seek(broker: str, prefix: str) -> dict[str, int]:
@@ -37,7 +37,7 @@ async def _positions_after_seek(broker: str, prefix: str) -> dict[str, int]:
         await consumer.commit({tps["three"]: 3, tps["zero"]: 0})
         for tp in tps.values():  # everything fetched, as before a rebalance that dropped it
             consumer.seek(tp, 5)
-        await _seek_to_committed(consumer)
+        await seek_to_committed(consumer)
         return {name: await consumer.position(tp) for name, tp in tps.items()}
     finally:
         await consumer.stop()

@@ -70,16 +70,16 @@ def test_a_batch_cut_short_is_redone_only_under_the_hold_days_it_was_written_wit
     from dataclasses import replace
 
     from topologies.embedded import RulesChangedMidBatch
-    from topologies.rocks_state import RocksStore
+    from topologies.rocks_state import RocksState
 
     confirms = "SELECT count() FROM commission_ledger WHERE kind = 'confirm'"
     _, (clean,) = run(shop_file, tmp_path / "clean", config, None, PER_BENEFICIARY)
 
-    def crash(self):
+    def crash(self, changes):
         raise OSError("the machine went down")
 
     with monkeypatch.context() as m:
-        m.setattr(RocksStore, "flush", crash)
+        m.setattr(RocksState, "write", crash)
         with pytest.raises(OSError):
             run(shop_file, tmp_path / "cut", config, None)
     shorter = replace(config, hold_days=config.hold_days - 4)

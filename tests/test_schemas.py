@@ -78,7 +78,7 @@ BAD_CASES = {
     ),
     "missing type": (
         _with("order.completed", type=...),
-        "type: unknown event type None (known: click, customer.bound, order.cancelled, "
+        "type: required field is missing (known: click, customer.bound, order.cancelled, "
         "order.completed, order.paid, order.refunded, order.settled, promoter.agreed, promoter.banned, promoter.joined, "
         "review.decided)",
     ),

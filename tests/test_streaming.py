@@ -235,6 +235,19 @@ def test_two_workers_write_the_embedded_ledger(streamed: Streamed, reference: Su
     note(f"equivalence: produce to caught up in {streamed.seconds:.0f}s")
 
 
+def test_a_malformed_file_leaves_the_same_dead_letter_rows_embedded_and_streamed(streamed: Streamed,
+                                                                                reference: Summary):
+    """One admit path (schemas/routes.py): `tuike produce` dead-letters the lines it cannot route and
+    publishes the rest with their file and line, and a worker refusing one of those writes the row
+    `tuike run` wrote for that line — id, source, position, key, raw and reason."""
+    assert len(reference.invalid) >= BAD_LINES, "the shop's malformed lines are in the embedded dead letters"
+    routed = {r for r in reference.invalid if not r[5].startswith("bad JSON")}
+    assert routed, "some malformed lines can be routed, so the workers refuse them"
+    only_embedded, only_streamed = reference.invalid - streamed.summary.invalid, streamed.summary.invalid - reference.invalid
+    assert not only_embedded and not only_streamed, (f"dead letters only embedded: {sorted(only_embedded)[:4]}; only "
+                                                     f"streamed: {sorted(only_streamed)[:4]}")
+
+
 # --- test 3: replay -----------------------------------------------------------------------
 
 
@@ -390,7 +403,7 @@ def malformed() -> list[tuple[str, str, bytes, tuple[str, ...]]]:
 def test_malformed_messages_go_to_the_dead_letters_and_the_workers_stay_up(kafka_broker, clickhouse_server, tmp_path):
     from aiokafka import AIOKafkaProducer
 
-    from topologies.admin import ROUTES
+    from schemas.routes import ROUTES
     from topologies.codec import decode_dead_letter
     from tuike.lab.generate import generate_shop, write_events
 

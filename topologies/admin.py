@@ -30,30 +30,14 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from schemas.dead_letter import DeadLetter
 from schemas.records import Record
-from topologies.embedded import reason_class
+from schemas.routes import admit, reason_class, topic_and_key
 
-from topologies.codec import encode_dead_letter
-from topologies.settings import INPUTS, STAGES, StreamSettings
+from topologies.codec import encode_dead_letter, origin_headers
+from topologies.settings import STAGES, StreamSettings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BROKER = "127.0.0.1:9092"  # contract §5; environment TUIKE_BROKER
-
-# contract §1.3: event type -> (input topic name without the prefix, key field)
-ROUTES: dict[str, tuple[str, str]] = {
-    "promoter.joined": ("promoters", "promoter_id"),
-    "promoter.banned": ("promoters", "promoter_id"),
-    "promoter.agreed": ("promoters", "promoter_id"),
-    "click": ("clicks", "click_id"),
-    "customer.bound": ("binds", "customer_id"),
-    "order.paid": ("orders", "order_id"),
-    "order.completed": ("orders", "order_id"),
-    "order.refunded": ("orders", "order_id"),
-    "order.cancelled": ("orders", "order_id"),
-    "review.decided": ("orders", "order_id"),
-    "order.settled": ("orders", "order_id"),  # written by `tuike settle`
-}
-_KNOWN_TYPES = ", ".join(sorted(ROUTES))
 
 # Producer settings, measured with `python -m benchmarks.produce_throughput` (see produce_records).
 LINGER_MS = 20
@@ -248,37 +232,24 @@ class ProduceStats:
         return self.dead_lettered
 
 
-def route(rec: Record) -> tuple[str, str] | str:
-    """(input name, key) of a record (§1.3), or the reason it cannot be routed."""
-    obj = rec.obj
-    if obj is None:
-        return rec.error or "not a JSON object"
-    kind = obj.get("type")
-    if kind is None:
-        return "type: required field is missing"
-    target = ROUTES.get(kind) if isinstance(kind, str) else None
-    if target is None:
-        return f"type: unknown event type {kind!r} (known: {_KNOWN_TYPES})"
-    name, key_field = target
-    key = obj.get(key_field)
-    if isinstance(key, str) and key:
-        return name, key
-    why = ("required field is missing" if key is None
-           else "id must not be empty" if isinstance(key, str)
-           else f"ids are strings, got {type(key).__name__} {key!r}")
-    return f"{kind}: {key_field}: {why} (it is the key of the {name} topic)"
+class Outgoing(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None
+    dead: DeadLetter | None  # the record's dead letter, when it goes to the dead-letter topic
 
 
-def _key_of(obj: dict | None) -> str:
-    """The key a dead letter carries: the routed key field when it is a string, else ''."""
-    if not obj:
-        return ""
-    target = ROUTES.get(obj.get("type")) if isinstance(obj.get("type"), str) else None
-    fields = (target[1],) if target else ("order_id", "customer_id", "promoter_id", "click_id")
-    for f in fields:
-        if isinstance(obj.get(f), str):
-            return obj[f]
-    return ""
+def outgoing(rec: Record, settings: StreamSettings) -> Outgoing:
+    """How a record is published: to its input topic (contract §1.3), keyed there, its value the
+    record exactly as read and its origin in the headers (the workers admit it); or, when it
+    cannot be routed, as its dead letter, keyed by the original key."""
+    target = topic_and_key(rec.obj)
+    if target is not None:
+        return Outgoing(settings.topic(target[0]), target[1].encode(), rec.raw.encode(), origin_headers(rec), None)
+    dead = admit(rec)
+    assert isinstance(dead, DeadLetter), "a record with no route is never a valid event"
+    return Outgoing(settings.deadletter, dead.key.encode() if dead.key else None, encode_dead_letter(dead), None, dead)
 
 
 async def _settle(futures: list[asyncio.Future]) -> None:
@@ -319,8 +290,6 @@ async def produce_records(broker: str, settings: StreamSettings, records: Iterab
     (send, the murmur2 partitioner, the accumulator), not bytes or the broker.
     """
     stats = ProduceStats()
-    topics = {n: settings.topic(n) for n in INPUTS}
-    deadletter = settings.deadletter
     producer = AIOKafkaProducer(
         bootstrap_servers=broker, acks="all", enable_idempotence=True, linger_ms=linger_ms,
         max_batch_size=max_batch_size, compression_type=compression, request_timeout_ms=30_000)
@@ -338,18 +307,12 @@ async def produce_records(broker: str, settings: StreamSettings, records: Iterab
         n = 0
         for rec in records:
             n += 1
-            target = route(rec)
-            if type(target) is tuple:
-                topic = topics[target[0]]
-                fut = await send(topic, rec.raw.encode(), key=target[1].encode())
-            else:
-                key = _key_of(rec.obj)
-                dead = DeadLetter.of(rec.source, rec.position, rec.raw, target, key)
-                topic = deadletter
-                fut = await send(topic, encode_dead_letter(dead), key=key.encode() if key else None)
+            out = outgoing(rec, settings)
+            fut = await send(out.topic, out.value, key=out.key, headers=out.headers)
+            if out.dead is not None:
                 stats.dead_lettered += 1
-                stats.dead_reasons[reason_class(target)] += 1
-            published[topic] += 1
+                stats.dead_reasons[reason_class(out.dead.reason)] += 1
+            published[out.topic] += 1
             chunk.append(fut)
             if len(chunk) >= CHUNK:
                 pending.append(chunk)

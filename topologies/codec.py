@@ -10,6 +10,9 @@
   decimal string, time epoch milliseconds (ledger) or seconds (facts); never a float.
 - **Dead letters** (``tuike.deadletter``, contract §1.3): one record per rejected input, keyed by
   the original key, with the reason.
+- **The origin of an input record** (headers ``tuike-source``, ``tuike-position``): the file and
+  line (or request) ``tuike produce`` and the gateway published it from, so a worker that refuses
+  it writes the dead letter ``tuike run`` would have written for that line.
 """
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ import orjson
 
 from engine.dataflow import Message
 from schemas.dead_letter import DeadLetter
-from schemas.ledger_entry import LedgerEntry
 from schemas.events import validate_event
+from schemas.ledger_entry import LedgerEntry
+from schemas.records import Record, decode_record
 
 _LEDGER_FIELDS = LedgerEntry.__slots__
 
@@ -76,3 +80,23 @@ def encode_dead_letter(d: DeadLetter) -> bytes:
 def decode_dead_letter(data: bytes) -> DeadLetter:
     obj = orjson.loads(data)
     return DeadLetter(**{f: obj[f] for f in DeadLetter.__slots__})
+
+
+SOURCE, POSITION = "tuike-source", "tuike-position"
+
+
+def origin_headers(rec: Record) -> list[tuple[str, bytes]]:
+    return [(SOURCE, rec.source.encode()), (POSITION, str(rec.position).encode())]
+
+
+def input_record(topic: str, partition: int, offset: int, value: bytes | None, headers: Any) -> Record:
+    """An input topic's message as the record it was published from (its origin headers), or, from
+    another producer, as a record of the topic at ``partition:offset``."""
+    origin = dict(headers or ())
+    source, position = origin.get(SOURCE), origin.get(POSITION)
+    if source is not None and position is not None:
+        where = source.decode("utf-8", "replace"), position.decode("utf-8", "replace")
+    else:
+        where = topic, f"{partition}:{offset}"
+    rec = decode_record(*where, value or b"")
+    return rec if rec is not None else Record(*where, "", None, "empty message: expected one JSON event")

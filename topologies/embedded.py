@@ -1,9 +1,9 @@
-"""The embedded pipeline: an event file through the engine into the ledger, no Kafka.
+"""The embedded runner: records in order through the engine into the ledger, no Kafka.
 
-Records are validated, turned into facts and fed to the engine one by one in file order
-(deterministic, so a re-run derives the same rows with the same ids). Every ``batch_size``
-records the batch's ledger rows, facts and dead letters go to the sink first, then the state
-is flushed: at-least-once into an idempotent sink.
+Records are admitted (:func:`schemas.routes.admit`), turned into facts and fed to the engine one
+by one in file order (deterministic, so a re-run derives the same rows with the same ids). Every
+``batch_size`` records the :class:`EmbeddedCheckpoint` makes the batch durable: the ledger first,
+then the state — at-least-once into an idempotent sink.
 """
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ from typing import Callable, Iterable
 
 from engine.config import Config
 from engine.dataflow import Output
-from schemas.dead_letter import DeadLetter
 from engine.runner import Engine
+from schemas.dead_letter import DeadLetter
 from schemas.facts import facts_of
+from schemas.records import Record
+from schemas.routes import admit, reason_class
 from sinks import Batch, Ledger
+from topologies.rocks_state import RocksState
+from topologies.state_cache import META, StateCache
 
-from schemas.records import Record, parse_record
-from topologies.rocks_state import RocksStore
-
-KEY_FIELDS = ("order_id", "customer_id", "promoter_id", "click_id")
+CACHE_KEEP = 50_000  # state values kept cached from one batch to the next
 
 
 @dataclass
@@ -43,13 +44,6 @@ class RunStats:
         return self.read / self.seconds if self.seconds else 0.0
 
 
-def reason_class(reason: str) -> str:
-    """A short class of a rejection reason for summaries: 'order.paid: items[0].price'."""
-    head, _, rest = reason.partition(": ")
-    field_name = rest.split(":", 1)[0] if rest else ""
-    return f"{head}: {field_name}" if field_name and len(field_name) < 40 else head
-
-
 class StateRefusal(ValueError):
     """The state cannot be used with this ledger or these rules; the message says what to do."""
 
@@ -58,98 +52,116 @@ class StateForOtherLedger(StateRefusal):
     """The state says which rows were written; they were written to another ledger."""
 
 
-def _check_same_ledger(store: RocksStore, identity: str, data_dir: Path) -> None:
-    """Refuse to run state derived for one ledger against another: the rows it already wrote
-    would never reach the new one (the state would call them duplicates)."""
-    known = store.get("meta", "ledger")
-    if known is None:
-        store.put("meta", "ledger", identity)
-    elif known != identity:
-        raise StateForOtherLedger(
-            f"the state in {data_dir / 'state'} belongs to the ledger {known}, not {identity}: rows it already "
-            f"derived would never reach {identity}. Use another --data-dir for {identity} (it re-derives "
-            f"everything from the events), or run against {known} again")
-
-
 class RulesChangedMidBatch(StateRefusal):
     """The last run stopped between writing a batch's ledger rows and its state, and the rules now
     would date those rows differently."""
 
 
-def _unfinished_terms(config: Config) -> dict:
-    """What dates a ledger row besides its event: a confirmation is the completion + hold_days.
-    The ledger's key leads with the row's time, so a row re-derived at another time would be a
-    second row, not a copy of the first."""
-    return {"hold_days": config.hold_days}
+class EmbeddedCheckpoint:
+    """The embedded runner's durable order, one batch at a time:
 
+    1. a mark that the batch is unfinished, with the terms that date its rows — on disk before
+       the ledger is written;
+    2. the ledger: the batch's rows, facts and dead letters (one idempotent insert per table);
+    3. the state: every key the batch touched, and the mark cleared, in one atomic write.
 
-def _check_unfinished_batch(store: RocksStore, config: Config, data_dir: Path) -> None:
-    """Refuse to redo a batch whose rows reached the ledger under other ``hold_days``: the redo
-    would write its confirmations at other times, and the views would count both."""
-    left = store.get("meta", "unfinished")
-    if left and left != _unfinished_terms(config):
-        raise RulesChangedMidBatch(
-            f"the last run into {data_dir} stopped after writing a batch to the ledger with hold_days "
-            f"{left['hold_days']}, and this configuration says {config.hold_days}: redoing it would date its "
-            f"confirmations differently and count them twice. Run the same events again with hold_days: "
-            f"{left['hold_days']} to finish that batch, then change hold_days")
+    A crash after 2 and before 3 redoes the batch from the old state: the same rows with the same
+    ids, which the ledger counts once — but only under the same terms (:meth:`_check_unfinished`).
+    Opening it refuses state derived for another ledger (:meth:`_check_same_ledger`)."""
+
+    def __init__(self, state: RocksState, cache: StateCache, ledger: Ledger, config: Config, data_dir: Path):
+        self.state, self.cache, self.ledger, self.data_dir = state, cache, ledger, data_dir
+        self.terms = self._terms(config)
+        self._check_same_ledger()
+        self._check_unfinished(config)
+
+    @staticmethod
+    def _terms(config: Config) -> dict:
+        """What dates a ledger row besides its event: a confirmation is the completion + hold_days.
+        The ledger's key leads with the row's time, so a row re-derived at another time would be a
+        second row, not a copy of the first."""
+        return {"hold_days": config.hold_days}
+
+    def _check_same_ledger(self) -> None:
+        """Refuse to run state derived for one ledger against another: the rows it already wrote
+        would never reach the new one (the state would call them duplicates)."""
+        identity = self.ledger.identity
+        known = self.cache.get(META, "ledger")
+        if known is None:
+            self.cache.put(META, "ledger", identity)
+        elif known != identity:
+            raise StateForOtherLedger(
+                f"the state in {self.data_dir / 'state'} belongs to the ledger {known}, not {identity}: rows it "
+                f"already derived would never reach {identity}. Use another --data-dir for {identity} (it "
+                f"re-derives everything from the events), or run against {known} again")
+
+    def _check_unfinished(self, config: Config) -> None:
+        """Refuse to redo a batch whose rows reached the ledger under other ``hold_days``: the redo
+        would write its confirmations at other times, and the views would count both."""
+        left = self.cache.get(META, "unfinished")
+        if left and left != self.terms:
+            raise RulesChangedMidBatch(
+                f"the last run into {self.data_dir} stopped after writing a batch to the ledger with hold_days "
+                f"{left['hold_days']}, and this configuration says {config.hold_days}: redoing it would date its "
+                f"confirmations differently and count them twice. Run the same events again with hold_days: "
+                f"{left['hold_days']} to finish that batch, then change hold_days")
+
+    def commit(self, batch: Batch) -> None:
+        if batch.entries and self.cache.get(META, "unfinished") != self.terms:
+            self.state.write_now(META, "unfinished", self.terms)  # 1.
+        self.ledger.write(batch)  # 2.
+        self.cache.put(META, "unfinished", None)
+        self.state.write(self.cache.changes())  # 3. only after the ledger holds the rows
+        self.cache.written()
 
 
 def keeps_state_for(data_dir: Path, identity: str) -> bool:
     """Whether ``data_dir`` holds embedded state derived for the ledger ``identity``."""
     if not (data_dir / "state").is_dir():
         return False
-    store = RocksStore(data_dir / "state")
+    state = RocksState(data_dir / "state")
     try:
-        return store.get("meta", "ledger") == identity
+        return StateCache(state.read).get(META, "ledger") == identity
     finally:
-        store.close(flush=False)
-
-
-def _key_of(obj: dict | None) -> str:
-    for name in KEY_FIELDS:
-        if obj and isinstance(obj.get(name), str):
-            return obj[name]
-    return ""
+        state.close()
 
 
 class EmbeddedPipeline:
     """The engine over RocksDB state and a ledger, fed records in order; :meth:`flush` makes what
-    was fed durable (the ledger first, then the state). Used by ``tuike run`` (a file, flushed
-    every batch) and ``tuike serve`` (each request's events, flushed before the answer)."""
+    was fed durable (:class:`EmbeddedCheckpoint`). Used by ``tuike run`` (a file, flushed every
+    batch) and ``tuike serve`` (each request's events, flushed before the answer)."""
 
     def __init__(self, config: Config, data_dir: Path, ledger: Ledger):
-        self.ledger = ledger
         self.stats = RunStats()
-        self.store = RocksStore(data_dir / "state")
+        self.state = RocksState(data_dir / "state")
+        self.cache = StateCache(self.state.read, keep=CACHE_KEEP)
         try:
-            _check_same_ledger(self.store, ledger.identity, data_dir)
-            _check_unfinished_batch(self.store, config, data_dir)
+            self.checkpoint = EmbeddedCheckpoint(self.state, self.cache, ledger, config, data_dir)
         except StateRefusal:
-            self.store.close(flush=False)
+            self.state.close()
             raise
-        self.terms = _unfinished_terms(config)
-        self.engine = Engine(config, self.store)
-        self.waiting = self.store.get("meta", "parked") or 0  # events parked by this and earlier runs
+        self.engine = Engine(config, self.cache)
+        self.waiting = self.cache.get(META, "parked") or 0  # events parked by this and earlier runs
         self._reset()
 
     def _reset(self) -> None:
         self.out, self.facts, self.dead = Output(), {}, []  # type: tuple[Output, dict[str, list[dict]], list[DeadLetter]]
 
     def feed(self, rec: Record) -> None:
-        """Validate one record and run it through the engine (nothing durable until :meth:`flush`)."""
+        """Admit one record and run it through the engine (nothing durable until :meth:`flush`)."""
         stats = self.stats
         stats.read += 1
-        parsed = parse_record(rec)
-        if isinstance(parsed, str):
+        admitted = admit(rec)
+        if type(admitted) is DeadLetter:
             stats.rejected += 1
-            stats.rejected_reasons[reason_class(parsed)] += 1
-            self.dead.append(DeadLetter.of(rec.source, rec.position, rec.raw, parsed, _key_of(rec.obj)))
+            stats.rejected_reasons[reason_class(admitted.reason)] += 1
+            self.dead.append(admitted)
             return
+        event = admitted.event  # type: ignore[union-attr]
         stats.accepted += 1
-        for table, row in facts_of(parsed):
+        for table, row in facts_of(event):
             self.facts.setdefault(table, []).append(row)
-        self.engine.feed(parsed, self.out)
+        self.engine.feed(event, self.out)
         for table, row in self.out.facts:  # rows the engine derived (fraud_scores)
             self.facts.setdefault(table, []).append(row)
         self.out.facts.clear()
@@ -160,13 +172,9 @@ class EmbeddedPipeline:
 
     def flush(self) -> None:
         out, stats = self.out, self.stats
-        if out.entries and self.store.get("meta", "unfinished") != self.terms:
-            self.store.put_now("meta", "unfinished", self.terms)  # on disk before the rows are in the ledger
-        self.ledger.write(Batch(out.entries, self.facts, self.dead + out.dead_letters))
         self.waiting += out.parked
-        self.store.put("meta", "parked", self.waiting)
-        self.store.put("meta", "unfinished", None)
-        self.store.flush()  # only after the sink holds the rows
+        self.cache.put(META, "parked", self.waiting)
+        self.checkpoint.commit(Batch(out.entries, self.facts, self.dead + out.dead_letters))
         stats.ledger_rows += len(out.entries)
         stats.refused += len(out.dead_letters)
         for d in out.dead_letters:
@@ -178,14 +186,14 @@ class EmbeddedPipeline:
     def discard(self) -> None:
         """After a failed :meth:`flush`: forget what was fed since the last good one, state included
         (its rows are not in the ledger, so the state must not say they were written)."""
-        self.store.discard()
-        self.waiting = self.store.get("meta", "parked") or 0
+        self.cache.discard()
+        self.waiting = self.cache.get(META, "parked") or 0
         self._reset()
 
-    def close(self, *, keep: bool = True) -> None:
-        """Close the state; ``keep=False`` drops what was fed since the last flush (it never
-        reached the ledger, so its state must not be kept either)."""
-        self.store.close(flush=keep)
+    def close(self) -> None:
+        """Close the state. What was fed since the last :meth:`flush` is dropped: it never reached
+        the ledger, so its state must not be kept either."""
+        self.state.close()
 
 
 def run_events(
@@ -210,10 +218,8 @@ def run_events(
                 if progress:
                     progress(stats)
         pipeline.flush()
-    except BaseException:
-        pipeline.close(keep=False)
-        raise
-    pipeline.close()
+    finally:
+        pipeline.close()
     stats.seconds = time.perf_counter() - started
     if progress:
         progress(stats)

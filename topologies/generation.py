@@ -121,7 +121,7 @@ async def start_replay(broker: str, settings: StreamSettings, start: str | None)
     await _commit(broker, group, offsets)
     # the journals' last entries cover input past the rewound offsets: end them with barriers, or the
     # restarted workers would re-apply them and skip the re-fed records (topologies/journal.py)
-    journals = [settings.internal(generation, f"journal-{s}") for s in STAGES]
+    journals = [settings.journal_topic(generation, s) for s in STAGES]
     admin = await _admin(broker)
     try:
         journal_parts = await _describe_partitions(admin, journals)

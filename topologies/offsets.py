@@ -17,6 +17,8 @@ to 20% of a backlog). The workers therefore disable Faust's commits and keep the
   revocation), so a small batch does not pay a round trip to the group coordinator.
 
 So a committed offset always means "processed and durable", whatever Faust does with acks.
+(The calls into Faust's consumer, and the patches that switch its commits off, are in
+:mod:`topologies.faust_internals`.)
 """
 from __future__ import annotations
 
@@ -29,52 +31,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
+from topologies.faust_internals import commit, seek
+
 log = logging.getLogger("tuike.offsets")
 COMMIT_SECONDS = 0.5
 SEEK_TIMEOUT = 10.0
-
-
-def disable_faust_commits() -> None:
-    """Make Faust compute and forget its commits: the workers commit through :class:`OffsetBook`;
-    and make its seek to the committed offsets honour a committed offset of 0."""
-    from faust.transport.consumer import Consumer
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    if getattr(Consumer._commit_offsets, "tuike_disabled", False):
-        return
-
-    async def _commit_offsets(self, offsets, start_new_transaction=True):  # type: ignore[no-untyped-def]
-        return False
-
-    async def seek_to_committed(self):  # type: ignore[no-untyped-def]
-        return await self.call_thread(_seek_to_committed, self._ensure_consumer())
-
-    _commit_offsets.tuike_disabled = True  # type: ignore[attr-defined]
-    Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
-    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
-
-
-async def _seek_to_committed(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int | None]:
-    """Put every assigned input partition at its committed offset, or at the log start where the
-    group has committed none. Faust calls this after every rebalance and recovery.
-
-    aiokafka's ``seek_to_committed`` seeks only to a committed offset above 0 and leaves the
-    others where the consumer was. Records Faust fetched but had not handed to an agent when a
-    rebalance began are dropped (its drain marks them read while the flow is suspended), so
-    "where the consumer was" may be past records nobody processed: after ``tuike replay --from``
-    rewound a partition to 0, and (CI) after a rebalance during a burst into partitions with no
-    commit yet — with no newer record to show the gap, those partitions never delivered again
-    and their lag stayed. Changelog partitions are Faust's recovery's own business: left alone."""
-    committed = await consumer.seek_to_committed()
-    unplaced = []
-    for tp, offset in committed.items():
-        if offset == 0:
-            consumer.seek(tp, 0)
-        elif offset is None and not tp.topic.endswith("-changelog"):
-            unplaced.append(tp)
-    if unplaced:
-        await consumer.seek_to_beginning(*unplaced)
-    return committed
 
 
 class OffsetBook:
@@ -157,7 +118,7 @@ class OffsetBook:
         if not offsets:
             return
         try:
-            done = await self.app.consumer._commit(offsets)
+            done = await commit(self.app, offsets)
         except Exception as exc:  # a rebalance under way
             log.warning("commit of %d partitions failed (%s); trying again", len(offsets), exc)
             done = False
@@ -171,24 +132,9 @@ class OffsetBook:
         self.refetching[tp] = (want, time.monotonic())
         log.info("records %s from offset %d were skipped by the consumer; fetching them again", tp, want)
         try:
-            await asyncio.wait_for(self._seek(tp, want), SEEK_TIMEOUT)
+            await asyncio.wait_for(seek(self.app, tp, want), SEEK_TIMEOUT)
         except Exception as exc:  # revoked meanwhile, or busy: flush() tries again while it is missing
             log.warning("could not seek %s back to %d (%r); trying again", tp, want, exc)
-
-    async def _seek(self, tp: TP, offset: int) -> None:
-        """Seek in the consumer's own thread (aiokafka is not thread-safe), and tell Faust's
-        drain loop the records from ``offset`` on are wanted again. Unlike Faust's
-        ``seek_wait`` it does not wait for the position, which was seen to hang."""
-        thread = self.app.consumer._thread
-
-        async def seek() -> None:
-            thread._ensure_consumer().seek(tp, offset)
-            if offset > 0:
-                thread.consumer._read_offset[tp] = offset
-            else:
-                thread.consumer._read_offset.pop(tp, None)
-
-        await thread.call_thread(seek)
 
     async def _starting_offsets(self, tps: set[TP]) -> dict[TP, int]:
         """The group's committed offset per partition, or the log start where it has none."""

@@ -18,11 +18,21 @@ import re
 from dataclasses import dataclass
 
 from engine.config import ConfigError, Problem
+from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, PROPAGATION, RISK, TALLIES, WATCHERS
+from schemas.routes import INPUTS
 
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 KEYS = ("topic_prefix", "partitions", "batch", "batch_ms", "sink_batch", "sink_ms")
-INPUTS = ("promoters", "clicks", "binds", "orders")  # contract §1.3, in that order
-STAGES = ("promoters", "customers", "orders", "tallies", "risk", "propagation")  # the stateful agents of topologies/app.py
+# The stateful agents of topologies/app.py: stage -> (its processors, the input topics it consumes)
+STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "promoters": ((PROMOTERS, WATCHERS), ("promoters",)),
+    "customers": ((CUSTOMERS,), ("binds", "clicks")),
+    "orders": ((ORDERS,), ("orders",)),
+    "tallies": ((TALLIES,), ()),  # fed by the orders stage only
+    "risk": ((RISK,), ()),  # fraud evidence by device, IP, prefix, promoter (engine/risk.py)
+    "propagation": ((PROPAGATION,), ()),  # share cascades by click (engine/propagation.py)
+}
+STAGE_OF = {processor: stage for stage, (processors, _inputs) in STAGES.items() for processor in processors}
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,10 @@ class StreamSettings:
     def ledger_topic(self, generation: int) -> str:
         """Ledger and fact rows on their way to the ClickHouse sink: ``tuike.g0.ledger``."""
         return self.internal(generation, "ledger")
+
+    def journal_topic(self, generation: int, stage: str) -> str:
+        """One stage's batch journal (topologies/journal.py): ``tuike.g0.journal-orders``."""
+        return self.internal(generation, f"journal-{stage}")
 
     def internal(self, generation: int, name: str) -> str:
         return f"{self.app_id(generation)}.{name}"

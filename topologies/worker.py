@@ -24,6 +24,7 @@ from sinks import Ledger
 
 from topologies.admin import ensure_topics_sync
 from topologies.app import Topology
+from topologies.faust_internals import install_patches
 from topologies.generation import caught_up, read_control
 from topologies.journal import TOPIC_CONFIGS as JOURNAL_CONFIGS
 from topologies.settings import StreamSettings
@@ -38,6 +39,7 @@ def say(text: str) -> None:
 
 def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger: Ledger,
                data_dir: Path, loglevel: str = "warning") -> None:
+    install_patches()  # offsets are tuike's (topologies/offsets.py)
     control = asyncio.run(read_control(broker, settings))
     generation = int(control["generation"]) if control else 0
     state_dir = data_dir / "stream" / settings.app_id(generation)

@@ -3,7 +3,7 @@
     stats = export_table(ledger, "commission_ledger", "parquet", period_of("2026-11", tz), f)
 
 The tables are the analysts' views (``schemas/ddl.sql``): ``commission_ledger``,
-``dead_letters`` and the fact views (:data:`sinks.base.FACT_TABLES`). A period (``YYYY-MM``)
+``dead_letters`` and the fact views (:data:`sinks.writer.FACT_TABLES`). A period (``YYYY-MM``)
 keeps the rows of that calendar month in the configured timezone: by ``period`` where the table
 has one (``settlements``, ``settled_lines``, ``alerts``: the month the row settles or was raised
 for; an alert's ``ts`` is the last second of its period, so the two agree), else by ``ts``

@@ -13,7 +13,7 @@ command again:
    payment paid (``settled_lines``) and the fund-flow alerts: from here on the period's figures
    are fixed;
 3. the ``bonus``, ``tax`` and ``settle`` ledger rows, derived from the ``settlements`` rows, in
-   generation :data:`~sinks.base.SETTLEMENT_GENERATION` (a replay of the events keeps them);
+   generation :data:`~schemas.analytics.SETTLEMENT_GENERATION` (a replay of the events keeps them);
 4. one ``order.settled`` event per order with paid lines (from the ``settled_lines`` rows
    recorded in step 2), handed to ``tell``: the engine that keeps the orders' state (the
    embedded state, or the Kafka input the workers read). Paid money is settled, and a ban or

@@ -1,0 +1,158 @@
+"""One streaming stage's work: a batch of Kafka records in, one journal entry per partition out.
+
+No I/O: the records are admitted (:func:`schemas.routes.admit`; routed topics carry engine
+messages), run through the engine's :func:`~engine.runner.step` against a
+:class:`~topologies.state_cache.StateCache` over the stage's tables, and what the batch changes
+in each partition — the new value of every key it touched and every record it will send — is
+returned as a :class:`~topologies.journal.Entry`. The :class:`~topologies.kafka_checkpoint.
+KafkaCheckpoint` makes the entries durable.
+
+Every message a step produces is sent to the partition that owns its key, packed with the
+batch's other messages for that partition into one record (:mod:`topologies.codec`) — even when
+that is the partition being processed (a promoter's change reaching its own watchers): a step's
+effects are then its key's state plus sends that are acked before any state is written, so a
+crash between two keys' writes cannot lose the effect one key's step had on another (a redo
+finds the first key done and produces nothing).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from engine.dataflow import ORDERS, PROMOTERS, Context, Message, Output
+from engine.runner import first_messages, step
+from engine.tallies import tally_messages
+from schemas.dead_letter import DeadLetter
+from schemas.facts import facts_of
+from schemas.routes import admit
+from topologies.codec import decode_messages, encode_dead_letter, encode_messages, encode_sink, input_record
+from topologies.journal import Entry, Send, State
+from topologies.partitioning import partition_of
+from topologies.settings import STAGE_OF, STAGES, StreamSettings
+from topologies.state_cache import Read, StateCache
+
+MIRROR = "promoter-facts"  # the GlobalTable every worker reads promoter facts from
+CHUNK = 1000  # routed messages or sink rows per Kafka record (records stay well under 1 MB)
+SEQ_EPOCH = 2 ** 48  # tallies' seq = epoch × this + the batch's input ends (offsets stay far below it)
+
+
+@dataclass
+class BatchResult:
+    records: int = 0
+    entries: int = 0
+    dead_letters: int = 0
+    redone: int = 0  # journal entries applied again after taking a partition over
+
+
+@dataclass
+class PartitionWork:
+    """What a batch produced in one partition, before it becomes a journal entry."""
+    out: Output = field(default_factory=Output)
+    remote: dict[tuple[str, int], list[Message]] = field(default_factory=lambda: defaultdict(list))
+    facts: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+class Stage:
+    """One agent's processors, the topics it consumes, and its journal."""
+
+    def __init__(self, name: str, settings: StreamSettings, generation: int, ctx: Context, read: Read):
+        self.name = name
+        self.settings = settings
+        self.generation = generation
+        self.ctx = ctx
+        self.read = read  # a key's stored state: (table, key, partition) -> bytes
+        self.processors, inputs = STAGES[name]
+        self.routed_topic = settings.routed_topic(generation, name)
+        self.topics = sorted(settings.topic(n) for n in inputs) + [self.routed_topic]
+        self.journal_topic = settings.journal_topic(generation, name)
+        self.sink_topic = settings.ledger_topic(generation)
+        self.epochs: dict[int, int] = {}  # partition -> the journal epoch its entries carry
+
+    def run(self, events: list, ends: Callable[[int], dict[str, int]]) -> tuple[dict[int, Entry], BatchResult]:
+        """The journal entry of every partition the batch changed; ``ends(p)`` is where the
+        batch's input ends in partition ``p`` (per topic)."""
+        n = self.settings.partitions
+        cache = StateCache(self.read)
+        work: dict[int, PartitionWork] = defaultdict(PartitionWork)
+        for event in events:
+            message = event.message
+            part = cache.partition = message.partition
+            w = work[part]
+            for msg in self._messages(message, w):
+                if msg.processor in self.processors and partition_of(msg.key, n) == part:
+                    produced = step(msg, cache, self.ctx, w.out)
+                else:  # a click keyed by click_id belongs to its customer's partition
+                    produced = [msg]
+                for m in produced:
+                    w.remote[(self._routed(m.processor), partition_of(m.key, n))].append(m)
+        result = BatchResult(records=len(events))
+        entries: dict[int, Entry] = {}
+        for part, w in work.items():
+            input_ends = ends(part)
+            epoch = self.epochs.get(part, 0)
+            if ORDERS in self.processors and w.out.entries:
+                # the tallies of this batch's beneficiaries; seq grows with every batch of the partition
+                # (offsets only grow within an epoch; a rewind starts a higher epoch)
+                seq = epoch * SEQ_EPOCH + sum(input_ends.values())
+                for m in tally_messages(w.out.entries, w.out.entries[0].event_id, str(part), seq):
+                    w.remote[(self._routed(m.processor), partition_of(m.key, n))].append(m)
+            for table, row in w.out.facts:  # rows the engine derived (fraud_scores)
+                w.facts[table].append(row)
+            entry = Entry(input_ends, self._states(cache, part), self._sends(part, w), epoch)
+            if entry.states or entry.sends:
+                entries[part] = entry
+            result.entries += len(w.out.entries)
+            result.dead_letters += len(w.dead) + len(w.out.dead_letters)
+        return entries, result
+
+    def _routed(self, processor: str) -> str:
+        return self.settings.routed_topic(self.generation, STAGE_OF[processor])
+
+    @staticmethod
+    def _states(cache: StateCache, part: int) -> list[State]:
+        """The new value of every key written in ``part``; a promoter's also for the mirror."""
+        out: list[State] = []
+        for change in cache.changes(part):
+            out.append(change)
+            if change[0] == PROMOTERS:
+                out.append((MIRROR, change[1], change[2]))
+        return out
+
+    def _sends(self, part: int, w: PartitionWork) -> list[Send]:
+        """Routed messages (packed per partition), ledger and fact rows, dead letters."""
+        sends: list[Send] = []
+        for (topic, dest), msgs in w.remote.items():
+            sends.extend((topic, dest, None, encode_messages(msgs[i:i + CHUNK])) for i in range(0, len(msgs), CHUNK))
+        entries = w.out.entries
+        fact_rows = [(table, row) for table, rows in w.facts.items() for row in rows]
+        for i in range(0, max(len(entries), len(fact_rows)), CHUNK):
+            chunk_facts: dict[str, list[dict]] = defaultdict(list)
+            for table, row in fact_rows[i:i + CHUNK]:
+                chunk_facts[table].append(row)
+            sends.append((self.sink_topic, part, None, encode_sink(entries[i:i + CHUNK], chunk_facts)))
+        for d in w.dead + w.out.dead_letters:
+            sends.append((self.settings.deadletter, None, d.key.encode() if d.key else None, encode_dead_letter(d)))
+        return sends
+
+    def _messages(self, message: Any, w: PartitionWork) -> list[Message]:
+        """The engine messages a record carries; a record that is not valid becomes a dead letter."""
+        key = message.key.decode("utf-8", "replace") if message.key else ""
+        if message.topic == self.routed_topic:
+            try:
+                return decode_messages(message.value)
+            except Exception as exc:  # written by workers only; still never crash on one record
+                raw = message.value.decode("utf-8", "replace") if message.value else ""
+                w.dead.append(DeadLetter.of(message.topic, f"{message.partition}:{message.offset}", raw,
+                                            f"internal message not readable: {exc}", key))
+                return []
+        admitted = admit(input_record(message.topic, message.partition, message.offset, message.value,
+                                      message.headers), key)
+        if type(admitted) is DeadLetter:
+            w.dead.append(admitted)
+            return []
+        event = admitted.event  # type: ignore[union-attr]
+        for table, row in facts_of(event):
+            w.facts[table].append(row)
+        return first_messages(event)
