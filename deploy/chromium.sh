@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's Chromium and ChromeDriver for the browser tests (tests/browser.py runs this once).
+# Debian's Chromium and ChromeDriver for the browser tests (tests/support/browser.py runs this once).
 #
 #   deploy/chromium.sh [up]    install the apt packages chromium and chromium-driver (and two font
 #                              packages) if /usr/bin/chromium, /usr/bin/chromedriver or a font is
@@ -8,7 +8,7 @@
 #
 # Nothing is started here: each test session starts its own headless browser through
 # ChromeDriver. Only Debian's packages are used: no browser or driver is downloaded from
-# anywhere else (Selenium's selenium-manager would try; tests/browser.py names both paths).
+# anywhere else (Selenium's selenium-manager would try; tests/support/browser.py names both paths).
 # apt-get update runs only when apt knows no candidate for a package, or an install fails.
 set -euo pipefail
 

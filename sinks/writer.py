@@ -28,7 +28,7 @@ class Batch:
 
 
 # ---------------------------------------------------------------------------------------------
-# Table layouts (kept equal to schemas/ddl.sql; tests/test_sinks.py checks it)
+# Table layouts (kept equal to schemas/ddl.sql; tests/sinks/test_sinks.py checks it)
 
 # Column kinds: "s" String, "dt" DateTime('UTC'), "u8" UInt8, "u32" UInt32,
 # "d2" Decimal(18, 2), "d6" Decimal(18, 6).

@@ -97,7 +97,7 @@ class _Table:
 
 
 # schemas/ddl.sql: which base tables are PARTITION BY toYYYYMM(ts), and their ORDER BY keys
-# (tests/test_export.py checks both against the DDL).
+# (tests/tuike/backoffice/test_export.py checks both against the DDL).
 MONTH_PARTITIONED = frozenset({"commission_ledger", "orders", "order_events", "clicks", "bindings", "promoters",
                                "order_standings"})
 KEYS: dict[str, tuple[str, ...]] = {

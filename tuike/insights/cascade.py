@@ -7,7 +7,7 @@ share) has the node that reached it as its parent; a node with no parent, or who
 - :class:`CascadeIndex` takes the share records one at a time, in any order. A node that
   arrives before its parent waits under the parent's id and is attached when the parent comes:
   the final trees, and every statistic, depend only on the set of records, never on the order
-  (``tests/test_propagation.py`` checks it over permutations).
+  (``tests/tuike/insights/test_propagation.py`` checks it over permutations).
 - Downstream reach and conversions of every node are kept up to date on each ``add`` (a walk up
   the ancestors, O(depth)), so a streaming caller can read a promoter's downline at any time;
   per-cascade statistics (depth, breadth, …) are computed when asked.
