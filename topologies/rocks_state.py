@@ -52,10 +52,10 @@ class RocksState:
 
     def write(self, changes: Changes) -> None:
         """Every change at once (one WriteBatch: all or nothing)."""
-        if changes:
-            batch = WriteBatch(raw_mode=True)
-            for table, key, value in changes:
-                batch.put(_key(table, key), value)
+        batch = WriteBatch(raw_mode=True)
+        for table, key, value in changes:
+            batch.put(_key(table, key), value)
+        if len(batch):
             self.db.write(batch)
 
     def write_now(self, table: str, key: str, value: Any) -> None:
