@@ -51,9 +51,6 @@ class StateCache:
         self.values[k] = value
         self.dirty[self.partition][k] = None
 
-    def partitions(self) -> list[int]:
-        return list(self.dirty)
-
     def changes(self, partition: int = 0) -> Changes:
         """The new value of every key written in ``partition`` since the last checkpoint, encoded
         one at a time as they are taken (a batch's values encoded all at once doubled the embedded
