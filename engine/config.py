@@ -342,7 +342,7 @@ def parse_config(raw: dict | None) -> Config:
 
 def _fraud_rules(r: _Reader, fraud: dict) -> FraudRules:
     """The ``fraud`` section: hold score, on/off, weights per signal code, thresholds (engine/fraud.py)."""
-    r.known(fraud, "fraud", ("hold_score", "enabled", "weights", "thresholds"))
+    r.known(fraud, "fraud", ("hold_score", "enabled", "weights", "thresholds", "peer_groups"))
     kw: dict[str, Any] = {}
     if "enabled" in fraud:
         if isinstance(fraud["enabled"], bool):
@@ -351,6 +351,8 @@ def _fraud_rules(r: _Reader, fraud: dict) -> FraudRules:
             r.fail("fraud.enabled", f"expected true or false, got {fraud['enabled']!r}")
     if "hold_score" in fraud:
         kw["hold_score"] = r.decimal(fraud["hold_score"], "fraud.hold_score", hi=Decimal(1))
+    if "peer_groups" in fraud:
+        kw["peer_groups"] = r.integer(fraud["peer_groups"], "fraud.peer_groups", lo=1)
     weights = {s.code: s.weight for s in SIGNALS}
     given = r.mapping(fraud.get("weights"), "fraud.weights")
     r.known(given, "fraud.weights", tuple(weights))
@@ -361,7 +363,7 @@ def _fraud_rules(r: _Reader, fraud: dict) -> FraudRules:
     r.known(given, "fraud.thresholds", tuple(limits))
     for name in limits.keys() & given.keys():
         limits[name] = r.decimal(given[name], f"fraud.thresholds.{name}")  # type: ignore[assignment]
-    if any(v is None for v in [*weights.values(), *limits.values(), kw.get("hold_score", 0)]):
+    if any(v is None for v in [*weights.values(), *limits.values(), *kw.values()]):
         return FraudRules()  # the problems are listed; the defaults stand in until they are fixed
     return FraudRules(weights=weights, limits=limits, **kw)
 

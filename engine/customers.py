@@ -45,7 +45,7 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
         else:
             _attribute(msg.key, state, msg.cause, ctx, lookup, out)
         if ctx.config.fraud.enabled:
-            out.messages.append(_score(msg.key, state, msg.body, msg.cause))
+            out.messages.append(_score(msg.key, state, msg.body, msg.cause, ctx.config.fraud.peer_groups))
         return state
     elif msg.kind == "drop":  # the payment was replaced by an earlier one of another customer
         order_id = msg.body["order"]
@@ -72,7 +72,7 @@ def handle_customer(state: dict | None, msg: Message, ctx: Context, out: Output)
     return state
 
 
-def _score(customer_id: str, state: dict, order: dict, cause: str) -> Message:
+def _score(customer_id: str, state: dict, order: dict, cause: str, peer_groups: int) -> Message:
     """Start scoring a new order: what this customer's history says, then the risk keys'."""
     ts = order["ts"]
     seen = [r[0] for r in state["binds"]] + [r[0] for r in state["clicks"]] + [o[0] for o in state["orders"].values()]
@@ -82,7 +82,7 @@ def _score(customer_id: str, state: dict, order: dict, cause: str) -> Message:
                 "first_order": not any(o[0] < ts for o in state["orders"].values())}
     scored = {"d": order.get("d"), "i": order.get("i"), "p": level1, "v": order.get("v", "0"), "n": 1}
     state.setdefault("risk", {})[order["order"]] = scored  # a later attribution scores the new promoter
-    return score_chain({**scored, "o": order["order"], "t": ts, "c": customer_id}, features, cause)
+    return score_chain({**scored, "o": order["order"], "t": ts, "c": customer_id}, features, cause, peer_groups)
 
 
 def _remember(state: dict, promoter_id: str, facts: dict) -> None:
@@ -155,7 +155,7 @@ def _attribute(customer_id: str, state: dict, cause: str, ctx: Context, lookup: 
                 # attributed after it was scored (a late bind): what the new promoter's record says
                 scored["p"], scored["n"] = levels[0], scored["n"] + 1
                 out.messages.append(score_chain({**scored, "o": order_id, "t": ts_ms, "c": customer_id},
-                                                {}, cause, promoter_only=True))
+                                                {}, cause, ctx.config.fraud.peer_groups, promoter_only=True))
     if only is None:
         for bind in state["binds"]:  # binds not used by an order yet still read promoters: watch those too
             acceptable(bind)

@@ -104,6 +104,7 @@ class FraudRules:
     hold_score: Decimal = Decimal("0.8")
     weights: Mapping[str, Decimal] = field(default_factory=lambda: {s.code: s.weight for s in SIGNALS})
     limits: Mapping[str, Decimal] = field(default_factory=lambda: dict(THRESHOLDS))
+    peer_groups: int = 1  # promoters compared with their group's peers (F13, F14): engine/risk.py peers_key
 
     def limit(self, name: str) -> Decimal:
         return self.limits[name]

@@ -6,10 +6,10 @@
 | ``i:<ip>`` | clicks of the last window, devices, orders | clicks, orders |
 | ``n:<prefix>`` | clicks of the last window, orders | clicks, orders |
 | ``p:<promoter>`` | own devices and IPs, payout accounts, clicks and orders per hour, totals, recent order values (log), orders | joins, agreements, clicks, orders, refunds |
-| ``g`` | every promoter's clicks, orders and refunds (their peers) | orders, refunds |
+| ``g`` or ``g:<n>`` | the clicks, orders and refunds of a group of promoters (each other's peers) | orders, refunds |
 
 An order is scored by a ``score`` message that travels the chain customer → device → IP →
-prefix → promoter → peers → order: each hop records the order and adds the signals it sees
+prefix → promoter → the promoter's peer group → order: each hop records the order and adds the signals it sees
 (:mod:`engine.fraud`) and the features behind them. Entity-level signals (a device farm, a click
 burst, a promoter far above their peers) are sticky: once one fires, the entity's recorded
 orders get a ``flag`` too, so an order scored before the farm grew is held when it does.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from decimal import Decimal, localcontext
+from zlib import crc32
 
 from engine.binding import DAY_MS
 from engine.dataflow import ORDERS, RISK, Context, Message, Output
@@ -54,7 +55,16 @@ def click_messages(event, cause: str) -> list[Message]:  # type: ignore[no-untyp
     return out
 
 
-def score_chain(order: dict, customer_features: dict, cause: str, promoter_only: bool = False) -> Message:
+def peers_key(promoter: str, groups: int) -> str:
+    """The key of a promoter's peer group (``fraud.peer_groups``). One group (``g``) compares every
+    promoter with all the others, but its state grows with the network and every order passes it:
+    a network of a million promoters splits into groups by a stable hash, each a random sample of
+    the network large enough for a median."""
+    return "g" if groups == 1 else f"g:{crc32(promoter.encode()) % groups}"
+
+
+def score_chain(order: dict, customer_features: dict, cause: str, peer_groups: int,
+                promoter_only: bool = False) -> Message:
     """The first hop of an order's scoring; ``order`` holds o, t, c, d, i, p (level 1), v (value) and
     n (the how-manieth scoring: an order attributed late is scored again on its new promoter only)."""
     hops = []
@@ -63,7 +73,7 @@ def score_chain(order: dict, customer_features: dict, cause: str, promoter_only:
     if order.get("i") and not promoter_only:
         hops += [f"i:{order['i']}", f"n:{ip_prefix(order['i'])}"]
     if order.get("p"):
-        hops += [f"p:{order['p']}", "g"]
+        hops += [f"p:{order['p']}", peers_key(order["p"], peer_groups)]
     body = {**order, "sig": {}, "f": dict(customer_features), "hops": hops}
     return _next(body, cause)
 
@@ -105,8 +115,8 @@ def handle_risk(state: dict | None, msg: Message, ctx: Context, out: Output) -> 
     elif kind == "refund":
         if entity == "p":
             state["refunds"] = state.get("refunds", 0) + 1
-            out.messages.append(Message(RISK, "g", "refund", {"p": msg.key[2:], "n": _counts(state), "t": body["t"]},
-                                        msg.cause))
+            out.messages.append(Message(RISK, peers_key(msg.key[2:], rules.peer_groups), "refund",
+                                        {"p": msg.key[2:], "n": _counts(state), "t": body["t"]}, msg.cause))
         else:
             _peers_update(state, body["p"], body["n"], body["t"], rules, msg.cause, out)
     return state
@@ -354,12 +364,12 @@ def _peers_update(state: dict, promoter: str, counts: list[int], ts: int, rules:
         return {}
     population = _population(state, least)
     found = {}
+    flagged = state.setdefault("flagged", {})  # only the promoters flagged (a group has many)
     for code, rate in PEER_RATES:
         z = robust_z(rate(counts), population[code], RATE_FLOOR)
         found[code] = z
-        flagged = state.setdefault("flagged", {}).setdefault(promoter, [])
-        if z >= rules.limit("peer_z") and code not in flagged:
-            flagged.append(code)
+        if z >= rules.limit("peer_z") and code not in flagged.get(promoter, ()):
+            flagged.setdefault(promoter, []).append(code)
             body = {"code": code, "t": ts, "cause": cause}
             out.messages.append(Message(RISK, f"p:{promoter}", "flag", body, cause))
     return found

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from engine.config import parse_config
+from engine.config import ConfigError, parse_config
 from engine.fraud import SIGNALS, FraudRules, automation_agent, hold_at, ip_prefix, robust_z, score, spread
+from engine.risk import peers_key
 from tests.support.shop import Run, bound, completed, item, joined, refunded, reviewed, ts
 
 D = Decimal
@@ -216,7 +217,8 @@ def test_f12_a_new_account_refunding_its_first_order_in_full():
     assert scores(Run(late))["O1"]["reasons"] == ""
 
 
-def test_f13_f14_f15_a_promoter_far_above_their_peers():
+def _peers_and_px() -> list[dict]:
+    """Eight honest promoters, and PX, far above them on refunds and conversion."""
     events = []
     for p in range(1, 9):  # eight honest promoters: 5 orders from 10 clicks, one refund each
         events.append(honest_promoter(f"P{p}"))
@@ -230,12 +232,31 @@ def test_f13_f14_f15_a_promoter_far_above_their_peers():
         events += [click("PX", ts(4, 8, i), customer=f"X{i}", device=f"x{i}"),
                    order(f"OX-{i}", f"X{i}", ts(4, 9, i), device=f"x{i}", promoter="PX"),
                    refunded(f"OX-{i}", f"RX{i}", ts(4, 12), amount="100.00")]
-    s = scores(Run(events))
+    return events
+
+
+def test_f13_f14_f15_a_promoter_far_above_their_peers():
+    s = scores(Run(_peers_and_px()))
     assert (s["OX-0"]["reasons"], s["OX-0"]["score"], s["OX-0"]["held"]) == ("F12,F13,F14,F15", D("0.9712"), 1)
     # when OX-4 was scored PX had refunded 4 of 5 (0.8), peers 1 of 5 (0.2) and converted half their
     # clicks (PX all): no spread among peers, so the MAD floor 0.05 divides — (0.8 − 0.2) / 0.05
     assert (features(s["OX-4"])["F13"], features(s["OX-4"])["F14"]) == ("12.00", "10.00")
     assert all(s[f"O{p}-{i}"]["held"] == 0 for p in range(1, 9) for i in range(5))
+
+
+def test_peer_groups_compare_a_promoter_with_its_own_group_only():
+    events = _peers_and_px()
+    grouped = Run(events, {"fraud": {"peer_groups": 3}})
+    risk = grouped.engine.store.tables["risk"]
+    assert {k for k in risk if k[0] == "g"} == {"g:0", "g:1", "g:2"}  # no one key holds every promoter
+    assert set(risk["g:0"]["n"]) == {"P1", "P5", "PX"}  # a stable hash: the same groups on every machine
+    assert set(risk["g:0"]["flagged"]) == {"PX"}  # only the flagged promoters are listed
+    assert scores(grouped)["OX-0"]["reasons"] == "F12,F13,F14,F15"  # its group's peers are as honest as all
+    assert peers_key("PX", 1000) not in {peers_key(f"P{p}", 1000) for p in range(1, 9)}
+    alone = scores(Run(events, {"fraud": {"peer_groups": 1000}}))["OX-4"]
+    assert (features(alone)["F13"], features(alone)["F14"]) == ("0.00", "0.00")  # its own rate is the median
+    with pytest.raises(ConfigError, match="fraud.peer_groups"):
+        parse_config({"fraud": {"peer_groups": 0}})
 
 
 # --- holds decide when money is payable, never how much --------------------------------------------
