@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint-imports bench bench-stream bench-gateway bench-settle bench-dashboard install clickhouse-up clickhouse-down kafka-up kafka-down clean
+.PHONY: demo test test-fast lint-imports bench bench-stream bench-scale bench-gateway bench-settle bench-dashboard install clickhouse-up clickhouse-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,16 +42,17 @@ bench: $(STAMP)
 
 # The streaming pipeline against a raw aiokafka loop and a bare Faust agent, plus latency at a
 # steady rate (benchmarks/stream_throughput.py). Starts Kafka and ClickHouse like `make test`,
-# stops afterwards only the ones it started, and exits with the benchmark's code.
+# stops afterwards only the ones it started, and exits with the benchmark's code (deploy/with-servers.sh).
 # Options: make bench-stream BENCH_STREAM_ARGS="--events 50000 --workers 2 --partitions 4"
 bench-stream: $(STAMP)
-	@kafka_was_up=0; clickhouse_was_up=0; \
-	deploy/kafka.sh status >/dev/null 2>&1 && kafka_was_up=1; \
-	deploy/clickhouse.sh status >/dev/null 2>&1 && clickhouse_was_up=1; \
-	down() { [ $$kafka_was_up = 1 ] || deploy/kafka.sh down; [ $$clickhouse_was_up = 1 ] || deploy/clickhouse.sh down; }; \
-	deploy/clickhouse.sh up && deploy/kafka.sh up || { down; exit 1; }; \
-	$(BIN)/python -m benchmarks.stream_throughput $(BENCH_STREAM_ARGS); \
-	rc=$$?; down; exit $$rc
+	deploy/with-servers.sh $(BIN)/python -m benchmarks.stream_throughput $(BENCH_STREAM_ARGS)
+
+# A network of 1,000,000 promoters (fraud.peer_groups 256) through the embedded pipeline and the
+# streaming one, with their rates and state sizes, and a check that both ledgers hold the same money
+# (benchmarks/scale.py; about an hour on 2 cores; not part of `make test`). Kafka and ClickHouse
+# as for bench-stream. Options: make bench-scale BENCH_SCALE_ARGS="--promoters 100000 --embedded-only"
+bench-scale: $(STAMP)
+	deploy/with-servers.sh $(BIN)/python -m benchmarks.scale $(BENCH_SCALE_ARGS)
 
 # One `tuike serve` process (embedded, chDB) under signed Shopify webhooks from a local load
 # generator, against GET /healthz in the same run (benchmarks/gateway_load.py).

@@ -36,7 +36,14 @@ def _rss_mb() -> float:
 
 
 def events_file(events: int, seed: int) -> Path:
-    """The cached event file, generated if missing (written under a temporary name, then renamed)."""
+    """The cached bench shop of ``events`` events."""
+    return cached_shop(f"shop-seed{seed}-{events}", seed, events=events)
+
+
+def cached_shop(name: str, seed: int, **counts: int) -> Path:
+    """A generated shop (``tuike.lab.generate.generate_shop(seed, **counts)``) cached in
+    ``bench-data/`` as ``<name>-<generator version>.jsonl``, generated if missing (written under a
+    temporary name, then renamed)."""
     from tuike.lab.generate import generate_shop, write_events
     from tuike.progress import Progress
 
@@ -44,16 +51,16 @@ def events_file(events: int, seed: int) -> Path:
 
     # the cache key includes the generator's source: a changed generator makes a new file
     version = hashlib.sha256(Path(tuike.lab.generate.__file__).read_bytes()).hexdigest()[:8]
-    path = BENCH_DIR / f"shop-seed{seed}-{events}-{version}.jsonl"
+    path = BENCH_DIR / f"{name}-{version}.jsonl"
     if path.exists():
         print(f"events: {path} (cached)", flush=True)
         return path
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in BENCH_DIR.glob(f"shop-seed{seed}-{events}-*.jsonl"):
+    for stale in BENCH_DIR.glob(f"{name}-*.jsonl"):
         stale.unlink()
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.jsonl")
     t0 = time.perf_counter()
-    n = write_events(generate_shop(seed, events=events), tmp, progress=Progress("generated", "events"))
+    n = write_events(generate_shop(seed, **counts), tmp, progress=Progress("generated", "events"))
     secs = time.perf_counter() - t0
     tmp.rename(path)
     print(f"events: generated {n:,} events in {secs:.1f} s ({n / secs:,.0f}/s) -> {path}", flush=True)
@@ -78,7 +85,7 @@ def phase_parse(path: Path) -> dict:
     return {"events": n, "rejected": rejected, "seconds": secs, "rate": n / secs, "rss_mb": _rss_mb()}
 
 
-def phase_run(path: Path, data_dir: Path, scoring: bool = True) -> dict:
+def phase_run(path: Path, data_dir: Path, scoring: bool = True, config_file: Path | None = None) -> dict:
     from sinks import open_ledger
     from tuike.configfile import load_config
     from tuike.demo import DEMO_CONFIG_YAML
@@ -90,7 +97,7 @@ def phase_run(path: Path, data_dir: Path, scoring: bool = True) -> dict:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     cfg = data_dir / "tuike.yaml"
-    cfg.write_text(DEMO_CONFIG_YAML, encoding="utf-8")
+    cfg.write_text(config_file.read_text(encoding="utf-8") if config_file else DEMO_CONFIG_YAML, encoding="utf-8")
     config = load_config(cfg)
     if not scoring:
         config = replace(config, fraud=replace(config.fraud, enabled=False))
@@ -109,10 +116,13 @@ def phase_run(path: Path, data_dir: Path, scoring: bool = True) -> dict:
             "parked": stats.parked, "seconds": secs, "rate": stats.read / secs, "rss_mb": _rss_mb()}
 
 
-def _child(phase: str, path: Path, data_dir: Path | None = None, scoring: bool = True) -> dict:
+def _child(phase: str, path: Path, data_dir: Path | None = None, scoring: bool = True,
+           config_file: Path | None = None) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.embedded_throughput", "--phase", phase, "--file", str(path)]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
+    if config_file is not None:
+        cmd += ["--config-file", str(config_file)]
     if not scoring:
         cmd += ["--no-scoring"]
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # stderr: progress, passed through
@@ -129,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--no-scoring", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--config-file", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.phase == "parse":
         print(json.dumps(phase_parse(args.file)))
         return 0
     if args.phase == "run":
-        print(json.dumps(phase_run(args.file, args.data_dir, scoring=not args.no_scoring)))
+        print(json.dumps(phase_run(args.file, args.data_dir, scoring=not args.no_scoring, config_file=args.config_file)))
         return 0
 
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}", flush=True)

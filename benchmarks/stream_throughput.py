@@ -492,8 +492,11 @@ async def wait_for_result(run: Run, name: str, proc: subprocess.Popen, out: Path
 async def phase_produce(run: Run, watch: Watch) -> None:
     args = run.args
     events = run.tmp / "batch1.jsonl"
-    secs = generate(run, args.seed, args.events, events)
-    note(f"generated {args.events:,} events (seed {args.seed}) in {secs:.1f}s -> {events}")
+    if args.events_file:
+        events.symlink_to(args.events_file.resolve())
+    else:
+        secs = generate(run, args.seed, args.events, events)
+        note(f"generated {args.events:,} events (seed {args.seed}) in {secs:.1f}s -> {events}")
     log = run.tmp / "produce.log"
     t = time.perf_counter()
     proc = subprocess.run(tuike_cmd("--config", str(run.config), "--broker", args.broker, "produce", "--events", str(events)),
@@ -650,18 +653,22 @@ async def phase_pipeline(run: Run, watch: Watch) -> tuple[list[subprocess.Popen]
     first_row = res["first_row"] - t_start if res["first_row"] else None
     first_commit = res["first_commit"] - t_start if res["first_commit"] else None
     rate = n / secs
+    state_bytes = sum(f.stat().st_size for i in range(args.workers) for f in (run.tmp / f"worker{i}").rglob("*")
+                      if f.is_file())
     # from the first committed input offset (commits every second): the rate once the workers work
     after_commit = n / (res["done"] - res["first_commit"]) if res["first_commit"] else None
     run.results["pipeline"] = {"events": n, "seconds": secs, "rate": rate, "ledger_rows": res["rows"],
                                "ready_seconds": ready, "first_ready_seconds": first_ready,
                                "first_commit_seconds": first_commit, "rate_after_first_commit": after_commit,
-                               "first_ledger_row_seconds": first_row, "t_start": t_start, "t_done": res["done"]}
+                               "first_ledger_row_seconds": first_row, "t_start": t_start, "t_done": res["done"],
+                               "state_bytes": state_bytes}
     say(f"pipeline:  {n:,} events, {args.workers} workers, {args.partitions} partitions: lag 0 and ledger stable "
         f"({res['rows']:,} rows) after {secs:.1f}s = {rate:,.0f} events/s; first progress line after "
         + ", ".join("-" if r is None else f"{r:.1f}s" for r in ready)
         + (f"; first input offset committed after {first_commit:.1f}s ({after_commit:,.0f} events/s from there)"
            if first_commit is not None else "")
-        + (f"; first ledger row after {first_row:.1f}s" if first_row is not None else ""))
+        + (f"; first ledger row after {first_row:.1f}s" if first_row is not None else "")
+        + f"; the workers' data dirs hold {state_bytes / 2**20:,.0f} MiB")
     return workers, logs
 
 
@@ -868,13 +875,14 @@ async def main_async(args: argparse.Namespace) -> int:
 
     config = tmp / "tuike.yaml"
     extra = "".join(f"  {k.strip()}: {v.strip()}\n" for k, _, v in (kv.partition("=") for kv in args.kafka))
-    config.write_text(DEMO_CONFIG_YAML + f"\nkafka:\n  topic_prefix: {prefix}\n  partitions: {args.partitions}\n{extra}")
+    base = args.config_file.read_text(encoding="utf-8") if args.config_file else DEMO_CONFIG_YAML
+    config.write_text(base + f"\nkafka:\n  topic_prefix: {prefix}\n  partitions: {args.partitions}\n{extra}")
     run = Run(args, tmp, prefix, db, config)
     run.results.update({"started": datetime.now().isoformat(timespec="seconds"), "events": args.events,
                         "workers": args.workers, "partitions": args.partitions, "seed": args.seed,
                         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
                                     "load_start": os.getloadavg()},
-                        "topic_prefix": prefix, "database": db})
+                        "topic_prefix": prefix, "database": db, "work_dir": str(tmp)})
     say(f"stream benchmark: topic prefix {prefix}, database {db}, work dir {tmp}; machine {os.cpu_count()} cores, "
         f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     watch = Watch(args.broker, args.clickhouse, db, run.inputs, args.partitions)
@@ -901,10 +909,10 @@ async def main_async(args: argparse.Namespace) -> int:
         if not failed:
             report(run)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path = RESULTS_DIR / f"stream-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+        path = args.results or RESULTS_DIR / f"stream-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
         run.results["failed"] = failed
         path.write_text(json.dumps(run.results, indent=2, default=str) + "\n")
-        say(f"\nresults: {path.relative_to(ROOT)}")
+        say(f"\nresults: {path}")
         if args.keep or run.keep:
             say(f"kept{'' if args.keep else ' for diagnosis'}: topics {prefix}.*, database {db}, work dir {tmp} "
                 f"(worker logs there); remove them with: python -m benchmarks.stream_throughput --remove {prefix} {tmp}")
@@ -949,6 +957,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clickhouse", default=DEFAULT_CLICKHOUSE,
                     help=f"ClickHouse server, without database (default {DEFAULT_CLICKHOUSE})")
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with the embedded engine")
+    ap.add_argument("--events-file", type=Path, help="produce this JSON Lines file of good events instead of a generated "
+                                                     "shop (--events is then its line count)")
+    ap.add_argument("--config-file", type=Path, help="the workers' tuike.yaml without its kafka: section (default: "
+                                                     "the contract's example)")
+    ap.add_argument("--results", type=Path, help="where to write the JSON results (default benchmarks/results/)")
     ap.add_argument("--keep", action="store_true", help="keep the topics, the database and the work dir")
     ap.add_argument("--remove", nargs=2, metavar=("PREFIX", "DIR"),
                     help="delete what a kept run left: topics PREFIX.*, database PREFIX, work dir DIR")
@@ -980,6 +993,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--remove {prefix}: not a prefix this benchmark made (bench + 8 hex digits)")
         asyncio.run(cleanup(args, prefix, prefix, Path(tmp)))
         return 0
+    if args.events_file:
+        with open(args.events_file, "rb") as f:
+            args.events = sum(1 for line in f if line.strip())
     for name in ("events", "workers", "partitions"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be at least 1")
