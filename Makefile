@@ -54,8 +54,10 @@ bench-stream: $(STAMP)
 bench-scale: $(STAMP)
 	deploy/with-servers.sh $(BIN)/python -m benchmarks.scale $(BENCH_SCALE_ARGS)
 
-# One `tuike serve` process (embedded, chDB) under signed Shopify webhooks from a local load
-# generator, against GET /healthz in the same run (benchmarks/gateway_load.py).
+# One `tuike serve` per mode under signed Shopify webhooks from a compiled load generator
+# (benchmarks/loadgen, built with Go into bench-data/), against GET /healthz in the same run
+# (benchmarks/gateway_load.py). Options: BENCH_GATEWAY_ARGS="--mode kafka|both --requests 20000";
+# --mode kafka starts the local broker if it is not running and stops it afterwards.
 bench-gateway: $(STAMP)
 	$(BIN)/python -m benchmarks.gateway_load $(BENCH_GATEWAY_ARGS)
 

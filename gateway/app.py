@@ -11,7 +11,9 @@ and kept there too, so nothing a platform sent is lost. Secrets are never logged
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
+import os
 import re
 import time
 import uuid
@@ -116,6 +118,9 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
     app = FastAPI(title="tuike gateway", version="1", lifespan=lifespan,
                   description="Shop webhooks, canonical events and promotion links into the tuike commission engine.")
     seen: OrderedDict[str, None] = OrderedDict()
+    # request ids: a random prefix per app and a counter — unique, and no os.urandom syscall per
+    # request (a syscall drops the GIL, and the pipeline thread may hold it for a switch interval)
+    id_prefix, id_counter = os.urandom(8).hex(), itertools.count()
     resolve = resolver(settings.link_secret) if settings.link_secret else (lambda ref: None)
 
     async def read_body(request: Request) -> bytes:
@@ -147,7 +152,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
 
     async def answer(source: str, request: Request, handle) -> Response:
         """Run ``handle(body) -> Outcome``; hand its events on; refusals to dead_letters."""
-        rid = uuid.uuid4().hex
+        rid = f"{id_prefix}{next(id_counter):016x}"
         body = b""
         try:
             body = await read_body(request)
@@ -180,7 +185,8 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok", "mode": handoff.mode}
+        backlog = getattr(handoff, "backlog", None)  # embedded: acknowledged, not yet in the ledger
+        return {"status": "ok", "mode": handoff.mode} | ({"backlog": backlog} if backlog is not None else {})
 
     @app.post("/webhooks/shopify/{shop_id}")
     async def shopify_webhook(shop_id: str, request: Request) -> Response:

@@ -1,0 +1,3 @@
+module tuike/benchmarks/loadgen
+
+go 1.26
