@@ -87,6 +87,7 @@ def phase_parse(path: Path) -> dict:
 
 def phase_run(path: Path, data_dir: Path, scoring: bool = True, config_file: Path | None = None) -> dict:
     from sinks import open_ledger
+    from tuike.cli.common import _long_run_collector
     from tuike.configfile import load_config
     from tuike.demo import DEMO_CONFIG_YAML
     from schemas.records import read_records
@@ -102,6 +103,7 @@ def phase_run(path: Path, data_dir: Path, scoring: bool = True, config_file: Pat
     if not scoring:
         config = replace(config, fraud=replace(config.fraud, enabled=False))
     ledger = open_ledger(None, data_dir)
+    _long_run_collector()  # as tuike run does
     try:
         progress = Progress("processed", "events")
         t0 = time.perf_counter()

@@ -3,6 +3,7 @@ them, and the checked steps commands start with (configuration, ledger, broker).
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,6 +104,18 @@ def _kafka_errors(broker: str) -> Iterator[None]:
         raise OperationalError(str(exc)) from None
     except KafkaError as exc:
         raise OperationalError(f"Kafka at {broker}: {exc}") from None
+
+
+def _long_run_collector() -> None:
+    """For a process that runs the engine for long: what was loaded so far (modules, rules,
+    caches) is frozen out of the collector, and young objects are collected every 50,000
+    allocations rather than 700. Each event allocates hundreds of objects, and the full
+    collections they triggered walked the whole state cache. Measured: tuike serve, 10,000
+    embedded webhooks, p99 866 → 295 ms, 206 → 267/s; tuike run, 60k events, 3 of 4 alternating
+    pairs cheaper, CPU −6 % on average (both on the loaded 2-core machine)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 1000)
 
 
 def _stderr(msg: str) -> None:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tuike.cli.common import (EXIT_BAD_INPUT, EXIT_OK, OperationalError, UsageError, _count, _load_config, _open_ledger,
-                              _stderr)
+from tuike.cli.common import (EXIT_BAD_INPUT, EXIT_OK, OperationalError, UsageError, _count, _load_config,
+                              _long_run_collector, _open_ledger, _stderr)
 
 
 def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
@@ -113,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--events {args.events}: no such file")
     data_dir = Path(args.data_dir)
     ledger = _open_ledger(args.clickhouse, data_dir)
+    _long_run_collector()
     try:
         stats = _run_file(args.events, config, data_dir, ledger)
     finally:

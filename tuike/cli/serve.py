@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tuike.cli.common import (EXIT_OK, OperationalError, UsageError, _broker, _load_config, _open_ledger,
-                              _stream_settings)
+from tuike.cli.common import (EXIT_OK, OperationalError, UsageError, _broker, _load_config, _long_run_collector,
+                              _open_ledger, _stream_settings)
 
 
 def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
@@ -83,13 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"links: {'on' if settings.link_secret else 'off (tuike.yaml: links.secret)'}; dashboard: "
           f"{'/dashboard?token=…' if any(s.dashboard_token for s in settings.shops.values()) else 'off (tuike.yaml: shops.<id>.dashboard_token)'}",
           file=sys.stderr, flush=True)
-    # The collector: what was loaded so far (the engine's caches, the app) is frozen out of it,
-    # and young objects are collected every 50,000 allocations rather than 700: each request
-    # allocates thousands, and the full collections they triggered paused every request in flight
-    # (embedded, 10,000 webhooks: p99 866 → 295 ms, 206 → 267/s on the loaded 2-core machine)
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 1000)
+    _long_run_collector()
     # loop/http "auto": uvloop and httptools (dependencies; a bare ASGI app: when importable — 1.5k → 3.6k
     # requests/s on the 2-core machine) — else asyncio and h11
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", loop="auto", http="auto")

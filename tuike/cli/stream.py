@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from tuike.cli.common import (EXIT_BAD_INPUT, EXIT_OK, UsageError, _broker, _kafka_errors, _load_config, _open_ledger,
-                              _stderr, _stream_settings)
+from tuike.cli.common import (EXIT_BAD_INPUT, EXIT_OK, UsageError, _broker, _kafka_errors, _load_config,
+                              _long_run_collector, _open_ledger, _stderr, _stream_settings)
 
 
 def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
@@ -90,6 +90,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                          "TUIKE_CLICKHOUSE (e.g. clickhouse://127.0.0.1:9000/tuike; `make clickhouse-up` starts one)")
     data_dir = Path(args.data_dir)
     ledger = _open_ledger(args.clickhouse, data_dir)
+    _long_run_collector()
     try:
         with _kafka_errors(broker):
             run_worker(config, settings, broker=broker, ledger=ledger, data_dir=data_dir, loglevel=args.loglevel)
