@@ -23,9 +23,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterable
 
 import orjson
 
@@ -217,23 +217,39 @@ class EvidenceLog:
     def append(self, kind: str, ref: str, data: dict[str, Any]) -> Record:
         """Record ``data`` under ``ref``, durably; a ref already there with the same kind and
         data returns its record and writes nothing (re-runs do not grow the log)."""
+        return self.append_many([(kind, ref, data)])[0]
+
+    def append_many(self, entries: Iterable[tuple[str, str, dict[str, Any]]]) -> list[Record]:
+        """:meth:`append` each ``(kind, ref, data)`` in order, with one write and one sync for them
+        all: a settlement logs a statement per payee, and a sync each took seconds at 10,000 payees.
+        All are checked before any is written, so a refused one writes none."""
         if self._refusal is not None:
             raise EvidenceBroken(self._refusal)
-        if not kind or not ref or not isinstance(data, dict):
-            raise ValueError("evidence needs a kind, a ref and a dict of data")
-        data_bytes = canonical(data)
-        existing = self._by_ref.get(ref)
-        if existing is not None:
-            if existing.kind == kind and canonical(existing.data) == data_bytes:
-                return existing
-            raise EvidenceConflict(ref, existing, kind)
-        body = {"seq": len(self) + 1, "kind": kind, "ref": ref, "data": orjson.loads(data_bytes), "prev": self.head}
-        record = Record(**body, hash=record_hash(body))
-        self._write(canonical(asdict(record)) + b"\n", record)
-        self._by_ref[ref] = self._last = record
-        return record
+        out: list[Record] = []
+        new: dict[str, Record] = {}
+        last = self._last
+        for kind, ref, data in entries:
+            if not kind or not ref or not isinstance(data, dict):
+                raise ValueError("evidence needs a kind, a ref and a dict of data")
+            data_bytes = canonical(data)
+            existing = new.get(ref) or self._by_ref.get(ref)
+            if existing is not None:
+                if existing.kind == kind and canonical(existing.data) == data_bytes:
+                    out.append(existing)
+                    continue
+                raise EvidenceConflict(ref, existing, kind)
+            body = {"seq": last.seq + 1 if last else 1, "kind": kind, "ref": ref, "data": orjson.loads(data_bytes),
+                    "prev": last.hash if last else GENESIS}
+            last = new[ref] = Record(**body, hash=record_hash(body))
+            out.append(last)
+        if new:
+            self._write(list(new.values()))
+            self._by_ref.update(new)
+            self._last = last
+        return out
 
-    def _write(self, line: bytes, record: Record) -> None:
+    def _write(self, records: list[Record]) -> None:
+        lines = b"".join(canonical(vars(r)) + b"\n" for r in records)  # vars: asdict deep-copies each
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # released by closing
@@ -243,16 +259,18 @@ class EvidenceLog:
                                  "another writer appended to it; open the log again")
                 raise EvidenceBroken(self._refusal)
             try:
-                f.write(line)
+                f.write(lines)
                 f.flush()
                 os.fsync(f.fileno())
             except BaseException as exc:
-                self._refusal = (f"appending record {record.seq} ({record.ref}) to {self.path} failed ({exc!r}); "
+                first, end = records[0], records[-1]
+                which = f"record {first.seq} ({first.ref})" if first is end else f"records {first.seq}-{end.seq}"
+                self._refusal = (f"appending {which} to {self.path} failed ({exc!r}); "
                                  "open the log again to check its end")
                 raise
         if size == 0:  # a new file: make its name as durable as its first record
             _fsync_dir(self.path.parent)
-        self._size += len(line)
+        self._size += len(lines)
 
 
 def _fsync_dir(directory: Path) -> None:

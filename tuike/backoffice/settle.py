@@ -30,6 +30,7 @@ next period's balance.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import time
 from collections import defaultdict
@@ -111,15 +112,16 @@ def settle(ledger: Any, config: Config, period_text: str, data_dir: Path, now: f
     if recorded:  # a run that stopped after recording its figures: finish it from them, not from the ledger
         rows, alerts = recorded, []
     else:
+        history = _history(ledger, config)
         settlements = [s for s in (settle_payee(p, period.name, config.tiers, config.tax_method, config.min_payout)
-                                   for p in _payee_months(ledger, config, period)) if s.status != NOTHING]
+                                   for p in _payee_months(ledger, period, history)) if s.status != NOTHING]
         lines = _statement_lines(ledger, period, closed, config.timezone)
         out = data_dir / "statements" / period.name
         out.mkdir(parents=True, exist_ok=True)
         rows = [_settlement_row(s, config, _write_statement(out, s, lines.get(s.payee, []), config), settled_at)
                 for s in settlements]
-        _write_tax_files(data_dir, period, settlements, ledger, config)
-        alerts = fund_flow_alerts(period.name, settlements, _history(ledger, config), _attributed_gmv(ledger, period),
+        _write_tax_files(data_dir, period, settlements, history, config)
+        alerts = fund_flow_alerts(period.name, settlements, history, _attributed_gmv(ledger, period),
                                   config, settled_at, _shared_accounts(ledger))
         paid = _paid_lines(ledger, period, {s.payee for s in settlements if s.status == PAID})
         # the figures, recorded first (the lines before the settlements: a resumed run finds both)
@@ -128,16 +130,15 @@ def settle(ledger: Any, config: Config, period_text: str, data_dir: Path, now: f
     ledger.write(Batch(entries, {}, [], generation=SETTLEMENT_GENERATION))
     if tell is not None:
         tell(settled_events(period, _recorded_lines(ledger, period)))
-    for r in rows:
-        evidence.append("statement", f"statement/{period.name}/{r['payee']}",
-                        {"file": f"statements/{period.name}/{payee_file_name(r['payee'])}.json",
-                         "sha256": r["statement_sha256"]})
     export = data_dir / "tax" / f"{period.name}-withholding.csv"
-    evidence.append("tax_export", f"tax_export/{period.name}",
-                    {"file": f"tax/{export.name}", "sha256": sha256_file(export)})
-    evidence.append("settlement_run", f"settlement_run/{period.name}", {
-        "payees": len(rows), "paid": sum(1 for r in rows if r["status"] == PAID),
-        "net": str(sum((r["net"] for r in rows), ZERO)), "tax": str(sum((r["tax"] for r in rows), ZERO))})
+    evidence.append_many([
+        *(("statement", f"statement/{period.name}/{r['payee']}",
+           {"file": f"statements/{period.name}/{payee_file_name(r['payee'])}.json", "sha256": r["statement_sha256"]})
+          for r in rows),
+        ("tax_export", f"tax_export/{period.name}", {"file": f"tax/{export.name}", "sha256": sha256_file(export)}),
+        ("settlement_run", f"settlement_run/{period.name}", {
+            "payees": len(rows), "paid": sum(1 for r in rows if r["status"] == PAID),
+            "net": str(sum((r["net"] for r in rows), ZERO)), "tax": str(sum((r["tax"] for r in rows), ZERO))})])
     return Outcome(period, len(rows), False, len(entries), len(alerts))
 
 
@@ -211,12 +212,11 @@ def _own_rows(period: Period) -> str:
     return f"event_id != 'settle:{period.name}'"
 
 
-def _payee_months(ledger: Any, config: Config, period: Period) -> list[PayeeMonth]:
+def _payee_months(ledger: Any, period: Period, history: dict[str, list[MonthIncome]]) -> list[PayeeMonth]:
     balances = {b: Decimal(a) for b, a in _q(ledger, (
         "SELECT beneficiary_id, sum(amount) FROM commission_ledger WHERE status_after = 'confirmed' "
         f"AND toUInt32(ts) < {period.end_s} AND {_own_rows(period)} GROUP BY beneficiary_id"))}
     gmv = _own_gmv(ledger, period)
-    history = _history(ledger, config)
     payees = sorted(set(balances) | set(gmv))
     return [PayeeMonth(p, balances.get(p, ZERO), gmv.get(p, ZERO), tuple(history.get(p, ()))) for p in payees]
 
@@ -228,23 +228,22 @@ def _own_gmv(ledger: Any, period: Period) -> dict[str, Decimal]:
     amount × the share of its commission still confirmed at the period's end (refunded and held
     money does not count)."""
     into = "kind IN ('confirm', 'release') AND status_after = 'confirmed' AND amount > 0"
+    orders = (f"(SELECT order_id FROM commission_ledger WHERE level = 1 AND {into} "
+              f"AND toUInt32(ts) >= {period.start_s} AND toUInt32(ts) < {period.end_s})")
+    # one query, filtered where it is read: only the items that count come back, with their paid
+    # amount (two queries brought back every item of the orders, once from each table, to be matched)
     rows = _q(ledger, (
-        f"SELECT beneficiary_id, order_id, item_sku, maxIf(toUInt32(ts), {into}), "
-        "sumIf(amount, status_after = 'confirmed'), sumIf(amount, kind = 'accrue' AND amount > 0) "
-        f"FROM commission_ledger WHERE level = 1 AND toUInt32(ts) < {period.end_s} AND order_id IN "
-        f"(SELECT order_id FROM commission_ledger WHERE level = 1 AND {into} AND toUInt32(ts) >= {period.start_s} "
-        f"AND toUInt32(ts) < {period.end_s}) GROUP BY beneficiary_id, order_id, item_sku"))
-    counted = [(b, o, s, Decimal(c), Decimal(a)) for b, o, s, last, c, a in rows
-               if int(last) >= period.start_s and Decimal(c) > 0 and Decimal(a) > 0]
-    if not counted:
-        return {}
-    paid = {(o, s): Decimal(a) for o, s, a in _q(ledger, (
-        "SELECT order_id, sku, max(paid_amount) FROM order_items WHERE order_id IN "
-        f"(SELECT order_id FROM commission_ledger WHERE level = 1 AND {into} AND toUInt32(ts) >= {period.start_s} "
-        f"AND toUInt32(ts) < {period.end_s}) GROUP BY order_id, sku"))}
+        "SELECT beneficiary_id, confirmed, accrued, item_paid FROM ("
+        f"SELECT beneficiary_id, order_id, item_sku, maxIf(toUInt32(ts), {into}) AS last_in, "
+        "sumIf(amount, status_after = 'confirmed') AS confirmed, "
+        "sumIf(amount, kind = 'accrue' AND amount > 0) AS accrued "
+        f"FROM commission_ledger WHERE level = 1 AND toUInt32(ts) < {period.end_s} AND order_id IN {orders} "
+        "GROUP BY beneficiary_id, order_id, item_sku "
+        f"HAVING last_in >= {period.start_s} AND confirmed > 0 AND accrued > 0"
+        ") AS l ANY INNER JOIN (SELECT order_id, sku AS item_sku, max(paid_amount) AS item_paid FROM order_items "
+        f"WHERE order_id IN {orders} GROUP BY order_id, sku) AS i USING order_id, item_sku"))
     out: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    for b, o, s, confirmed, accrued in counted:
-        item = paid.get((o, s))
+    for b, confirmed, accrued, item in rows:
         if item:
             out[b] += min(item, cents(item * min(confirmed, accrued) / accrued))
     return dict(out)
@@ -263,14 +262,13 @@ def _history(ledger: Any, config: Config) -> dict[str, list[MonthIncome]]:
 def _log_agreements(ledger: Any, evidence: EvidenceLog) -> None:
     """Every signed agreement (promoter.agreed, from the agreements table) into the evidence log,
     in event-time order; one already logged is not logged again."""
-    for event_id, ts, promoter, version, digest, account in _q(ledger, (
-            "SELECT event_id, ts, promoter_id, agreement_version, text_sha256, payout_account FROM agreements "
-            "ORDER BY ts, event_id")):
-        ref = f"agreement/{promoter}/{version}/{event_id}"  # every signature, a re-signed version too
-        if not evidence.has(ref):
-            evidence.append("agreement", ref, {"event_id": event_id, "promoter_id": promoter, "version": version,
-                                               "text_sha256": digest, "payout_account": account,
-                                               "ts": ts.isoformat() if hasattr(ts, "isoformat") else str(ts)})
+    signed = [(f"agreement/{promoter}/{version}/{event_id}",  # every signature, a re-signed version too
+               {"event_id": event_id, "promoter_id": promoter, "version": version, "text_sha256": digest,
+                "payout_account": account, "ts": ts.isoformat() if hasattr(ts, "isoformat") else str(ts)})
+              for event_id, ts, promoter, version, digest, account in _q(ledger, (
+                  "SELECT event_id, ts, promoter_id, agreement_version, text_sha256, payout_account FROM agreements "
+                  "ORDER BY ts, event_id"))]
+    evidence.append_many(("agreement", ref, data) for ref, data in signed if not evidence.has(ref))
 
 
 def _shared_accounts(ledger: Any) -> list[tuple[str, list[str]]]:
@@ -296,9 +294,10 @@ def _statement_lines(ledger: Any, period: Period, closed: set[str], tz: str) -> 
     since = max((period_of(p, tz).end_s for p in closed), default=0)
     out: dict[str, list[tuple]] = defaultdict(list)
     for row in _q(ledger, (
-            "SELECT beneficiary_id, order_id, item_sku, level, kind, amount, rate, rule_id, ts FROM commission_ledger "
-            f"WHERE status_after = 'confirmed' AND toUInt32(ts) >= {since} AND toUInt32(ts) < {period.end_s} "
-            f"AND {_own_rows(period)} ORDER BY beneficiary_id, ts, order_id, item_sku, level, kind, amount")):
+            "SELECT beneficiary_id, order_id, item_sku, level, kind, amount, rate, rule_id, toUInt32(ts) "
+            f"FROM commission_ledger WHERE status_after = 'confirmed' AND toUInt32(ts) >= {since} "
+            f"AND toUInt32(ts) < {period.end_s} AND {_own_rows(period)} "
+            "ORDER BY beneficiary_id, ts, order_id, item_sku, level, kind, amount")):
         out[row[0]].append(row[1:])
     return out
 
@@ -315,13 +314,13 @@ def _money(x: Decimal) -> str:
 
 def _write_statement(out: Path, s: Settlement, lines: list[tuple], config: Config) -> str:
     """The payee's statement as JSON (the record) and CSV (for a spreadsheet); the JSON's SHA-256."""
-    listed = sum((Decimal(r[4]) for r in lines), ZERO)
+    listed = sum((r[4] for r in lines), ZERO)
     w = s.withholding
     doc = {
         "payee": s.payee, "period": s.period, "payer": config.payer, "currency": config.currency,
         "status": s.status,
         "carried_in": _money(s.balance - listed),
-        "rows": [{"order_id": o, "sku": sku, "level": int(lv), "kind": k, "amount": _money(Decimal(a)),
+        "rows": [{"order_id": o, "sku": sku, "level": int(lv), "kind": k, "amount": _money(a),
                   "rate": str(r), "rule_id": rule, "ts": _local(t, config.timezone)}
                  for o, sku, lv, k, a, r, rule, t in lines],
         "balance": _money(s.balance),
@@ -336,8 +335,9 @@ def _write_statement(out: Path, s: Settlement, lines: list[tuple], config: Confi
         "net_paid": _money(s.net),
         "carried_out": _money(s.carried),
     }
-    path = out / f"{payee_file_name(s.payee)}.json"
-    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+    record = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+    name = payee_file_name(s.payee)
+    (out / f"{name}.json").write_bytes(record)
     buf = io.StringIO()
     csv_out = csv.writer(buf)
     csv_out.writerow(["section", "order_id", "sku", "level", "kind", "amount", "rate", "rule_id", "ts"])
@@ -351,13 +351,13 @@ def _write_statement(out: Path, s: Settlement, lines: list[tuple], config: Confi
         csv_out.writerow(["tax", "", "", "", label, amount, "", "", ""])
     for label in ("net_paid", "carried_out"):
         csv_out.writerow([label, "", "", "", "", doc[label], "", "", ""])
-    (out / f"{payee_file_name(s.payee)}.csv").write_text(buf.getvalue(), encoding="utf-8")
-    return sha256_file(path)
+    (out / f"{name}.csv").write_text(buf.getvalue(), encoding="utf-8")
+    return hashlib.sha256(record).hexdigest()  # of the bytes written: reading the file back cost a read per payee
 
 
-def _local(t: Any, tz: str) -> str:
-    """A ledger time as the shop reads it: in the configured timezone, like the period."""
-    return t.astimezone(ZoneInfo(tz)).isoformat() if hasattr(t, "astimezone") else str(t)
+def _local(epoch_s: int, tz: str) -> str:
+    """A ledger time (epoch seconds) as the shop reads it: in the configured timezone, like the period."""
+    return datetime.fromtimestamp(epoch_s, ZoneInfo(tz)).isoformat()
 
 
 def _cell(text: str) -> str:
@@ -383,8 +383,8 @@ def _settlement_row(s: Settlement, config: Config, digest: str, settled_at: date
             "table_version": w.table_version if w else "", "statement_sha256": digest, "settled_at": settled_at}
 
 
-def _write_tax_files(data_dir: Path, period: Period, settlements: Iterable[Settlement], ledger: Any,
-                     config: Config) -> Path:
+def _write_tax_files(data_dir: Path, period: Period, settlements: Iterable[Settlement],
+                     history: dict[str, list[MonthIncome]], config: Config) -> Path:
     """The withholding export for filing (扣缴申报) and the year-to-date certificate data of each
     paid payee (完税证明)."""
     tax_dir = data_dir / "tax"
@@ -401,7 +401,6 @@ def _write_tax_files(data_dir: Path, period: Period, settlements: Iterable[Settl
         out.writerow([_cell(config.payer), _cell(s.payee), s.period, w.method, w.table_version, _money(w.income), _money(w.taxable),
                       str(w.rate), _money(w.quick_deduction), _money(w.tax)])
     export.write_text(buf.getvalue(), encoding="utf-8")
-    history = _history(ledger, config)
     certs = tax_dir / "certificates" / str(period.year)
     certs.mkdir(parents=True, exist_ok=True)
     for s in paid:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tuike.cli.common import (EXIT_ERROR, EXIT_OK, OperationalError, UsageError, _broker, _count, _kafka_errors,
-                              _load_config, _open_ledger, _stream_settings)
+                              _load_config, _long_run_collector, _open_ledger, _stream_settings)
 from tuike.cli.output import _print_query, _write_table
 
 
@@ -93,6 +93,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
     ledger = _open_ledger(args.clickhouse, data_dir)
     from topologies.rocks_state import StateInUse
 
+    _long_run_collector()  # a settlement holds every row it read until it ends: a sixth of the run was collections
     try:
         t0 = time.perf_counter()
         tell = _settlement_teller(args, config, data_dir, ledger)
