@@ -115,8 +115,9 @@ def handle_risk(state: dict | None, msg: Message, ctx: Context, out: Output) -> 
     elif kind == "refund":
         if entity == "p":
             state["refunds"] = state.get("refunds", 0) + 1
-            out.messages.append(Message(RISK, peers_key(msg.key[2:], rules.peer_groups), "refund",
-                                        {"p": msg.key[2:], "n": _counts(state), "t": body["t"]}, msg.cause))
+            promoter = msg.key[2:]
+            out.messages.append(Message(RISK, peers_key(promoter, rules.peer_groups), "refund",
+                                        {"p": promoter, "n": _counts(state), "t": body["t"]}, msg.cause))
         else:
             _peers_update(state, body["p"], body["n"], body["t"], rules, msg.cause, out)
     return state

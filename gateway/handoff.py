@@ -121,18 +121,24 @@ class EmbeddedHandoff:
 
     def _apply(self, deliveries: list[Delivery], last_seq: int) -> None:
         """Feed the deliveries, then one flush: ledger, then state with the inbox position."""
-        pipeline = self.pipeline
         try:
             for delivery in deliveries:
-                for dead in delivery.dead:
-                    pipeline.reject(dead)
-                for rec in records_of(delivery.events, delivery.source, delivery.position):
-                    pipeline.feed(rec)
-            pipeline.cache.put(META, APPLIED, last_seq)
-            pipeline.flush()
+                self._feed(delivery)
+            self._flush(last_seq)
         except BaseException:
-            pipeline.discard()  # the state must not hold events whose rows are not in the ledger
+            self.pipeline.discard()  # the state must not hold events whose rows are not in the ledger
             raise
+
+    def _feed(self, delivery: Delivery) -> None:
+        for dead in delivery.dead:
+            self.pipeline.reject(dead)
+        for rec in records_of(delivery.events, delivery.source, delivery.position):
+            self.pipeline.feed(rec)
+
+    def _flush(self, last_seq: int) -> None:
+        """The fed deliveries up to ``last_seq`` into the ledger, then the state with that position."""
+        self.pipeline.cache.put(META, APPLIED, last_seq)
+        self.pipeline.flush()
         self.applied = last_seq
         self.inbox.release(last_seq)
 
@@ -199,16 +205,12 @@ class EmbeddedHandoff:
             while self._to_apply:
                 batch = list(itertools.islice(self._to_apply, MAX_APPLY))
                 last_seq = batch[-1][0]
-                for attempt in range(1_000_000):
+                for attempt in itertools.count():
                     try:
                         for i, (_, delivery) in enumerate(batch):
-                            for dead in delivery.dead:
-                                pipeline.reject(dead)
-                            for rec in records_of(delivery.events, delivery.source, delivery.position):
-                                pipeline.feed(rec)
+                            self._feed(delivery)
                             if i % FEED_SLICE == FEED_SLICE - 1:
                                 await asyncio.sleep(0)
-                        pipeline.cache.put(META, APPLIED, last_seq)
                         await loop.run_in_executor(self.thread, self._flush, last_seq)
                         break
                     except Exception as exc:  # acknowledged already: kept in the inbox, applied later
@@ -222,11 +224,6 @@ class EmbeddedHandoff:
                     self._progress.notify_all()
                 if len(self._to_apply) <= MAX_BACKLOG:
                     self._room.set()
-
-    def _flush(self, last_seq: int) -> None:
-        self.pipeline.flush()
-        self.applied = last_seq
-        self.inbox.release(last_seq)
 
     @property
     def backlog(self) -> int:

@@ -25,6 +25,8 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
+from topologies.durable import fsync_dir
+
 HEADER = struct.Struct("<IIQ")  # length, crc32, seq
 SEQ = struct.Struct("<Q")
 SUFFIX = ".log"
@@ -57,14 +59,6 @@ def read_segment(path: Path) -> tuple[list[tuple[int, bytes]], int]:
         records.append((seq, payload))
         at = end
     return records, at
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Inbox:
@@ -107,7 +101,7 @@ class Inbox:
     def _open_segment(self, first_seq: int) -> None:
         path = self.dir / _segment_name(first_seq)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        _fsync_dir(self.dir)  # the new file's name is durable before a record in it is acknowledged
+        fsync_dir(self.dir)  # the new file's name is durable before a record in it is acknowledged
         if self._fd >= 0:
             os.close(self._fd)
         self._fd, self._size, self._active_first = fd, 0, first_seq

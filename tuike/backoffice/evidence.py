@@ -29,6 +29,8 @@ from typing import IO, Any, Iterable
 
 import orjson
 
+from topologies.durable import fsync_dir
+
 EVIDENCE_FILE = Path("evidence") / "evidence.jsonl"
 GENESIS = "0" * 64
 FIELDS = frozenset({"seq", "kind", "ref", "data", "prev", "hash"})
@@ -269,16 +271,8 @@ class EvidenceLog:
                                  "open the log again to check its end")
                 raise
         if size == 0:  # a new file: make its name as durable as its first record
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._size += len(lines)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify_command(data_dir: Path, out: IO[str]) -> int:
