@@ -635,6 +635,21 @@ async def drain(run: Run, watch: Watch, workers: list[subprocess.Popen], logs: W
         await asyncio.sleep(WATCH_SECONDS)
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of a process, or of the whole machine (every core) without a pid."""
+    tick = os.sysconf("SC_CLK_TCK")
+    if pid is None:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return (sum(fields) - fields[3] - fields[4]) / tick  # all but idle and iowait
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
 async def phase_pipeline(run: Run, watch: Watch) -> tuple[list[subprocess.Popen], WorkerLogs]:
     args = run.args
     n = args.events
@@ -646,7 +661,11 @@ async def phase_pipeline(run: Run, watch: Watch) -> tuple[list[subprocess.Popen]
                         "--data-dir", str(run.tmp / f"worker{i}"), "worker")
         workers.append(run.children.spawn(f"worker {i}", cmd, logs.logs[i]))
     note(f"pipeline: started {args.workers} workers (group {run.group}, ledger {run.ch_url})")
+    machine_before = cpu_seconds()
     res = await drain(run, watch, workers, logs, what="pipeline", timeout=300 + n / 200)
+    # what the drain cost: each worker's CPU, and the machine's (Kafka, ClickHouse and this bench besides)
+    worker_cpu = [cpu_seconds(p.pid) for p in workers]
+    machine_cpu = cpu_seconds() - machine_before
     secs = res["done"] - t_start
     ready = [t - t_start if t else None for t in logs.first_progress]
     first_ready = min((r for r in ready if r is not None), default=None)
@@ -661,7 +680,9 @@ async def phase_pipeline(run: Run, watch: Watch) -> tuple[list[subprocess.Popen]
                                "ready_seconds": ready, "first_ready_seconds": first_ready,
                                "first_commit_seconds": first_commit, "rate_after_first_commit": after_commit,
                                "first_ledger_row_seconds": first_row, "t_start": t_start, "t_done": res["done"],
-                               "state_bytes": state_bytes}
+                               "state_bytes": state_bytes, "worker_cpu_seconds": worker_cpu,
+                               "machine_cpu_seconds": machine_cpu,
+                               "cpu_per_1000_per_worker": [c / n * 1000 for c in worker_cpu]}
     say(f"pipeline:  {n:,} events, {args.workers} workers, {args.partitions} partitions: lag 0 and ledger stable "
         f"({res['rows']:,} rows) after {secs:.1f}s = {rate:,.0f} events/s; first progress line after "
         + ", ".join("-" if r is None else f"{r:.1f}s" for r in ready)
@@ -856,6 +877,12 @@ def report(run: Run) -> None:
         + (f"; after first commit: {pipe['rate_after_first_commit'] / faust['rate']:.3f}"
            if pipe["rate_after_first_commit"] else ""))
     say(f"{'ratio bare Faust / raw':<34}{faust['rate'] / raw['rate']:>10.3f}")
+    if pipe.get("worker_cpu_seconds"):
+        cpu = pipe["worker_cpu_seconds"]
+        say(f"{'CPU s per 1,000 events':<34}{sum(cpu) / run.args.events * 1000:>10.3f}   all workers together "
+            f"(per worker: {', '.join(f'{c:.1f}' for c in cpu)} s since they started); over the drain, the machine was busy "
+            f"{pipe['machine_cpu_seconds']:.0f} s of {pipe['seconds'] * (os.cpu_count() or 1):.0f} core-seconds, "
+            f"the workers {sum(cpu) / max(pipe['machine_cpu_seconds'], 1e-9):.0%} of it")
     if lat:
         say(f"{'latency at ' + format(lat['rate_actual'], ',.0f') + ' events/s':<34}{'':>10}   p50 {lat['p50'] * 1000:,.0f} ms, "
             f"p99 {lat['p99'] * 1000:,.0f} ms, max {lat['max'] * 1000:,.0f} ms over {lat['measured']:,} orders "

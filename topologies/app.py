@@ -1,16 +1,17 @@
-"""The Faust app: the engine's processors as agents on Kafka, state in RocksDB tables.
+"""The Faust app: the engine's processors as one agent on Kafka, state in RocksDB tables.
 
-Six stateful agents, one per key space (``topologies/settings.py``: ``STAGES``), each at
-concurrency 1 (faust-streaming #606):
+One stateful agent, ``engine`` (``topologies/settings.py``: ``STAGES``), at concurrency 1
+(faust-streaming #606), consumes the four input topics and ``gN.to-engine`` and holds every
+processor; each processor keeps its own table, keyed as engine/dataflow.py says:
 
-| agent | consumes | processors (tables) | key |
-|---|---|---|---|
-| promoters | ``tuike.promoters``, ``gN.to-promoters`` | promoters, watchers | promoter_id |
-| customers | ``tuike.binds``, ``tuike.clicks``, ``gN.to-customers`` | customers | customer_id |
-| orders | ``tuike.orders``, ``gN.to-orders`` | orders | order_id |
-| tallies | ``gN.to-tallies`` | tallies | beneficiary_id |
-| risk | ``gN.to-risk`` | risk | device, IP, prefix, promoter (engine/risk.py) |
-| propagation | ``gN.to-propagation`` | propagation | click_id (engine/propagation.py) |
+| processor (table) | key |
+|---|---|
+| promoters, watchers | promoter_id |
+| customers | customer_id |
+| orders | order_id |
+| tallies | beneficiary_id |
+| risk | device, IP, prefix, promoter (engine/risk.py) |
+| propagation | click_id (engine/propagation.py) |
 
 An unexpected error stops the worker (``CrashingSupervisor``) rather than one agent silently:
 restarted, it resumes from the last commit. Plus the ClickHouse sink (:mod:`topologies.sink`, a
@@ -20,7 +21,7 @@ and a key meets its state there. Promoter facts are mirrored into a GlobalTable 
 worker reads; it may lag, which the engine tolerates by design (rechecks carry the facts they
 announce).
 
-Each agent takes a batch of records (``stream.take_events``): its :class:`~topologies.stage.Stage`
+The agent takes a batch of records (``stream.take_events``): its :class:`~topologies.stage.Stage`
 computes the batch's journal entries, and the :class:`~topologies.kafka_checkpoint.KafkaCheckpoint`
 makes them durable — journal, then state, changelog and sends, then offsets.
 """

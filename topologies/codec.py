@@ -1,6 +1,6 @@
 """What travels on tuike's internal topics, as bytes (orjson), and back.
 
-- **Routed messages** (``gN.to-promoters``, ``gN.to-customers``, ``gN.to-orders``): a chunk of
+- **Routed messages** (``gN.to-engine``): a chunk of
   engine :class:`~engine.dataflow.Message` s bound for one partition, in order. Packing a
   batch's messages per partition into one Kafka record keeps each key's order (one partition,
   one record, list order) and spares the per-record cost of Faust, which dominates its

@@ -4,6 +4,9 @@
   (``Table.get`` adds Faust's per-access machinery, which costs 4× a bare agent's rate,
   ``../shared/notes/stack.md``), and the changelog offset a partition has persisted is moved by
   hand after tuike's own changelog sends.
+- **The producer.** Changelog records, routed chunks and sink chunks go to the aiokafka producer
+  under Faust's as whole record batches (:func:`kafka_producer`): ``send`` per record cost
+  23 µs, a record appended to a batch 3 µs (measured on the local broker).
 - **The consumer.** Commits and seeks go through Faust's consumer thread (aiokafka is not
   thread-safe); :func:`install_patches` switches off Faust's own commits and fixes its seek to the
   committed offsets (:mod:`topologies.offsets` says why). ``tuike worker`` installs them at start.
@@ -23,6 +26,11 @@ from topologies.partitioning import partition_of
 def partition_db(table: faust.Table, partition: int) -> Any:
     """The RocksDB database of one partition of a table (a GlobalTable's too)."""
     return table.data._db_for_partition(partition)
+
+
+def kafka_producer(app: faust.App) -> Any:
+    """The ``AIOKafkaProducer`` under Faust's producer (started with the app)."""
+    return app.producer._ensure_producer()
 
 
 def set_persisted_offset(table: faust.Table, partition: int, offset: int) -> None:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from typing import Any
 
 import faust
 from faust.types import TP
 
-from topologies.faust_internals import partition_db, set_persisted_offset
+from topologies.faust_internals import kafka_producer, partition_db, set_persisted_offset
 from topologies.journal import Entry, Journal, encode
 from topologies.offsets import OffsetBook
 from topologies.stage import Stage
@@ -80,20 +81,46 @@ class KafkaCheckpoint:
     async def _apply(self, entries: dict[int, Entry]) -> None:
         """Make journaled entries happen: each key written to its table (RocksDB and changelog),
         each record sent; returns once Kafka acked all, with the tables' persisted offsets moved."""
-        changelog: list[tuple[faust.Table, asyncio.Future]] = []
-        sends = []
+        grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
+        loose = []
+        changelogs: dict[str, faust.Table] = {}
         for p, entry in entries.items():
             for name, key, data in entry.states:
                 table = self.tables[name]
                 k = key.encode()
                 partition_db(table, p).put(k, data)
-                changelog.append((table, await self._send(table.changelog_topic_name, k, data, p)))
+                changelogs[table.changelog_topic_name] = table
+                grouped[(table.changelog_topic_name, p)].append((k, data))
             for topic, partition, key, value in entry.sends:
-                sends.append(await self._send(topic, key, value, partition))
-        await asyncio.gather(*sends, *(f for _, f in changelog))
-        last: dict[tuple[faust.Table, int], int] = {}
-        for table, future in changelog:
-            meta = future.result()
-            last[(table, meta.partition)] = max(last.get((table, meta.partition), -1), meta.offset)
-        for (table, partition), offset in last.items():
-            set_persisted_offset(table, partition, offset)
+                if partition is None:  # a dead letter, placed by its key by the producer's partitioner
+                    loose.append(await self._send(topic, key, value, None))
+                else:
+                    grouped[(topic, partition)].append((key, value))
+        last = await send_batches(kafka_producer(self.app), grouped)
+        await asyncio.gather(*loose)
+        for (topic, partition), offset in last.items():
+            if topic in changelogs:
+                set_persisted_offset(changelogs[topic], partition, offset)
+
+
+async def send_batches(producer: Any, grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes]]]
+                       ) -> dict[tuple[str, int], int]:
+    """Send each (topic, partition)'s records in order as whole record batches, and wait for every
+    ack; returns the offset of the last record in each. (A batch takes records until the
+    producer's batch size; a record larger than that goes alone.)"""
+    pending: list[tuple[tuple[str, int], Any, int]] = []
+    for (topic, partition), records in grouped.items():
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                pending.append(((topic, partition), await producer.send_batch(batch, topic, partition=partition),
+                                batch.record_count()))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        pending.append(((topic, partition), await producer.send_batch(batch, topic, partition=partition),
+                        batch.record_count()))
+    acks = await asyncio.gather(*(future for _, future, _ in pending))
+    last: dict[tuple[str, int], int] = {}
+    for (tp, _, count), meta in zip(pending, acks):
+        last[tp] = max(last.get(tp, -1), meta.offset + count - 1)
+    return last

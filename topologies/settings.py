@@ -7,8 +7,8 @@ every topic and the consumer group, so environments can share a cluster). Pure: 
 |---|---|---|
 | ``topic_prefix`` | ``tuike`` | prefix of every topic, internal topic and consumer group |
 | ``partitions`` | 4 | partitions of every topic tuike creates (all must be equal: co-partitioning) |
-| ``batch`` | 2000 | events a stateful agent takes at once (``stream.take``) |
-| ``batch_ms`` | 20 | how long an agent waits to fill a batch (each of the 3 hops adds up to this) |
+| ``batch`` | 2000 | records the agent takes at once (``stream.take_events``) |
+| ``batch_ms`` | 20 | how long the agent waits to fill a batch (each hop to another partition adds up to this) |
 | ``sink_batch`` | 20000 | ledger rows per ClickHouse insert at most |
 | ``sink_ms`` | 100 | how long the sink waits to fill an insert (bounds ledger latency) |
 """
@@ -23,14 +23,14 @@ from schemas.routes import INPUTS
 
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 KEYS = ("topic_prefix", "partitions", "batch", "batch_ms", "sink_batch", "sink_ms")
-# The stateful agents of topologies/app.py: stage -> (its processors, the input topics it consumes)
+# The stateful agents of topologies/app.py: stage -> (its processors, the input topics it consumes).
+# One stage holds every processor (issue 18): a message for a key in the partition being processed
+# is stepped in the same batch, and only a message for another partition crosses Kafka. Six stages
+# (one per key space) made every hop a Kafka round trip and a batch cycle of its own, and their six
+# buffers behind Faust's one fetcher starved each other (docs/throughput.md).
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "promoters": ((PROMOTERS, WATCHERS), ("promoters",)),
-    "customers": ((CUSTOMERS,), ("binds", "clicks")),
-    "orders": ((ORDERS,), ("orders",)),
-    "tallies": ((TALLIES,), ()),  # fed by the orders stage only
-    "risk": ((RISK,), ()),  # fraud evidence by device, IP, prefix, promoter (engine/risk.py)
-    "propagation": ((PROPAGATION,), ()),  # share cascades by click (engine/propagation.py)
+    "engine": ((PROMOTERS, WATCHERS, CUSTOMERS, ORDERS, TALLIES, RISK, PROPAGATION),
+               ("promoters", "binds", "clicks", "orders")),
 }
 STAGE_OF = {processor: stage for stage, (processors, _inputs) in STAGES.items() for processor in processors}
 

@@ -7,16 +7,16 @@ in each partition — the new value of every key it touched and every record it 
 returned as a :class:`~topologies.journal.Entry`. The :class:`~topologies.kafka_checkpoint.
 KafkaCheckpoint` makes the entries durable.
 
-Every message a step produces is sent to the partition that owns its key, packed with the
-batch's other messages for that partition into one record (:mod:`topologies.codec`) — even when
-that is the partition being processed (a promoter's change reaching its own watchers): a step's
-effects are then its key's state plus sends that are acked before any state is written, so a
-crash between two keys' writes cannot lose the effect one key's step had on another (a redo
-finds the first key done and produces nothing).
+A message a step produces for a key of the partition being processed is stepped in the same
+batch, as the embedded runner would; one for another partition is packed with the batch's other
+messages for that partition into one record (:mod:`topologies.codec`). That is safe because a
+partition's batch becomes durable as one journal entry (:mod:`topologies.journal`): every key it
+touched and every record it sends are applied together, or applied again together by the next
+owner, so a crash between two keys' writes cannot lose the effect one key's step had on another.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -73,20 +73,13 @@ class Stage:
     def run(self, events: list, ends: Callable[[int], dict[str, int]]) -> tuple[dict[int, Entry], BatchResult]:
         """The journal entry of every partition the batch changed; ``ends(p)`` is where the
         batch's input ends in partition ``p`` (per topic)."""
-        n = self.settings.partitions
         cache = StateCache(self.read)
         work: dict[int, PartitionWork] = defaultdict(PartitionWork)
         for event in events:
             message = event.message
             part = cache.partition = message.partition
             w = work[part]
-            for msg in self._messages(message, w):
-                if msg.processor in self.processors and partition_of(msg.key, n) == part:
-                    produced = step(msg, cache, self.ctx, w.out)
-                else:  # a click keyed by click_id belongs to its customer's partition
-                    produced = [msg]
-                for m in produced:
-                    w.remote[(self._routed(m.processor), partition_of(m.key, n))].append(m)
+            self._drain(deque(self._messages(message, w)), part, cache, w)
         result = BatchResult(records=len(events))
         entries: dict[int, Entry] = {}
         for part, w in work.items():
@@ -96,8 +89,9 @@ class Stage:
                 # the tallies of this batch's beneficiaries; seq grows with every batch of the partition
                 # (offsets only grow within an epoch; a rewind starts a higher epoch)
                 seq = epoch * SEQ_EPOCH + sum(input_ends.values())
-                for m in tally_messages(w.out.entries, w.out.entries[0].event_id, str(part), seq):
-                    w.remote[(self._routed(m.processor), partition_of(m.key, n))].append(m)
+                cache.partition = part
+                self._drain(deque(tally_messages(w.out.entries, w.out.entries[0].event_id, str(part), seq)),
+                            part, cache, w)
             for table, row in w.out.facts:  # rows the engine derived (fraud_scores)
                 w.facts[table].append(row)
             entry = Entry(input_ends, self._states(cache, part), self._sends(part, w), epoch)
@@ -106,6 +100,18 @@ class Stage:
             result.entries += len(w.out.entries)
             result.dead_letters += len(w.dead) + len(w.out.dead_letters)
         return entries, result
+
+    def _drain(self, queue: deque[Message], part: int, cache: StateCache, w: PartitionWork) -> None:
+        """Step every message for a key of ``part`` here, and what those steps produce, in order;
+        a message for another partition (or another stage) waits in ``w.remote`` to be sent."""
+        n = self.settings.partitions
+        while queue:
+            msg = queue.popleft()
+            dest = partition_of(msg.key, n)
+            if msg.processor in self.processors and dest == part:
+                queue.extend(step(msg, cache, self.ctx, w.out))
+            else:
+                w.remote[(self._routed(msg.processor), dest)].append(msg)
 
     def _routed(self, processor: str) -> str:
         return self.settings.routed_topic(self.generation, STAGE_OF[processor])
