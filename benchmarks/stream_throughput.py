@@ -258,12 +258,19 @@ def _poll(clickhouse: str, db: str, expected_file: Path, out: Path, deadline: fl
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     seen: dict[str, float] = {}
     durations: list[float] = []
-    sql = (f"SELECT order_id FROM {db}.ledger_entries WHERE kind = 'accrue' AND order_id LIKE '{ID_PREFIX}%' "
-           "GROUP BY order_id")
+    # Only the parts not read before (an insert or a merge makes a new one): scanning the whole
+    # ledger every 75 ms kept the server busy with the poller itself (a poll took 60 ms, the
+    # server used half a core at 340 events/s, mostly for this query)
+    parts_sql = f"SELECT name FROM system.parts WHERE database = '{db}' AND table = 'ledger_entries' AND active"
+    sql = (f"SELECT DISTINCT order_id FROM {db}.ledger_entries WHERE _part IN %(parts)s AND kind = 'accrue' "
+           f"AND order_id LIKE '{ID_PREFIX}%%'")
+    read: set[str] = set()
     next_note = time.monotonic() + PROGRESS_SECONDS
     while not stop[0] and time.time() < deadline and not expected <= seen.keys():
         started = time.time()
-        rows = client.execute(sql)
+        new = {name for (name,) in client.execute(parts_sql)} - read
+        rows = client.execute(sql, {"parts": tuple(sorted(new))}) if new else []
+        read |= new
         now = time.time()  # upper bound of when the rows became visible
         durations.append(now - started)
         for (oid,) in rows:
