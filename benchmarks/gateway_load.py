@@ -233,7 +233,7 @@ def run_mode(mode: str, args: argparse.Namespace, loadgen: Path | None,
 
         settings = stream_settings({"kafka": {"topic_prefix": prefix, "partitions": 4}})
         ensure_topics_sync(args.broker, input_topic_specs(settings))
-        serve += ["--to", "kafka", "--broker", args.broker]
+        serve += ["--to", "kafka", "--broker", args.broker, "--processes", str(args.processes)]
     server = subprocess.Popen(serve, cwd=work, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     hooks = webhooks(args.requests, offset)
@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=32, help="connections, one request in flight each (default 32)")
     ap.add_argument("--broker", default=os.environ.get("TUIKE_BROKER", "127.0.0.1:9092"),
                     help="Kafka broker for --mode kafka (started with deploy/kafka.sh up if it does not answer)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="kafka mode: serving processes (tuike serve --processes; default 1)")
     ap.add_argument("--httpx", action="store_true", help="use the Python httpx generator instead of the compiled one")
     args = ap.parse_args(argv)
     loadgen = None if args.httpx else build_loadgen()

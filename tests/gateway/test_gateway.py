@@ -219,6 +219,56 @@ def test_in_streaming_mode_webhooks_become_keyed_records_on_the_input_topics(kaf
     assert [d["reason"] for d in dead] == ["X-Shopify-Hmac-Sha256 does not match the body"]
 
 
+@pytest.mark.kafka
+def test_several_serving_processes_share_the_port_and_every_webhook_reaches_the_topic(kafka_broker, kafka_settings,
+                                                                                      tmp_path):
+    """`tuike serve --to kafka --processes 2`: two processes answer on one port (each with its own
+    producer), and every acknowledged webhook is one keyed record on the orders topic."""
+    import signal
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import yaml
+
+    from tests.support.streaming import start_serve
+    from tests.topologies.test_produce import read_topics
+    from topologies.admin import ensure_topics_sync, input_topic_specs
+
+    ensure_topics_sync(kafka_broker, input_topic_specs(kafka_settings))
+    raw = {**RAW, "kafka": {"topic_prefix": kafka_settings.topic_prefix, "partitions": kafka_settings.partitions}}
+    (tmp_path / "tuike.yaml").write_text(yaml.safe_dump(raw))
+    proc, url = start_serve(["--config", str(tmp_path / "tuike.yaml"), "--data-dir", str(tmp_path / "data")], tmp_path,
+                            serve_args=["--to", "kafka", "--broker", kafka_broker, "--processes", "2"])
+    order = json.loads((WEBHOOKS / "shopify" / "python_api_order.json").read_text())["order"]
+
+    def post(i: int) -> int:
+        body = json.dumps({**order, "id": 700_000 + i}).encode()
+        with httpx.Client() as client:  # a connection each: the kernel spreads them over the processes
+            return client.post(f"{url}/webhooks/shopify/s1", content=body, timeout=30, headers={
+                "X-Shopify-Topic": "orders/paid", "X-Shopify-Hmac-Sha256": hmac_sha256_b64("shh-shopify", body),
+                "X-Shopify-Webhook-Id": f"w{i}"}).status_code
+
+    try:
+        children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True,
+                                  text=True).stdout.split()  # the serving processes, not multiprocessing's tracker
+        assert len(children) == 2, f"tuike serve --processes 2 runs {len(children)} serving processes"
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(post, range(40))) == [200] * 40
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    records = read_topics(kafka_broker, [kafka_settings.topic("orders")])
+    assert sorted(key for *_, key, _ in records) == sorted(f"shopify:s1:{700_000 + i}".encode() for i in range(40))
+
+
+def test_several_serving_processes_need_kafka(tmp_path):
+    from tests.support.streaming import ok, tuike
+
+    p = ok(tuike("--data-dir", str(tmp_path), "serve", "--processes", "2", cwd=tmp_path), 2)
+    assert "--processes 2 needs --to kafka" in p.stderr
+
+
 def test_a_killed_server_loses_no_acknowledged_webhook_and_a_resend_counts_once(tmp_path):
     """SIGKILL `tuike serve` while webhooks are in flight: every order it acknowledged is in the
     ledger; the platform's resend of all of them after a restart adds each order's rows once."""

@@ -65,12 +65,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_serve(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
-    """`tuike serve` with ``args`` on a free port, once its /healthz answers: the process and its URL."""
+def start_serve(args: list[str], cwd: Path, serve_args: tuple[str, ...] | list[str] = ()
+                ) -> tuple[subprocess.Popen, str]:
+    """`tuike serve` with ``args`` (and ``serve_args`` after ``serve``) on a free port, once its
+    /healthz answers: the process and its URL."""
     import httpx
 
     port = free_port()
-    proc = subprocess.Popen([*TUIKE, *args, "serve", "--port", str(port)], cwd=cwd, env=child_env(),
+    proc = subprocess.Popen([*TUIKE, *args, "serve", "--port", str(port), *serve_args], cwd=cwd, env=child_env(),
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,8 @@ def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentPar
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--to", choices=("embedded", "kafka"), default="embedded",
                    help="hand events to the embedded pipeline (default) or to the Kafka input topics (--broker)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="with --to kafka: N serving processes sharing the port, one core each (default 1)")
     p.set_defaults(func=cmd_serve)
 
     p = subs.add_parser("link", parents=common, help="promotion links (推广链接)")
@@ -46,47 +50,87 @@ def _gateway_settings(config: Any):
         raise UsageError("bad configuration:\n" + "\n".join(f"  {p}" for p in exc.problems)) from None
 
 
+PROCESS_ENV = "TUIKE_SERVE_PROCESS"  # what each of several serving processes builds its app from
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.handoff import EmbeddedHandoff, KafkaHandoff
-    from tuike.dashboard import LedgerThread, serving_app
-
+    if args.processes < 1:
+        raise UsageError(f"--processes {args.processes}: expected 1 or more")
+    if args.processes > 1 and args.to != "kafka":
+        raise UsageError(f"--processes {args.processes} needs --to kafka: the embedded pipeline has one writer "
+                         "(its state and its ledger); run one embedded serve per data directory")
     config = _load_config(args.config)
     settings = _gateway_settings(config)
+    # loop/http "auto": uvloop and httptools (dependencies; a bare ASGI app: when importable — 1.5k → 3.6k
+    # requests/s on the 2-core machine) — else asyncio and h11
+    server = dict(host=args.host, port=args.port, log_level="warning", loop="auto", http="auto")
     if args.to == "kafka":
-        handoff = KafkaHandoff(_broker(args), _stream_settings(config))
-        where = f"Kafka {_broker(args)}"
-        # the dashboards read the workers' ledger when one is named
-        reader = LedgerThread(_open_ledger(args.clickhouse, Path(args.data_dir))) if args.clickhouse else None
+        broker = _broker(args)
+        _stream_settings(config)  # a bad kafka: section is refused before any process starts
+        _say_serving(args, f"Kafka {broker}" + (f" ({args.processes} processes)" if args.processes > 1 else ""),
+                     settings)
+        if args.processes > 1:
+            # uvicorn's supervisor starts the processes (spawned: each builds its own producer and
+            # ledger connection) and restarts one that dies; they share the listening socket
+            os.environ[PROCESS_ENV] = json.dumps({"config": args.config, "broker": broker,
+                                                  "clickhouse": args.clickhouse, "data_dir": args.data_dir})
+            uvicorn.run("tuike.cli.serve:kafka_process_app", factory=True, workers=args.processes, **server)
+            return EXIT_OK
+        app = _kafka_app(config, broker, args.clickhouse, Path(args.data_dir))
     else:
-        from sinks import LedgerError
+        app = _embedded_app(args, config, settings)
+    _long_run_collector()
+    uvicorn.run(app, **server)
+    return EXIT_OK
 
-        from topologies.embedded import EmbeddedPipeline, StateRefusal
-        from topologies.rocks_state import StateInUse
 
-        data_dir = Path(args.data_dir)
-        ledger = _open_ledger(args.clickhouse, data_dir)
-        try:
-            handoff = EmbeddedHandoff(EmbeddedPipeline(config, data_dir, ledger))
-        except StateRefusal as exc:
-            raise UsageError(str(exc)) from None
-        except (StateInUse, LedgerError) as exc:
-            raise OperationalError(str(exc).strip()) from None
-        where = f"the embedded pipeline in {data_dir} (ledger {ledger.identity}; inbox {handoff.inbox.dir}" + (
-            f", {handoff.replayed:,} acknowledged requests replayed from it)" if handoff.replayed else ")")
-        reader = LedgerThread(ledger, handoff.thread)  # reads on the pipeline's thread
-    app = serving_app(settings, handoff, ledger=reader, shop_timezone=config.timezone)
+def _kafka_app(config: Any, broker: str, clickhouse: str | None, data_dir: Path) -> Any:
+    """The gateway onto the input topics; the dashboards read the workers' ledger when one is named."""
+    from gateway.handoff import KafkaHandoff
+    from tuike.dashboard import LedgerThread, serving_app
+
+    reader = LedgerThread(_open_ledger(clickhouse, data_dir)) if clickhouse else None
+    return serving_app(_gateway_settings(config), KafkaHandoff(broker, _stream_settings(config)), ledger=reader,
+                       shop_timezone=config.timezone)
+
+
+def kafka_process_app() -> Any:
+    """One of ``tuike serve --to kafka --processes N``'s processes (uvicorn calls it in each)."""
+    spec = json.loads(os.environ[PROCESS_ENV])
+    config = _load_config(spec["config"])
+    _long_run_collector()
+    return _kafka_app(config, spec["broker"], spec["clickhouse"], Path(spec["data_dir"]))
+
+
+def _embedded_app(args: argparse.Namespace, config: Any, settings: Any) -> Any:
+    from gateway.handoff import EmbeddedHandoff
+    from sinks import LedgerError
+    from topologies.embedded import EmbeddedPipeline, StateRefusal
+    from topologies.rocks_state import StateInUse
+    from tuike.dashboard import LedgerThread, serving_app
+
+    data_dir = Path(args.data_dir)
+    ledger = _open_ledger(args.clickhouse, data_dir)
+    try:
+        handoff = EmbeddedHandoff(EmbeddedPipeline(config, data_dir, ledger))
+    except StateRefusal as exc:
+        raise UsageError(str(exc)) from None
+    except (StateInUse, LedgerError) as exc:
+        raise OperationalError(str(exc).strip()) from None
+    _say_serving(args, f"the embedded pipeline in {data_dir} (ledger {ledger.identity}; inbox {handoff.inbox.dir}" + (
+        f", {handoff.replayed:,} acknowledged requests replayed from it)" if handoff.replayed else ")"), settings)
+    reader = LedgerThread(ledger, handoff.thread)  # reads on the pipeline's thread
+    return serving_app(settings, handoff, ledger=reader, shop_timezone=config.timezone)
+
+
+def _say_serving(args: argparse.Namespace, where: str, settings: Any) -> None:
     shops = ", ".join(sorted(settings.shops)) or "none (tuike.yaml: shops)"
     print(f"tuike serve: http://{args.host}:{args.port} → {where}; shops: {shops}; "
           f"links: {'on' if settings.link_secret else 'off (tuike.yaml: links.secret)'}; dashboard: "
           f"{'/dashboard?token=…' if any(s.dashboard_token for s in settings.shops.values()) else 'off (tuike.yaml: shops.<id>.dashboard_token)'}",
           file=sys.stderr, flush=True)
-    _long_run_collector()
-    # loop/http "auto": uvloop and httptools (dependencies; a bare ASGI app: when importable — 1.5k → 3.6k
-    # requests/s on the 2-core machine) — else asyncio and h11
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", loop="auto", http="auto")
-    return EXIT_OK
 
 
 def cmd_link_create(args: argparse.Namespace) -> int:
