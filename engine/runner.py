@@ -51,7 +51,8 @@ def first_messages(event: Event) -> list[Message]:
     if isinstance(event, Click):  # the visitor's attribution, and the click's place in its share cascade
         who = event.customer_id or event.visitor_id
         return ([Message(CUSTOMERS, who, "event", event, cause)] if who else []) + [click_message(event)]
-    # order.*: the order processor tells the customer's key once it accepts a payment (a repartition in Kafka)
+    # order.*: the order processor tells the customer's key once it accepts a payment (in Kafka, a repartition
+    # when the customer's key is in another partition)
     return [Message(ORDERS, event.order_id, "event", event, cause)]  # type: ignore[attr-defined]
 
 

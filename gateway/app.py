@@ -186,7 +186,8 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
     @app.get("/healthz")
     async def healthz() -> dict:
         backlog = getattr(handoff, "backlog", None)  # embedded: acknowledged, not yet in the ledger
-        return {"status": "ok", "mode": handoff.mode} | ({"backlog": backlog} if backlog is not None else {})
+        return ({"status": "ok", "mode": handoff.mode, "process": os.getpid()}  # which of several serving processes
+                | ({"backlog": backlog} if backlog is not None else {}))
 
     @app.post("/webhooks/shopify/{shop_id}")
     async def shopify_webhook(shop_id: str, request: Request) -> Response:

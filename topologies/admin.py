@@ -408,6 +408,16 @@ async def group_members(broker: str, group: str) -> int:
     return count
 
 
+async def existing_topics(broker: str, names: list[str]) -> list[str]:
+    """Those of ``names`` that exist in the cluster."""
+    admin = await _admin(broker)
+    try:
+        found = await _describe(admin, names)
+    finally:
+        await admin.close()
+    return [n for n in names if found.get(n) is not None]
+
+
 # --- sync wrappers for the command line -------------------------------------------------------
 
 
@@ -431,3 +441,7 @@ def consumer_lag_sync(broker: str, group: str, topics: Iterable[str] | None = No
 
 def group_members_sync(broker: str, group: str) -> int:
     return asyncio.run(group_members(broker, group))
+
+
+def existing_topics_sync(broker: str, names: list[str]) -> list[str]:
+    return asyncio.run(existing_topics(broker, names))

@@ -109,6 +109,8 @@ def _decode(raw: bytes) -> tuple[dict, list[State], list[Send]]:
             at += key_size
         sends.append((t, p, key, raw[at:at + size]))
         at += size
+    if at != len(raw):
+        raise ValueError(f"journal part {header['id']}/{header['i']}: the header names {at} bytes, the part has {len(raw)}")
     return header, states, sends
 
 

@@ -32,6 +32,9 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "engine": ((PROMOTERS, WATCHERS, CUSTOMERS, ORDERS, TALLIES, RISK, PROPAGATION),
                ("promoters", "binds", "clicks", "orders")),
 }
+# The six stages of the layout before issue 18: a generation they wrote may still hold messages in
+# their internal topics, which one agent never reads (topologies/worker.py refuses to start there).
+OLD_STAGES = ("promoters", "customers", "orders", "tallies", "risk", "propagation")
 STAGE_OF = {processor: stage for stage, (processors, _inputs) in STAGES.items() for processor in processors}
 
 
@@ -45,7 +48,7 @@ class StreamSettings:
     sink_ms: int = 100
 
     def topic(self, name: str) -> str:
-        """``tuike.orders``, ``tuike.deadletter``, and internal ``tuike.g0.to-customers``…"""
+        """``tuike.orders``, ``tuike.deadletter``, and internal ``tuike.g0.to-engine``…"""
         return f"{self.topic_prefix}.{name}"
 
     @property
@@ -71,7 +74,7 @@ class StreamSettings:
         return f"{self.app_id(generation)}.sink"
 
     def routed_topic(self, generation: int, stage: str) -> str:
-        """Messages for one stage's keys: ``tuike.g0.to-customers``."""
+        """Messages for one stage's keys: ``tuike.g0.to-engine``."""
         return self.internal(generation, f"to-{stage}")
 
     def ledger_topic(self, generation: int) -> str:
@@ -79,7 +82,7 @@ class StreamSettings:
         return self.internal(generation, "ledger")
 
     def journal_topic(self, generation: int, stage: str) -> str:
-        """One stage's batch journal (topologies/journal.py): ``tuike.g0.journal-orders``."""
+        """One stage's batch journal (topologies/journal.py): ``tuike.g0.journal-engine``."""
         return self.internal(generation, f"journal-{stage}")
 
     def internal(self, generation: int, name: str) -> str:

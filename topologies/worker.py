@@ -22,12 +22,12 @@ from faust.worker import Worker
 from engine.config import Config
 from sinks import Ledger
 
-from topologies.admin import ensure_topics_sync
+from topologies.admin import TopicLayoutError, ensure_topics_sync, existing_topics_sync
 from topologies.app import Topology
 from topologies.faust_internals import install_patches
 from topologies.generation import caught_up, read_control
 from topologies.journal import TOPIC_CONFIGS as JOURNAL_CONFIGS
-from topologies.settings import StreamSettings
+from topologies.settings import OLD_STAGES, StreamSettings
 
 PROGRESS_SECONDS = 5.0
 LIVE_CHECK_SECONDS = 2.0
@@ -42,6 +42,7 @@ def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger:
     install_patches()  # offsets are tuike's (topologies/offsets.py)
     control = asyncio.run(read_control(broker, settings))
     generation = int(control["generation"]) if control else 0
+    _refuse_an_older_layout(broker, settings, generation)
     state_dir = data_dir / "stream" / settings.app_id(generation)
     state_dir.parent.mkdir(parents=True, exist_ok=True)
     topology = Topology(config, settings, broker=broker, data_dir=state_dir, generation=generation, ledger=ledger)
@@ -66,6 +67,20 @@ def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger:
     for noisy in ("aiokafka", "faust.transport"):  # their debug calls cost ~5% even when filtered later
         logging.getLogger(noisy).setLevel(logging.WARNING)
     Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def _refuse_an_older_layout(broker: str, settings: StreamSettings, generation: int) -> None:
+    """A generation written by the six agents before issue 18 may hold messages in their internal
+    topics, and a journal entry not yet applied, which one agent never reads: money would be lost
+    without a word. Such a generation is rebuilt by a replay, not taken over."""
+    old = [name(generation, stage) for stage in OLD_STAGES for name in (settings.routed_topic, settings.journal_topic)]
+    left = existing_topics_sync(broker, old)
+    if left:
+        raise TopicLayoutError(
+            f"generation {generation} was written by an older tuike (six agents; its topics {', '.join(left[:3])}"
+            f"{' …' if len(left) > 3 else ''} may still hold messages this version does not read). Stop every worker, "
+            f"run `tuike replay` with this version (generation {generation + 1} is rebuilt from the input topics), "
+            f"start the workers again, and drop generation {generation}'s topics once it has caught up (README, Upgrading)")
 
 
 def _report_progress(topology: Topology) -> None:

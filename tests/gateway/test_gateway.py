@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -175,7 +176,7 @@ def test_the_openapi_description_lists_every_route(gw):
     spec = gw.client.get("/openapi.json").json()
     assert {"/webhooks/shopify/{shop_id}", "/webhooks/woocommerce/{shop_id}", "/webhooks/youzan/{shop_id}",
             "/webhooks/wechatpay/{shop_id}", "/events", "/r/{code}", "/links", "/healthz"} <= set(spec["paths"])
-    assert gw.client.get("/healthz").json() == {"status": "ok", "mode": "embedded", "backlog": 0}
+    assert gw.client.get("/healthz").json() == {"status": "ok", "mode": "embedded", "process": os.getpid(), "backlog": 0}
 
 
 def test_gateway_settings_resolve_env_and_name_every_problem(monkeypatch, tmp_path):
@@ -255,9 +256,15 @@ def test_several_serving_processes_share_the_port_and_every_webhook_reaches_the_
         assert len(children) == 2, f"tuike serve --processes 2 runs {len(children)} serving processes"
         with ThreadPoolExecutor(8) as pool:
             assert list(pool.map(post, range(40))) == [200] * 40
+        answered = set()
+        for _ in range(200):  # a connection each: both processes answer sooner or later
+            answered.add(httpx.get(f"{url}/healthz", timeout=10).json()["process"])
+            if len(answered) == 2:
+                break
+        assert answered == {int(c) for c in children}
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        assert proc.wait(timeout=60) == 0
     records = read_topics(kafka_broker, [kafka_settings.topic("orders")])
     assert sorted(key for *_, key, _ in records) == sorted(f"shopify:s1:{700_000 + i}".encode() for i in range(40))
 

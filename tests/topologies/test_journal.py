@@ -14,7 +14,7 @@ from topologies.journal import Entry, Journal, encode, last_complete
 
 
 def _entry(n_states: int, size: int, tag: str = "a") -> Entry:
-    return Entry(ends={"t.orders": 100, "t.g0.to-orders": 7},
+    return Entry(ends={"t.orders": 100, "t.g0.to-engine": 7},
                  states=[("orders", f"O{i}", f'{{"v":"{tag}{"x" * size}"}}'.encode()) for i in range(n_states)],
                  sends=[("t.g0.ledger", 2, None, b'{"e":[]}'), ("t.deadletter", None, "O1".encode(), b'{"r":"bad"}')])
 
@@ -58,7 +58,7 @@ async def journal_topic(broker: str, topic: str):
 @pytest.mark.kafka
 def test_the_tail_of_a_journal_partition_is_its_last_complete_entry(kafka_broker, kafka_settings, monkeypatch):
     monkeypatch.setattr(journal, "PART_BYTES", 2000)
-    topic = kafka_settings.internal(0, "journal-orders")
+    topic = kafka_settings.internal(0, "journal-engine")
     first, second, third = _entry(3, 50, "first"), _entry(20, 400, "second"), _entry(20, 400, "third")
 
     async def run():
@@ -82,7 +82,7 @@ def test_the_tail_of_a_journal_partition_is_its_last_complete_entry(kafka_broker
 
 @pytest.mark.kafka
 def test_a_barrier_ends_a_journal_with_the_next_epoch(kafka_broker, kafka_settings):
-    topic = kafka_settings.internal(0, "journal-customers")
+    topic = kafka_settings.internal(0, "journal-engine2")
     applied = Entry(ends={"t.binds": 40}, states=[("customers", "c1", b'{"v":1}')], epoch=2)
 
     async def run():

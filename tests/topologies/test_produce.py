@@ -282,6 +282,18 @@ def test_topic_with_another_partition_count_is_refused(tmp_path, kafka_broker, k
     assert read_topics(kafka_broker, [s.topic("orders")]) == []  # nothing was published
 
 
+def test_a_worker_refuses_a_generation_of_the_older_six_agent_layout(tmp_path, kafka_broker, kafka_settings, config,
+                                                                       clickhouse_url):
+    """Messages waiting in the old internal topics would never be read: the worker says to replay."""
+    s = kafka_settings
+    asyncio.run(ensure_topics(kafka_broker, [(s.routed_topic(0, "customers"), s.partitions, False)]))
+    p = ok(tuike("worker", "--config", str(config), "--broker", kafka_broker, "--clickhouse", clickhouse_url,
+                 "--data-dir", str(tmp_path / "w"), cwd=tmp_path, timeout=120), 2)
+    assert "generation 0 was written by an older tuike" in p.stderr and s.routed_topic(0, "customers") in p.stderr
+    assert "run `tuike replay`" in p.stderr
+    assert not (tmp_path / "w" / "stream").exists()  # refused before any state or topic of its own
+
+
 def test_ensure_topics_is_safe_when_processes_race(kafka_broker, kafka_settings):
     s = kafka_settings
     specs = input_topic_specs(s)

@@ -73,7 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                      settings)
         if args.processes > 1:
             # uvicorn's supervisor starts the processes (spawned: each builds its own producer and
-            # ledger connection) and restarts one that dies; they share the listening socket
+            # ledger connection) and restarts one that dies; they share the listening socket. A
+            # ledger that cannot be opened is said here, once: in a process it would be a restart loop
+            if args.clickhouse:
+                _open_ledger(args.clickhouse, Path(args.data_dir)).close()
             os.environ[PROCESS_ENV] = json.dumps({"config": args.config, "broker": broker,
                                                   "clickhouse": args.clickhouse, "data_dir": args.data_dir})
             uvicorn.run("tuike.cli.serve:kafka_process_app", factory=True, workers=args.processes, **server)
