@@ -688,8 +688,7 @@ async def phase_pipeline(run: Run, watch: Watch) -> tuple[list[subprocess.Popen]
                                "first_commit_seconds": first_commit, "rate_after_first_commit": after_commit,
                                "first_ledger_row_seconds": first_row, "t_start": t_start, "t_done": res["done"],
                                "state_bytes": state_bytes, "worker_cpu_seconds": worker_cpu,
-                               "machine_cpu_seconds": machine_cpu,
-                               "cpu_per_1000_per_worker": [c / n * 1000 for c in worker_cpu]}
+                               "machine_cpu_seconds": machine_cpu}
     say(f"pipeline:  {n:,} events, {args.workers} workers, {args.partitions} partitions: lag 0 and ledger stable "
         f"({res['rows']:,} rows) after {secs:.1f}s = {rate:,.0f} events/s; first progress line after "
         + ", ".join("-" if r is None else f"{r:.1f}s" for r in ready)

@@ -61,7 +61,7 @@ def encode(entry: Entry, batch_id: str | None = None) -> list[bytes]:
 
     A part is a small JSON header (names, keys, lengths) followed by the values' bytes as they
     are: a state value or a routed chunk is JSON already, and embedding it as a JSON string
-    escaped every quote in it (the journal was 2.3 times the bytes it carried)."""
+    escaped every quote in it (a 50,000-event run journaled 287 MB for 238 MB of values)."""
     batch_id = batch_id or uuid.uuid4().hex
     parts: list[tuple[list, list]] = [([], [])]
     size = 0

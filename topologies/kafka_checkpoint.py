@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any
+from typing import Any, Iterator
 
 import faust
 from faust.types import TP
@@ -106,21 +106,26 @@ class KafkaCheckpoint:
 async def send_batches(producer: Any, grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes]]]
                        ) -> dict[tuple[str, int], int]:
     """Send each (topic, partition)'s records in order as whole record batches, and wait for every
-    ack; returns the offset of the last record in each. (A batch takes records until the
-    producer's batch size; a record larger than that goes alone.)"""
+    ack; returns the offset of the last record in each."""
     pending: list[tuple[tuple[str, int], Any, int]] = []
     for (topic, partition), records in grouped.items():
-        batch = producer.create_batch()
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                pending.append(((topic, partition), await producer.send_batch(batch, topic, partition=partition),
-                                batch.record_count()))
-                batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        pending.append(((topic, partition), await producer.send_batch(batch, topic, partition=partition),
-                        batch.record_count()))
+        for batch in _packed(producer, records):
+            pending.append(((topic, partition), await producer.send_batch(batch, topic, partition=partition),
+                            batch.record_count()))
     acks = await asyncio.gather(*(future for _, future, _ in pending))
     last: dict[tuple[str, int], int] = {}
     for (tp, _, count), meta in zip(pending, acks):
         last[tp] = max(last.get(tp, -1), meta.offset + count - 1)
     return last
+
+
+def _packed(producer: Any, records: list[tuple[bytes | None, bytes]]) -> Iterator[Any]:
+    """The records in order, in as few record batches as the producer's batch size allows (a
+    record larger than that goes alone)."""
+    batch = producer.create_batch()
+    for key, value in records:
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            yield batch
+            batch = producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None)
+    yield batch

@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = dict(host=args.host, port=args.port, log_level="warning", loop="auto", http="auto")
     if args.to == "kafka":
         broker = _broker(args)
-        _stream_settings(config)  # a bad kafka: section is refused before any process starts
+        stream = _stream_settings(config)  # a bad kafka: section is refused before any process starts
         _say_serving(args, f"Kafka {broker}" + (f" ({args.processes} processes)" if args.processes > 1 else ""),
                      settings)
         if args.processes > 1:
@@ -81,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                                   "clickhouse": args.clickhouse, "data_dir": args.data_dir})
             uvicorn.run("tuike.cli.serve:kafka_process_app", factory=True, workers=args.processes, **server)
             return EXIT_OK
-        app = _kafka_app(config, broker, args.clickhouse, Path(args.data_dir))
+        app = _kafka_app(config, settings, stream, broker, args.clickhouse, Path(args.data_dir))
     else:
         app = _embedded_app(args, config, settings)
     _long_run_collector()
@@ -89,14 +89,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _kafka_app(config: Any, broker: str, clickhouse: str | None, data_dir: Path) -> Any:
+def _kafka_app(config: Any, settings: Any, stream: Any, broker: str, clickhouse: str | None, data_dir: Path) -> Any:
     """The gateway onto the input topics; the dashboards read the workers' ledger when one is named."""
     from gateway.handoff import KafkaHandoff
     from tuike.dashboard import LedgerThread, serving_app
 
     reader = LedgerThread(_open_ledger(clickhouse, data_dir)) if clickhouse else None
-    return serving_app(_gateway_settings(config), KafkaHandoff(broker, _stream_settings(config)), ledger=reader,
-                       shop_timezone=config.timezone)
+    return serving_app(settings, KafkaHandoff(broker, stream), ledger=reader, shop_timezone=config.timezone)
 
 
 def kafka_process_app() -> Any:
@@ -104,7 +103,8 @@ def kafka_process_app() -> Any:
     spec = json.loads(os.environ[PROCESS_ENV])
     config = _load_config(spec["config"])
     _long_run_collector()
-    return _kafka_app(config, spec["broker"], spec["clickhouse"], Path(spec["data_dir"]))
+    return _kafka_app(config, _gateway_settings(config), _stream_settings(config), spec["broker"], spec["clickhouse"],
+                      Path(spec["data_dir"]))
 
 
 def _embedded_app(args: argparse.Namespace, config: Any, settings: Any) -> Any:
