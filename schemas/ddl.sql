@@ -107,6 +107,10 @@ CREATE VIEW IF NOT EXISTS {db}.dead_letters AS
 SELECT dead_letter_id, source, position, key, raw, reason, received_at
 FROM {db}.dead_letters_raw FINAL;
 
+-- With `privacy:` on (README: personal data), the person ids, device ids, IPs and payout
+-- accounts of the fact tables and the ledger are keyed pseudonyms, and `sealed` holds the raw
+-- values people need to see, AES-GCM-encrypted with the person's data key from person_keys.
+
 -- Facts: what the events said, one row per event (order items: one per order and sku), for
 -- reconciliation and analysis next to the ledger. Optional fields are '' when absent.
 
@@ -122,14 +126,15 @@ CREATE TABLE IF NOT EXISTS {db}.orders_raw (
     device_id String,
     ip String,
     item_count UInt32,
-    paid_amount Decimal(18, 2)
+    paid_amount Decimal(18, 2),
+    sealed String DEFAULT ''
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(ts)
 ORDER BY event_id;
 
 CREATE VIEW IF NOT EXISTS {db}.orders AS
 SELECT event_id, order_id, ts, customer_id, currency, shop_id, promoter_id, click_id, device_id,
-       ip, item_count, paid_amount
+       ip, item_count, paid_amount, sealed
 FROM {db}.orders_raw FINAL;
 
 CREATE TABLE IF NOT EXISTS {db}.order_items_raw (
@@ -179,14 +184,15 @@ CREATE TABLE IF NOT EXISTS {db}.clicks_raw (
     user_agent String,
     sku String,
     campaign String,
-    parent_click_id String
+    parent_click_id String,
+    sealed String DEFAULT ''
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(ts)
 ORDER BY event_id;
 
 CREATE VIEW IF NOT EXISTS {db}.clicks AS
 SELECT event_id, click_id, ts, promoter_id, visitor_id, customer_id, device_id, ip, user_agent,
-       sku, campaign, parent_click_id
+       sku, campaign, parent_click_id, sealed
 FROM {db}.clicks_raw FINAL;
 
 CREATE TABLE IF NOT EXISTS {db}.bindings_raw (
@@ -212,13 +218,14 @@ CREATE TABLE IF NOT EXISTS {db}.promoters_raw (
     parent_id String,
     device_id String,
     ip String,
-    reason String
+    reason String,
+    sealed String DEFAULT ''
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(ts)
 ORDER BY event_id;
 
 CREATE VIEW IF NOT EXISTS {db}.promoters AS
-SELECT event_id, type, ts, promoter_id, parent_id, device_id, ip, reason
+SELECT event_id, type, ts, promoter_id, parent_id, device_id, ip, reason, sealed
 FROM {db}.promoters_raw FINAL;
 
 -- One row per order and set of fraud signals (engine/suspicion.py): the score they give, the
@@ -407,10 +414,31 @@ CREATE TABLE IF NOT EXISTS {db}.agreements_raw (
     promoter_id String,
     agreement_version String,
     text_sha256 String,
-    payout_account String
+    payout_account String,
+    sealed String DEFAULT ''
 ) ENGINE = ReplacingMergeTree()
 ORDER BY event_id;
 
 CREATE VIEW IF NOT EXISTS {db}.agreements AS
-SELECT event_id, ts, promoter_id, agreement_version, text_sha256, payout_account
+SELECT event_id, ts, promoter_id, agreement_version, text_sha256, payout_account, sealed
 FROM {db}.agreements_raw FINAL;
+
+-- One data key per person (and per month of dead letters), wrapped by a master key of
+-- `privacy.master_keys`. Every sealed value names its key_id. `tuike forget` deletes a person's
+-- keys, so what was sealed with them can never be read again, wherever a copy of it lies.
+-- `version` is when the key was last wrapped: `tuike keys rotate` wraps them anew.
+CREATE TABLE IF NOT EXISTS {db}.person_keys (
+    owner String,
+    key_id String,
+    wrapped String,
+    master_id String,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (owner, key_id);
+
+-- People who asked to be forgotten (PIPL Art. 47): nothing of theirs is sealed again.
+CREATE TABLE IF NOT EXISTS {db}.forgotten_people (
+    owner String,
+    forgotten_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree()
+ORDER BY owner;

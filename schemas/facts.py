@@ -29,14 +29,14 @@ ZERO = Decimal("0.00")
 # Column order of each fact table, as in schemas/ddl.sql (sinks insert in this order).
 FACT_COLUMNS: dict[str, tuple[str, ...]] = {
     "orders": ("event_id", "order_id", "ts", "customer_id", "currency", "shop_id", "promoter_id",
-               "click_id", "device_id", "ip", "item_count", "paid_amount"),
+               "click_id", "device_id", "ip", "item_count", "paid_amount", "sealed"),
     "order_items": ("order_id", "sku", "category", "price", "qty", "paid_amount", "ts"),
     "order_events": ("event_id", "type", "order_id", "ts", "refund_id", "amount", "detail"),
     "clicks": ("event_id", "click_id", "ts", "promoter_id", "visitor_id", "customer_id",
-               "device_id", "ip", "user_agent", "sku", "campaign", "parent_click_id"),
+               "device_id", "ip", "user_agent", "sku", "campaign", "parent_click_id", "sealed"),
     "bindings": ("event_id", "ts", "customer_id", "promoter_id", "via", "click_id"),
     "promoters": ("event_id", "type", "ts", "promoter_id", "parent_id", "device_id", "ip",
-                  "reason"),
+                  "reason", "sealed"),
     # derived by the engine (engine/suspicion.py), not from one event
     "cascade_nodes": ("click_id", "root_id", "parent_click_id", "depth", "ts", "promoter_id", "campaign", "sku"),
     "cascade_stats": ("root_id", "version", "reach", "depth", "breadth", "conversions", "gmv", "first_ts", "last_ts",
@@ -54,7 +54,8 @@ FACT_COLUMNS: dict[str, tuple[str, ...]] = {
                     "statement_sha256", "settled_at"),
     "settled_lines": ("period", "order_id", "sku", "beneficiary_id", "level", "amount"),
     "alerts": ("alert_id", "period", "kind", "subject", "detail", "amount", "ts"),
-    "agreements": ("event_id", "ts", "promoter_id", "agreement_version", "text_sha256", "payout_account"),
+    "agreements": ("event_id", "ts", "promoter_id", "agreement_version", "text_sha256", "payout_account",
+                   "sealed"),
 }
 
 
@@ -62,7 +63,7 @@ def _s(value: str | None) -> str:
     return "" if value is None else value
 
 
-def _order_paid(e: OrderPaid) -> list[tuple[str, dict]]:
+def _order_paid(e: OrderPaid, sealed: str) -> list[tuple[str, dict]]:
     rows: list[tuple[str, dict]] = [(
         "orders",
         {
@@ -78,6 +79,7 @@ def _order_paid(e: OrderPaid) -> list[tuple[str, dict]]:
             "ip": _s(e.ip),
             "item_count": sum(i.qty for i in e.items),
             "paid_amount": sum((i.paid for i in e.items), ZERO),
+            "sealed": sealed,
         },
     )]
     for i in e.items:
@@ -120,7 +122,7 @@ def _order_refunded(e: OrderRefunded) -> list[tuple[str, dict]]:
     return _order_event(e, refund_id=e.refund_id, amount=total, detail=detail)
 
 
-def _click(e: Click) -> list[tuple[str, dict]]:
+def _click(e: Click, sealed: str) -> list[tuple[str, dict]]:
     return [(
         "clicks",
         {
@@ -136,6 +138,7 @@ def _click(e: Click) -> list[tuple[str, dict]]:
             "sku": _s(e.sku),
             "campaign": _s(e.campaign),
             "parent_click_id": _s(e.parent_click_id),
+            "sealed": sealed,
         },
     )]
 
@@ -154,7 +157,7 @@ def _bound(e: CustomerBound) -> list[tuple[str, dict]]:
     )]
 
 
-def _promoter(e: PromoterJoined | PromoterBanned) -> list[tuple[str, dict]]:
+def _promoter(e: PromoterJoined | PromoterBanned, sealed: str) -> list[tuple[str, dict]]:
     joined = isinstance(e, PromoterJoined)
     return [(
         "promoters",
@@ -167,14 +170,16 @@ def _promoter(e: PromoterJoined | PromoterBanned) -> list[tuple[str, dict]]:
             "device_id": _s(e.device_id) if joined else "",
             "ip": _s(e.ip) if joined else "",
             "reason": "" if joined else _s(e.reason),
+            "sealed": sealed,
         },
     )]
 
 
-def facts_of(event: Event) -> list[tuple[str, dict]]:
-    """The fact rows one validated event contributes: ``[(table, row), …]``."""
+def facts_of(event: Event, sealed: str = "") -> list[tuple[str, dict]]:
+    """The fact rows one validated event contributes: ``[(table, row), …]``. ``sealed`` is the
+    event's raw personal values, encrypted (topologies/protection.py), when privacy is on."""
     if isinstance(event, OrderPaid):
-        return _order_paid(event)
+        return _order_paid(event, sealed)
     if isinstance(event, OrderRefunded):
         return _order_refunded(event)
     if isinstance(event, OrderCompleted):
@@ -184,13 +189,13 @@ def facts_of(event: Event) -> list[tuple[str, dict]]:
     if isinstance(event, ReviewDecided):
         return _order_event(event, detail=event.decision)
     if isinstance(event, Click):
-        return _click(event)
+        return _click(event, sealed)
     if isinstance(event, CustomerBound):
         return _bound(event)
     if isinstance(event, (PromoterJoined, PromoterBanned)):
-        return _promoter(event)
+        return _promoter(event, sealed)
     if isinstance(event, PromoterAgreed):
         return [("agreements", {"event_id": event.event_id, "ts": event.ts, "promoter_id": event.promoter_id,
                                 "agreement_version": event.agreement_version, "text_sha256": event.text_sha256,
-                                "payout_account": _s(event.payout_account)})]
+                                "payout_account": _s(event.payout_account), "sealed": sealed})]
     return []  # a type with no fact table yet: the ledger and dead letters still record it

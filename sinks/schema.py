@@ -19,6 +19,7 @@ from sinks.errors import LedgerError
 from sinks.writer import Batch
 
 
+SEALED_FACTS = ("orders", "clicks", "promoters", "agreements")  # fact tables with a ``sealed`` column
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -35,6 +36,7 @@ def upgrade_statements(database: str, query: Callable[[str], list[tuple]]) -> li
     it: the views read the new columns). ``query`` runs SQL and returns rows.
 
     - ``ledger_entries.generation`` (streaming replays): older ledgers hold generation 0 only;
+    - ``sealed`` on the fact tables that hold personal data, and their views;
     - the ``commission_ledger`` view before it showed settlement rows (:data:`SETTLEMENT_GENERATION`)
       in every generation: dropped, so the DDL creates it again (a view holds no data)."""
     db = check_database_name(database)
@@ -42,6 +44,11 @@ def upgrade_statements(database: str, query: Callable[[str], list[tuple]]) -> li
     out = []
     if columns and "generation" not in columns:
         out.append(f"ALTER TABLE {database}.ledger_entries ADD COLUMN generation UInt32")
+    for table in SEALED_FACTS:  # personal data sealed per person (README: personal data)
+        have = {r[0] for r in query(f"SELECT name FROM system.columns WHERE database = '{db}' AND table = '{table}_raw'")}
+        if have and "sealed" not in have:
+            out.append(f"ALTER TABLE {database}.{table}_raw ADD COLUMN sealed String DEFAULT ''")
+            out.append(f"DROP TABLE IF EXISTS {database}.{table}")  # the view, created again with the column
     view = query(f"SELECT create_table_query FROM system.tables WHERE database = '{db}' AND name = 'commission_ledger'")
     if view and str(SETTLEMENT_GENERATION) not in view[0][0]:
         out.append(f"DROP TABLE IF EXISTS {database}.commission_ledger")

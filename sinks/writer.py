@@ -45,7 +45,7 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "orders": (
         ("event_id", "s"), ("order_id", "s"), ("ts", "dt"), ("customer_id", "s"), ("currency", "s"),
         ("shop_id", "s"), ("promoter_id", "s"), ("click_id", "s"), ("device_id", "s"), ("ip", "s"),
-        ("item_count", "u32"), ("paid_amount", "d2"),
+        ("item_count", "u32"), ("paid_amount", "d2"), ("sealed", "s"),
     ),
     "order_items": (
         ("order_id", "s"), ("sku", "s"), ("category", "s"), ("price", "d2"), ("qty", "u32"),
@@ -58,7 +58,7 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "clicks": (
         ("event_id", "s"), ("click_id", "s"), ("ts", "dt"), ("promoter_id", "s"), ("visitor_id", "s"),
         ("customer_id", "s"), ("device_id", "s"), ("ip", "s"), ("user_agent", "s"), ("sku", "s"),
-        ("campaign", "s"), ("parent_click_id", "s"),
+        ("campaign", "s"), ("parent_click_id", "s"), ("sealed", "s"),
     ),
     "bindings": (
         ("event_id", "s"), ("ts", "dt"), ("customer_id", "s"), ("promoter_id", "s"), ("via", "s"),
@@ -66,7 +66,7 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "promoters": (
         ("event_id", "s"), ("type", "s"), ("ts", "dt"), ("promoter_id", "s"), ("parent_id", "s"),
-        ("device_id", "s"), ("ip", "s"), ("reason", "s"),
+        ("device_id", "s"), ("ip", "s"), ("reason", "s"), ("sealed", "s"),
     ),
     "cascade_nodes": (
         ("click_id", "s"), ("root_id", "s"), ("parent_click_id", "s"), ("depth", "u32"), ("ts", "dt"),
@@ -106,7 +106,7 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "agreements": (
         ("event_id", "s"), ("ts", "dt"), ("promoter_id", "s"), ("agreement_version", "s"), ("text_sha256", "s"),
-        ("payout_account", "s"),
+        ("payout_account", "s"), ("sealed", "s"),
     ),
 }
 # The table each kind of row is inserted into (the analysts' names are FINAL views over these).

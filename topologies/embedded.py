@@ -21,6 +21,7 @@ from schemas.facts import facts_of
 from schemas.records import Record
 from schemas.routes import admit, reason_class
 from sinks import Batch, Ledger
+from topologies.protection import Protection, protection_for
 from topologies.rocks_state import RocksState
 from topologies.state_cache import META, StateCache
 
@@ -55,6 +56,14 @@ class StateForOtherLedger(StateRefusal):
 class RulesChangedMidBatch(StateRefusal):
     """The last run stopped between writing a batch's ledger rows and its state, and the rules now
     would date those rows differently."""
+
+
+def _privacy(mark: str) -> str:
+    return "privacy off" if mark == "off" else f"the pseudonym key {mark}"
+
+
+class PseudonymsChanged(StateRefusal):
+    """The state's pseudonyms are not the ones this configuration makes."""
 
 
 class EmbeddedCheckpoint:
@@ -140,9 +149,26 @@ class EmbeddedPipeline:
         except StateRefusal:
             self.state.close()
             raise
+        self.protection = self._protection(config, ledger)
         self.engine = Engine(config, self.cache)
         self.waiting = self.cache.get(META, "parked") or 0  # events parked by this and earlier runs
         self._reset()
+
+    def _protection(self, config: Config, ledger: Ledger) -> Protection | None:
+        """Privacy as configured; refused when the state was built with other pseudonyms (or none),
+        which would split each person in two."""
+        protection = protection_for(config.raw, ledger)
+        mark = protection.fingerprint if protection else "off"
+        built = self.cache.get(META, "pseudonyms")
+        if built is None:
+            self.cache.put(META, "pseudonyms", mark)
+        elif built != mark:
+            self.state.close()
+            raise PseudonymsChanged(
+                f"the state in this data dir was built with {_privacy(built)}, and the configuration now "
+                f"asks for {_privacy(mark)}: one person would become two. Start from a new --data-dir and "
+                "ledger database and run the events again (streaming: `tuike replay`)")
+        return protection
 
     def _reset(self) -> None:
         self.out, self.facts, self.dead = Output(), {}, []  # type: tuple[Output, dict[str, list[dict]], list[DeadLetter]]
@@ -157,9 +183,11 @@ class EmbeddedPipeline:
             stats.rejected_reasons[reason_class(admitted.reason)] += 1
             self.dead.append(admitted)
             return
-        event = admitted.event  # type: ignore[union-attr]
+        event, sealed = admitted.event, ""  # type: ignore[union-attr]
+        if self.protection is not None:
+            event, sealed = self.protection.protect(event)
         stats.accepted += 1
-        for table, row in facts_of(event):
+        for table, row in facts_of(event, sealed):
             self.facts.setdefault(table, []).append(row)
         self.engine.feed(event, self.out)
         for table, row in self.out.facts:  # rows the engine derived (fraud_scores)
@@ -174,7 +202,11 @@ class EmbeddedPipeline:
         out, stats = self.out, self.stats
         self.waiting += out.parked
         self.cache.put(META, "parked", self.waiting)
-        self.checkpoint.commit(Batch(out.entries, self.facts, self.dead + out.dead_letters))
+        dead = self.dead + out.dead_letters
+        if self.protection is not None:
+            dead = [self.protection.seal_dead_letter(d) for d in dead]
+            self.protection.flush()  # the data keys before what they sealed
+        self.checkpoint.commit(Batch(out.entries, self.facts, dead))
         stats.ledger_rows += len(out.entries)
         stats.refused += len(out.dead_letters)
         for d in out.dead_letters:
@@ -187,6 +219,8 @@ class EmbeddedPipeline:
         """After a failed :meth:`flush`: forget what was fed since the last good one, state included
         (its rows are not in the ledger, so the state must not say they were written)."""
         self.cache.discard()
+        if self.protection is not None:
+            self.protection.discard()
         self.waiting = self.cache.get(META, "parked") or 0
         self._reset()
 

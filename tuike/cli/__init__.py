@@ -31,7 +31,7 @@ import os
 import sys
 from typing import Sequence
 
-from tuike.cli import backoffice, inputs, insights, lab, query, run, serve, stream
+from tuike.cli import backoffice, inputs, insights, lab, privacy, query, run, serve, stream
 from tuike.cli.common import DEFAULT_BROKER, EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, OperationalError, UsageError, _stderr
 
 
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = [_common(True)]
 
-    for group in (run, stream, serve, backoffice, lab, insights, query, inputs):
+    for group in (run, stream, serve, backoffice, privacy, lab, insights, query, inputs):
         group.register(subs, common)
     return parser
 
