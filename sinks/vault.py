@@ -28,6 +28,7 @@ from sinks.errors import LedgerError
 from sinks.reader import QueryResult
 
 NONCE = 12
+INSERT_ROWS = 500  # rows per INSERT … SELECT (a query stays under max_query_size, 256 KiB)
 
 
 class SqlLedger(Protocol):
@@ -102,10 +103,15 @@ class KeyVault:
         if not self._pending:
             return
         master, version = self.masters[0], time.time_ns()
-        rows = ",".join(f"({_q(k.owner)}, {_q(k.key_id)}, {_q(self._wrap(master, k))}, {_q(master.id)}, {version})"
-                        for k in self._pending)
-        self.ledger.query(f"INSERT INTO person_keys (owner, key_id, wrapped, master_id, version) VALUES {rows}")
+        self._insert([(k.owner, k.key_id, self._wrap(master, k), master.id, version) for k in self._pending])
         self._pending.clear()
+
+    def _insert(self, rows: list[tuple[str, str, str, str, int]]) -> None:
+        """INSERT … SELECT: clickhouse-driver waits forever on an INSERT with inline VALUES."""
+        for i in range(0, len(rows), INSERT_ROWS):
+            selected = " UNION ALL ".join(
+                f"SELECT {_q(o)}, {_q(k)}, {_q(w)}, {_q(m)}, toUInt64({v})" for o, k, w, m, v in rows[i:i + INSERT_ROWS])
+            self.ledger.query(f"INSERT INTO person_keys (owner, key_id, wrapped, master_id, version) {selected}")
 
     def discard(self) -> None:
         """Forget the keys made since the last flush (their batch was not written)."""
@@ -126,7 +132,7 @@ class KeyVault:
     def forget(self, owner: str) -> int:
         """Destroy every key of ``owner`` and remember that they are forgotten; the keys deleted."""
         found = self.ledger.query(f"SELECT count() FROM person_keys WHERE owner = {_q(owner)}").rows[0][0]
-        self.ledger.query(f"INSERT INTO forgotten_people (owner, forgotten_at) VALUES ({_q(owner)}, now())")
+        self.ledger.query(f"INSERT INTO forgotten_people (owner, forgotten_at) SELECT {_q(owner)}, now()")
         self.destroy(f"owner = {_q(owner)}")
         self._forgotten.add(owner)
         self._current.pop(owner, None)
@@ -144,11 +150,8 @@ class KeyVault:
         rows = self.ledger.query("SELECT owner, key_id, wrapped, master_id FROM person_keys FINAL "
                                  f"WHERE master_id != {_q(master.id)}").rows
         version = time.time_ns()
-        for i in range(0, len(rows), 5000):
-            values = ",".join(
-                f"({_q(o)}, {_q(k)}, {_q(self._wrap(master, DataKey(o, k, self._unwrap(o, k, w, m))))}, "
-                f"{_q(master.id)}, {version})" for o, k, w, m in rows[i:i + 5000])
-            self.ledger.query(f"INSERT INTO person_keys (owner, key_id, wrapped, master_id, version) VALUES {values}")
+        self._insert([(o, k, self._wrap(master, DataKey(o, k, self._unwrap(o, k, w, m))), master.id, version)
+                      for o, k, w, m in rows])
         self.ledger.query("OPTIMIZE TABLE person_keys FINAL")  # the old wrappings go with the merge
         return len(rows)
 
