@@ -11,8 +11,16 @@
 # (5-60s with an empty ~/.m2); later starts reuse the jars and need no network.
 #
 # One KRaft node in combined mode (broker and controller in one JVM), listening on 127.0.0.1
-# only: clients on 9092, the controller on 9093. Topics are not created automatically
-# (auto.create.topics.enable=false); new topics get 4 partitions by default.
+# only: clients on 9092 (PLAINTEXT), 9094 (SSL) and 9095 (SASL_SSL, SCRAM-SHA-512), the
+# controller on 9093. Topics are not created automatically (auto.create.topics.enable=false);
+# new topics get 4 partitions by default.
+#
+# TLS and SCRAM, for testing tuike's secured clients (the kafka: section of tuike.yaml): the
+# first 'up' makes, with openssl, a throwaway CA (<state>/tls/ca.crt, what clients trust) and a
+# broker certificate for 127.0.0.1 and localhost signed by it (<state>/tls/broker.p12), and a
+# random password for the SCRAM-SHA-512 user 'tuike' (<state>/tls/tuike.password, owner-only).
+# Every start (re)sets that user's credential through the PLAINTEXT listener, so a broker
+# formatted before these listeners existed needs no re-format. rm -rf <state>/tls makes new ones.
 #
 # State (jars, pom, config, data, logs, pid file) lives in .deploy/kafka/ (repo-relative), or in
 # $TUIKE_KAFKA_DIR. Broker log: <state>/log/server.log; the JVM's stdout/stderr:
@@ -32,6 +40,9 @@ RELOAD4J_VERSION=1.2.25
 DEPENDENCY_PLUGIN_VERSION=3.6.1
 PORT=9092
 CONTROLLER_PORT=9093
+SSL_PORT=9094
+SASL_SSL_PORT=9095
+SCRAM_USER=tuike
 WAIT_SECONDS="${KAFKA_WAIT_SECONDS:-90}"
 HEAP="${KAFKA_HEAP:--Xmx512m}"
 
@@ -47,6 +58,7 @@ PIDFILE="$STATE/kafka.pid"
 PROPS="$STATE/server.properties"
 LOG4J="$STATE/log4j.properties"
 TOOLS_LOG4J="$STATE/tools-log4j.properties"
+TLS="$STATE/tls"
 # What libs/ was assembled from; a different line means assemble again.
 LIBS_STAMP="kafka_$SCALA_VERSION:$KAFKA_VERSION slf4j-reload4j:$SLF4J_VERSION reload4j:$RELOAD4J_VERSION"
 
@@ -162,16 +174,23 @@ assemble_libs() {
 
 write_config() {
     mkdir -p "$DATA" "$LOGDIR"
+    : >"$PROPS" && chmod 600 "$PROPS"  # it holds the keystore's password
     cat >"$PROPS" <<EOF
 # Written by deploy/kafka.sh on every 'up'; edit the script, not this file.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SSL://127.0.0.1:$SSL_PORT,SASL_SSL://127.0.0.1:$SASL_SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SSL://127.0.0.1:$SSL_PORT,SASL_SSL://127.0.0.1:$SASL_SSL_PORT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS/broker.p12
+ssl.keystore.password=$(cat "$TLS/keystore.password")
+ssl.client.auth=none
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$DATA
 num.partitions=4
 auto.create.topics.enable=false
@@ -218,6 +237,50 @@ format_once() {
         tail -n 20 "$LOGDIR/format.log" >&2
         die "formatting the storage failed (see above and $LOGDIR/format.log); if $DATA holds a broken earlier attempt, remove it and run this again"
     }
+}
+
+# ---------------------------------------------------------------- TLS and SCRAM
+
+# A throwaway CA and a broker certificate signed by it (127.0.0.1 and localhost), as a PKCS12
+# keystore; made once, kept across restarts (clients keep trusting the same ca.crt).
+make_tls_once() {
+    [ -f "$TLS/broker.p12" ] && [ -f "$TLS/ca.crt" ] && [ -f "$TLS/keystore.password" ] \
+        && [ -f "$TLS/$SCRAM_USER.password" ] && return 0
+    command -v openssl >/dev/null || die "openssl is missing: install it ('apt-get install openssl') to make the broker's TLS certificates"
+    rm -rf "$TLS.partial"
+    mkdir -p "$TLS.partial" "$LOGDIR"
+    local t="$TLS.partial" log="$LOGDIR/tls.log"
+    (   umask 077  # keys and passwords owner-only; ca.crt is made readable below
+        openssl rand -hex 16 >"$t/keystore.password" &&
+        openssl rand -hex 16 >"$t/$SCRAM_USER.password" &&
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tuike local test CA" \
+            -keyout "$t/ca.key" -out "$t/ca.crt" &&
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$t/broker.key" -out "$t/broker.csr" &&
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$t/broker.ext" &&
+        openssl x509 -req -in "$t/broker.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial -days 3650 \
+            -extfile "$t/broker.ext" -out "$t/broker.crt" &&
+        openssl pkcs12 -export -name broker -inkey "$t/broker.key" -in "$t/broker.crt" -certfile "$t/ca.crt" \
+            -passout "file:$t/keystore.password" -out "$t/broker.p12"
+    ) >"$log" 2>&1 || { tail -n 20 "$log" >&2; die "openssl could not make the broker's certificates; see $log"; }
+    chmod 644 "$t/ca.crt"
+    rm -rf "$TLS"
+    mv "$t" "$TLS"
+    say "made a test CA ($TLS/ca.crt) and the broker's certificate for 127.0.0.1"
+}
+
+# The SCRAM-SHA-512 user for the SASL_SSL listener, set through the PLAINTEXT listener (KRaft
+# keeps it in the metadata log). The password goes in a file, not on the command line.
+set_scram_user() {
+    local conf="$TLS/scram.properties" out
+    (umask 077 && printf 'SCRAM-SHA-512=password=%s\n' "$(cat "$TLS/$SCRAM_USER.password")" >"$conf")
+    out="$(timeout 60 java -cp "$LIBS/*" "-Dlog4j.configuration=file:$TOOLS_LOG4J" kafka.admin.ConfigCommand \
+        --bootstrap-server "127.0.0.1:$PORT" --alter --entity-type users --entity-name "$SCRAM_USER" \
+        --add-config-file "$conf" 2>&1)" || {
+        rm -f "$conf"
+        echo "$out" >&2
+        die "could not set the SCRAM user $SCRAM_USER (see above); PLAINTEXT 127.0.0.1:$PORT works, SASL_SSL 127.0.0.1:$SASL_SSL_PORT will refuse it"
+    }
+    rm -f "$conf"
 }
 
 # ---------------------------------------------------------------- probes
@@ -276,7 +339,7 @@ explain_exit() {
     echo "--- what the broker said (all of it in $LOGDIR/server.log and stdout.log):" >&2
     echo "$news" >&2
     if grep -q 'Address already in use' <<<"$news"; then
-        port_taken_error "$PORT or $CONTROLLER_PORT" "Kafka clients or the controller"
+        port_taken_error "$PORT, $CONTROLLER_PORT, $SSL_PORT or $SASL_SSL_PORT" "Kafka clients or the controller"
     fi
     die "the broker exited during start-up; see the log lines above"
 }
@@ -301,6 +364,9 @@ cmd_up() {
             port_taken_error "$PORT" "Kafka clients"
         fi
         port_open "$CONTROLLER_PORT" && port_taken_error "$CONTROLLER_PORT" "the KRaft controller"
+        port_open "$SSL_PORT" && port_taken_error "$SSL_PORT" "Kafka clients over SSL"
+        port_open "$SASL_SSL_PORT" && port_taken_error "$SASL_SSL_PORT" "Kafka clients over SASL_SSL"
+        make_tls_once
         write_config
         format_once
         say "starting Kafka $KAFKA_VERSION (data in $DATA, log in $LOGDIR/server.log)"
@@ -314,7 +380,9 @@ cmd_up() {
     fi
 
     wait_until_answers "$pid" broker "$PORT" "$LOGDIR/server.log"
+    set_scram_user
     say "up: pid $pid, Kafka $KAFKA_VERSION on 127.0.0.1:$PORT (controller 127.0.0.1:$CONTROLLER_PORT), cluster id $(sed -n 's/^cluster.id=//p' "$DATA/meta.properties" 2>/dev/null)"
+    say "also SSL on 127.0.0.1:$SSL_PORT and SASL_SSL (SCRAM-SHA-512, user $SCRAM_USER, password in $TLS/$SCRAM_USER.password) on 127.0.0.1:$SASL_SSL_PORT; CA $TLS/ca.crt"
 }
 
 cmd_down() {

@@ -35,6 +35,7 @@ AGENT_FIELDS = ("user_agent",)
 ACCOUNT_FIELDS = ("payout_account",)  # fund-flow alerts compare them
 SEALED = DEVICE_FIELDS + IP_FIELDS + AGENT_FIELDS + ACCOUNT_FIELDS  # raw values people need to see
 AUTOMATION, BROWSER = "sealed-bot", "sealed-browser"  # what automation_agent() answers for them
+_PREFIXES = ("p-", "d-", "a-", "ip-", "v6-", "sealed-")
 
 
 def _digest(key: bytes, namespace: str, value: str) -> str:
@@ -80,6 +81,11 @@ class Pseudonyms:
         if field in ACCOUNT_FIELDS:
             return self.account(value)
         raise KeyError(f"{field} is not a personal field")
+
+
+def is_pseudonym(value: str) -> bool:
+    """Whether a stored value is already one of :class:`Pseudonyms`' (what the ledger holds with privacy on)."""
+    return value.startswith(_PREFIXES) and len(value) >= 14
 
 
 def personal_fields(obj: Any) -> list[str]:

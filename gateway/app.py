@@ -7,6 +7,12 @@ Every request is read raw (a signature covers the bytes as sent), bounded by
 signature (401), unknown shop (404), unreadable body (400), invalid payload (422), too large
 (413) — is kept in ``dead_letters`` with its reason; a topic tuike does not map is answered 202
 and kept there too, so nothing a platform sent is lost. Secrets are never logged or echoed.
+
+What anyone can send without a secret is bounded: the client's address is read through trusted
+proxies only (gateway/client_ip.py); unauthenticated requests — clicks, and requests refused
+before a valid signature — take a token of the client's bucket (gateway/ratelimit.py, 429 when
+empty); and such refusals are sampled into ``dead_letters`` (gateway/refusals.py). A request
+whose signature verified sets ``request.state.authenticated`` and is never limited nor sampled.
 """
 from __future__ import annotations
 
@@ -34,9 +40,12 @@ from schemas.routes import Admitted, admit
 
 from gateway import shopify, wechatpay, woocommerce, youzan
 from gateway.canonical import PayloadError
+from gateway.client_ip import ClientAddressMiddleware, TrustedProxies
 from gateway.fingerprint import fingerprint
 from gateway.handoff import Delivery, Handoff
 from gateway.links import CLICK_ID, Link, landing, make_code, reference, resolver, share_kit, verify
+from gateway.ratelimit import TokenBuckets
+from gateway.refusals import RefusalSampler
 from gateway.settings import GatewaySettings, Shop
 from gateway.signatures import (decrypt_wechatpay_resource, verify_events, verify_shopify, verify_wechatpay,
                          verify_woocommerce, verify_youzan)
@@ -117,6 +126,11 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
 
     app = FastAPI(title="tuike gateway", version="1", lifespan=lifespan,
                   description="Shop webhooks, canonical events and promotion links into the tuike commission engine.")
+    trusted = TrustedProxies(settings.trusted_proxies)
+    if trusted:
+        app.add_middleware(ClientAddressMiddleware, trusted=trusted)
+    buckets = TokenBuckets(settings.rate_limit, clock) if settings.rate_limit else None
+    sampler = RefusalSampler(settings.refusal_samples, clock)
     seen: OrderedDict[str, None] = OrderedDict()
     # request ids: a random prefix per app and a counter — unique, and no os.urandom syscall per
     # request (a syscall drops the GIL, and the pipeline thread may hold it for a switch interval)
@@ -149,6 +163,29 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
         problem = check(body, request.headers.get(header), getattr(shop_of(shop_id, secret), secret))
         if problem:
             raise Refused(401, problem)
+        request.state.authenticated = True
+
+    def throttled(request: Request) -> Response | None:
+        """429 when the client has used its unauthenticated requests (gateway.rate_limit)."""
+        ip = request.client.host if request.client else "unknown"
+        wait = buckets.take(ip) if buckets else 0
+        if not wait:
+            return None
+        return JSONResponse({"error": f"too many unauthenticated requests from {ip}: retry after {wait} s "
+                                      "(gateway.rate_limit)"}, status_code=429, headers={"Retry-After": str(wait)})
+
+    async def refuse(source: str, rid: str, request: Request, status: int, reason: str, raw: str) -> Response:
+        """Answer a refusal and keep it in dead_letters; before authentication, rate-limited and sampled."""
+        if not getattr(request.state, "authenticated", False):
+            limited = throttled(request)
+            if limited is not None:
+                return limited
+            keep = sampler.keep(f"{source} {status}")
+        else:
+            keep = True
+        if keep:
+            await handoff.hand_on(Delivery(source, rid, dead=[DeadLetter.of(source, rid, raw, reason)]))
+        return JSONResponse({"error": reason, "request": rid}, status_code=status)
 
     async def answer(source: str, request: Request, handle) -> Response:
         """Run ``handle(body) -> Outcome``; hand its events on; refusals to dead_letters."""
@@ -159,8 +196,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             outcome = await handle(body, rid)
         except Refused as r:
             raw = _raw(body[:KEEP_RAW_UNAUTHENTICATED] if r.status in (401, 404) else body)
-            await handoff.hand_on(Delivery(source, rid, dead=[DeadLetter.of(source, rid, raw, r.reason)]))
-            return JSONResponse({"error": r.reason, "request": rid}, status_code=r.status)
+            return await refuse(source, rid, request, r.status, r.reason, raw)
         except (PayloadError, TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
             # PayloadError names the field; the others are shapes a mapping did not foresee (a null
             # where a string was expected): still the sender's payload, never a 500
@@ -168,8 +204,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
                 f"payload has an unexpected shape ({type(exc).__name__}: {exc})"
             if not isinstance(exc, PayloadError):
                 log.warning("%s %s: %s", source, rid, reason)
-            await handoff.hand_on(Delivery(source, rid, dead=[DeadLetter.of(source, rid, _raw(body), reason)]))
-            return JSONResponse({"error": reason, "request": rid}, status_code=422)
+            return await refuse(source, rid, request, 422, reason, _raw(body))
         dead = [DeadLetter.of(source, rid, _raw(body), outcome.note)] if outcome.note else []
         await handoff.hand_on(Delivery(source, rid, outcome.events, dead + outcome.dead))
         if outcome.done:
@@ -186,8 +221,10 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
     @app.get("/healthz")
     async def healthz() -> dict:
         backlog = getattr(handoff, "backlog", None)  # embedded: acknowledged, not yet in the ledger
+        refusals = {"kept": sampler.kept, "dropped": sampler.dropped,  # anonymous refusals (gateway/refusals.py)
+                    "rate_limited": buckets.refused if buckets else 0}
         return ({"status": "ok", "mode": handoff.mode, "process": os.getpid()}  # which of several serving processes
-                | ({"backlog": backlog} if backlog is not None else {}))
+                | ({"backlog": backlog} if backlog is not None else {}) | {"refusals": refusals})
 
     @app.post("/webhooks/shopify/{shop_id}")
     async def shopify_webhook(shop_id: str, request: Request) -> Response:
@@ -226,6 +263,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             problem = verify_youzan(push, shop.youzan_client_id or "", shop.youzan_client_secret)
             if problem:
                 raise Refused(401, problem)
+            request.state.authenticated = True
             return mapped(youzan.events(push, shop_id, resolve), "gateway:youzan", f"type {push.get('type')!r}",
                           recorded_status=200, code=0, msg="success")
         return await answer("gateway:youzan", request, handle)
@@ -233,14 +271,19 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
     @app.post("/webhooks/wechatpay/{shop_id}")
     async def wechatpay_webhook(shop_id: str, request: Request) -> Response:
         async def handle(body: bytes, rid: str):
-            shop = shop_of(shop_id, "wechatpay_platform_cert")
+            shop = shop_of(shop_id, "wechatpay_apiv3_key")
+            if not shop.wechatpay_keys:
+                raise Refused(404, f"shop {shop_id!r} has no wechatpay_platform_cert or wechatpay_public_key "
+                                   f"(tuike.yaml: shops.{shop_id})")
             h = request.headers
             problem = verify_wechatpay(body, h.get("wechatpay-timestamp"), h.get("wechatpay-nonce"),
-                                       h.get("wechatpay-signature"), shop.wechatpay_platform_cert, clock())
+                                       h.get("wechatpay-signature"), h.get("wechatpay-serial"), shop.wechatpay_keys,
+                                       clock())
             if problem:
                 raise Refused(401, problem)
+            request.state.authenticated = True
             notice = _json(body)
-            plain = decrypt_wechatpay_resource(notice.get("resource") or {}, shop.wechatpay_apiv3_key or "")
+            plain = decrypt_wechatpay_resource(notice.get("resource") or {}, shop.wechatpay_apiv3_key)
             if isinstance(plain, str):
                 raise Refused(400, plain)
             return mapped(wechatpay.events(str(notice.get("event_type")), _json(plain), shop_id, resolve),
@@ -289,9 +332,11 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
     async def click(code: str, request: Request) -> Response:
         link = verify(code, settings.link_secret) if settings.link_secret else None
         if link is None:
-            reason, rid = "unknown or altered promotion link code", uuid.uuid4().hex
-            await handoff.hand_on(Delivery("gateway:links", rid, dead=[DeadLetter.of("gateway:links", rid, code[:512], reason)]))
-            return JSONResponse({"error": reason, "request": rid}, status_code=404)
+            return await refuse("gateway:links", uuid.uuid4().hex, request, 404,
+                                "unknown or altered promotion link code", code[:512])
+        limited = throttled(request)  # a click is anonymous: each is a record and a fraud signal
+        if limited is not None:
+            return limited
         visitor = request.cookies.get(VISITOR_COOKIE) or ""
         if not VISITOR.match(visitor):  # a cookie we did not set (or tampered with): a new visitor
             visitor = f"v{uuid.uuid4().hex[:20]}"
@@ -322,6 +367,7 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
             problem = verify_events(body, request.headers.get("x-tuike-signature"), settings.link_secret)
             if problem:
                 raise Refused(401, problem)
+            request.state.authenticated = True
             spec = _json(body)
             fields = {k: spec.get(k) for k in ("promoter_id", "sku", "campaign")}
             if not all(v is None or isinstance(v, str) for v in fields.values()) or not fields["promoter_id"]:
@@ -337,7 +383,10 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
         return await answer("gateway:links", request, handle)
 
     @app.get("/links/{code}/qr.png")
-    async def qr(code: str) -> Response:
+    async def qr(code: str, request: Request) -> Response:
+        limited = throttled(request)  # drawing a QR code costs milliseconds of CPU: anyone may ask
+        if limited is not None:
+            return limited
         if not settings.link_secret or verify(code, settings.link_secret) is None:
             return JSONResponse({"error": "unknown or altered promotion link code"}, status_code=404)
         return Response(share_kit(code, settings.base_url)["qr_png"], media_type="image/png")

@@ -27,6 +27,7 @@ import orjson
 from schemas.dead_letter import DeadLetter
 from schemas.records import records_of
 from topologies.embedded import EmbeddedPipeline
+from topologies.kafka_access import KafkaAccess, started
 from topologies.state_cache import META
 
 from gateway.inbox import Inbox
@@ -265,8 +266,8 @@ class KafkaHandoff:
     mode = "kafka"
     LINGER_MS = 5  # a batch waits up to 5 ms for more requests' records: fewer, larger produce requests
 
-    def __init__(self, broker: str, settings):
-        self.broker = broker
+    def __init__(self, kafka: KafkaAccess | str, settings):
+        self.kafka = KafkaAccess.of(kafka)
         self.settings = settings
         self.producer = None
         self._starting = asyncio.Lock()
@@ -276,14 +277,8 @@ class KafkaHandoff:
             if self.producer is None:
                 from aiokafka import AIOKafkaProducer
 
-                producer = AIOKafkaProducer(bootstrap_servers=self.broker, acks="all", enable_idempotence=True,
-                                            linger_ms=self.LINGER_MS)
-                try:
-                    await producer.start()
-                except BaseException:
-                    await producer.stop()
-                    raise
-                self.producer = producer
+                self.producer = await started(AIOKafkaProducer(**self.kafka.client(
+                    acks="all", enable_idempotence=True, linger_ms=self.LINGER_MS)), self.kafka)
         return self.producer
 
     async def hand_on(self, delivery: Delivery) -> None:

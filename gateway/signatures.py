@@ -10,7 +10,7 @@ when the request is authentic, else a short reason that names the header and nev
 | WooCommerce | ``X-WC-Webhook-Signature`` | the same, with the secret HTML-entity-decoded first (``wp_specialchars_decode(..., ENT_QUOTES)``) |
 | tuike ``POST /events`` | ``X-Tuike-Signature`` | the same as Shopify |
 | 有赞 | body field ``sign`` | md5(client_id + msg + client_secret), lowercase hex; ``msg`` as received (URL-encoded) |
-| WeChat Pay APIv3 | ``Wechatpay-Signature`` | RSA-SHA256 (PKCS#1 v1.5) over ``timestamp\\nnonce\\nbody\\n`` with the platform certificate; the resource is AEAD_AES_256_GCM under the APIv3 key |
+| WeChat Pay APIv3 | ``Wechatpay-Signature`` | RSA-SHA256 (PKCS#1 v1.5) over ``timestamp\\nnonce\\nbody\\n`` with the platform certificate or WeChat Pay public key ``Wechatpay-Serial`` names; the resource is AEAD_AES_256_GCM under the APIv3 key |
 """
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ import binascii
 import hashlib
 import hmac
 import re
+from typing import Mapping
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.wechatpay_keys import key_for
 
 WECHATPAY_MAX_SKEW = 300  # seconds between Wechatpay-Timestamp and now (WeChat Pay's own advice: 5 minutes)
 
@@ -89,9 +90,13 @@ def verify_youzan(push: dict, client_id: str, client_secret: str) -> str | None:
 
 
 def verify_wechatpay(body: bytes, timestamp: str | None, nonce: str | None, signature: str | None,
-                     certificate_pem: str, now: float) -> str | None:
-    """The platform's RSA-SHA256 signature over ``timestamp\\nnonce\\nbody\\n``, and a timestamp
-    within ``WECHATPAY_MAX_SKEW`` of ``now`` (a replayed old notification is refused)."""
+                     serial: str | None, keys: Mapping[str, rsa.RSAPublicKey], now: float) -> str | None:
+    """The platform's RSA-SHA256 signature over ``timestamp\\nnonce\\nbody\\n`` with the key
+    ``Wechatpay-Serial`` names (gateway/wechatpay_keys.py), checked by the wechatpayv3 SDK's
+    ``rsa_verify``, and a timestamp within ``WECHATPAY_MAX_SKEW`` of ``now`` (a replayed old
+    notification is refused)."""
+    from wechatpayv3.utils import rsa_verify  # here: the SDK pulls in requests (~0.3 s)
+
     if not (timestamp and nonce and signature):
         return "missing Wechatpay-Timestamp, Wechatpay-Nonce or Wechatpay-Signature"
     if not timestamp.isdigit() or len(timestamp) > 12:
@@ -100,16 +105,17 @@ def verify_wechatpay(body: bytes, timestamp: str | None, nonce: str | None, sign
     if abs(now - sent) > WECHATPAY_MAX_SKEW:
         return f"Wechatpay-Timestamp is {abs(now - sent):.0f} s away from now (at most {WECHATPAY_MAX_SKEW} s)"
     try:
-        raw = base64.b64decode(signature, validate=True)
+        base64.b64decode(signature, validate=True)
     except (binascii.Error, ValueError):
         return "Wechatpay-Signature is not base64"
-    key = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
-        return "the WeChat Pay platform certificate does not hold an RSA key"
-    message = timestamp.encode() + b"\n" + nonce.encode() + b"\n" + body + b"\n"
+    key = key_for(keys, serial)
+    if isinstance(key, str):
+        return key
     try:
-        key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature:
+        text = body.decode("utf-8")  # the SDK signs text; WeChat Pay sends UTF-8 JSON
+    except UnicodeDecodeError:
+        return "Wechatpay-Signature does not match the body (the body is not UTF-8)"
+    if not rsa_verify(timestamp, nonce, text, signature, key):
         return "Wechatpay-Signature does not match the body"
     return None
 

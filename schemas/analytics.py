@@ -48,6 +48,12 @@ class Filters:
     promoter: str = ""
     limit: int = 50
     timezone: str = "UTC"  # of the buckets (the shop's: a day is the shop's day)
+    # Which shops' rows (tuike/dashboard: a shop's token sees its own): None reads the whole ledger;
+    # else the orders whose ``orders_raw.shop_id`` is one of ``shops`` and every row tied to them, and
+    # the rows tied to no order (clicks, binds, the recruiting tree, settlements, bonus and tax) only
+    # when ``unowned`` (nothing says whose they are).
+    shops: tuple[str, ...] | None = None
+    unowned: bool = True
 
     def __post_init__(self) -> None:
         if self.bucket not in BUCKETS:
@@ -81,9 +87,10 @@ def _range(f: Filters) -> str:
 def hours_window(f: Filters) -> tuple[int, int] | None:
     """The whole hours ``[a, b)`` inside the range that a panel may read from ``ledger_hours``: when
     it has no promoter or campaign filter (the sums are per level, kind, status and rule only), its
-    buckets are hours or days, and the shop's timezone has always been a whole number of hours
-    from UTC (a UTC hour then falls in one bucket)."""
-    if f.promoter or f.campaign or f.bucket == "minute" or not _whole_hours_from_utc(f.timezone):
+    buckets are hours or days, it reads every shop (an hour's sums carry no order), and the shop's
+    timezone has always been a whole number of hours from UTC (a UTC hour then falls in one bucket)."""
+    if (f.promoter or f.campaign or f.shops is not None or f.bucket == "minute"
+            or not _whole_hours_from_utc(f.timezone)):
         return None
     a, b = -(-f.start_s // 3600) * 3600, f.end_s // 3600 * 3600
     return (a, b) if a < b else None
@@ -103,6 +110,18 @@ def _whole_hours_from_utc(tz: str) -> bool:
     return True
 
 
+def _shop_scope(f: Filters) -> tuple[str, str, str]:
+    """The conditions that narrow reads to ``f.shops``: on a table with ``order_id`` (the order is one
+    of theirs), on the ledger (also its rows of no order, when ``unowned``), and on a table tied to no
+    order ("1" or "0")."""
+    if f.shops is None:
+        return "1", "1", "1"
+    mine = (f"order_id IN (SELECT order_id FROM orders_raw WHERE shop_id IN "
+            f"({', '.join(quote(s) for s in f.shops) or quote('')}))") if f.shops else "0"
+    ledger = f"({mine} OR order_id = '')" if f.unowned else mine
+    return mine, ledger, "1" if f.unowned else "0"
+
+
 def render(template: str, f: Filters) -> str:
     """Fill a template: ``{ledger_sums}`` is the amounts of the live ledger in the range (settlement
     rows included: ``ts, level, kind, status_after, rule_id, amount``, summed per hour where it
@@ -114,12 +133,16 @@ def render(template: str, f: Filters) -> str:
     click_id, paid_amount, promoter1..3, commission, commission1..3``), narrowed to the promoter's own sales and
     the campaign; ``{campaign_orders}`` those orders with their click's campaign;
     ``{only_promoter}`` narrows ledger rows to the promoter's own money, ``{only_orders}`` to the
-    orders whose click carries the campaign (whenever the click was)."""
+    orders whose click carries the campaign (whenever the click was); ``{shop_orders}`` narrows a
+    table with ``order_id`` to the orders of ``f.shops``, ``{unowned}`` a table tied to no order
+    (:func:`_shop_scope`). Lookups that only test membership (a click's campaign) stay unnarrowed:
+    what they select from is already narrowed."""
     rng = _range(f)
+    shop_orders, shop_ledger, unowned = _shop_scope(f)
     live = (f"(generation = (SELECT max(generation) FROM ledger_generations) "
             f"OR generation = {SETTLEMENT_GENERATION})")
     ledger = (f"(SELECT entry_id, event_id, ts, order_id, item_sku, customer_id, beneficiary_id, level, kind, "
-              f"amount, rate, rule_id, currency, status_after FROM ledger_entries FINAL WHERE {live} AND {rng})")
+              f"amount, rate, rule_id, currency, status_after FROM ledger_entries FINAL WHERE {live} AND {rng} AND {shop_ledger})")
     only_promoter = f"beneficiary_id = {quote(f.promoter)}" if f.promoter else "1"
     tagged = f"(SELECT click_id FROM clicks_raw FINAL WHERE campaign = {quote(f.campaign)})"
     standing_gen = "generation = (SELECT max(generation) FROM ledger_generations)"
@@ -139,12 +162,12 @@ def render(template: str, f: Filters) -> str:
                        f"((ts >= toDateTime({int(f.start_s)}) AND ts < toDateTime({a})) OR "
                        f"(ts >= toDateTime({b}) AND ts < toDateTime({int(f.end_s)}))))")
     # Existence and max need no FINAL (a row written twice is the same row): sums and counts do.
-    raw = f"ledger_entries WHERE {live} AND {rng}"
+    raw = f"ledger_entries WHERE {live} AND {rng} AND {shop_ledger}"
     # what is held now on the orders scored and held in the range (a hold comes after the score's
     # range began); deduplicated by entry, which on this small set is cheaper than FINAL
     held_now = (f"(SELECT held_order AS order_id, sum(held_entry) AS held_amount FROM ("
                 f"SELECT any(order_id) AS held_order, any(amount) AS held_entry FROM ledger_entries "
-                f"WHERE {live} AND ts >= toDateTime({int(f.start_s)}) AND status_after = 'held' AND order_id IN "
+                f"WHERE {live} AND ts >= toDateTime({int(f.start_s)}) AND status_after = 'held' AND {shop_orders} AND order_id IN "
                 f"(SELECT order_id FROM fraud_scores_raw WHERE held = 1 AND {rng}) GROUP BY generation, entry_id) "
                 f"GROUP BY held_order)")
     narrow = ""
@@ -156,27 +179,27 @@ def render(template: str, f: Filters) -> str:
     # its net commission, as the order processor last wrote them (the highest version).
     attributed = (f"(SELECT order_id, ts, customer_id, click_id, paid_amount, promoter1, promoter2, promoter3, "
                   f"commission, commission1, commission2, commission3 FROM order_standings_raw FINAL WHERE {standing_gen} "
-                  f"AND {rng} AND promoter1 != ''{narrow})")
+                  f"AND {rng} AND promoter1 != '' AND {shop_orders}{narrow})")
     # the attributed orders with the campaign of their click (a click of the range that an order
     # of the range names; a row written twice is the same row, so the lookup needs no FINAL)
     campaign_orders = (f"(SELECT order_id, campaign, paid_amount, commission FROM (SELECT order_id, click_id, "
                        f"paid_amount, commission FROM {attributed}) AS a ANY LEFT JOIN (SELECT click_id, campaign "
                        f"FROM clicks_raw WHERE {rng} AND click_id IN (SELECT click_id FROM order_standings_raw WHERE "
                        f"{rng} AND click_id != '')) AS c USING click_id)")
-    clicks = f"(SELECT * FROM clicks_raw FINAL WHERE {rng}" + (
+    clicks = f"(SELECT * FROM clicks_raw FINAL WHERE {rng} AND {unowned}" + (
         f" AND campaign = {quote(f.campaign)}" if f.campaign else "") + (
         f" AND promoter_id = {quote(f.promoter)}" if f.promoter else "") + ")"
     return template.format(
         ledger_sums=ledger_sums, held_now=held_now, attributed=attributed, clicks=clicks, rng=rng,
         campaign_orders=campaign_orders, raw=raw,
         only_holder=f"promoter = {quote(f.promoter)}" if f.promoter else "1",
-        bindings=f"(SELECT * FROM bindings_raw FINAL WHERE {rng}" + (
+        bindings=f"(SELECT * FROM bindings_raw FINAL WHERE {rng} AND {unowned}" + (
             f" AND promoter_id = {quote(f.promoter)}" if f.promoter else "") + ")",
         only_payee=f"payee = {quote(f.promoter)}" if f.promoter else "1",
         bucket=f"{BUCKETS[f.bucket]}",
         tz=quote(f.timezone), limit=int(f.limit), start=int(f.start_s), end=int(f.end_s),
         promoter=quote(f.promoter), campaign=quote(f.campaign),
-        only_promoter=only_promoter, only_orders=only_orders,
+        only_promoter=only_promoter, only_orders=only_orders, shop_orders=shop_orders, unowned=unowned,
     )
 
 
@@ -263,14 +286,14 @@ FROM (
             SELECT c, p, gp, ggp FROM (
                 SELECT c, p, gp FROM (
                     SELECT promoter_id AS c, argMax(parent_id, ts) AS p FROM promoters_raw FINAL
-                    WHERE type = 'promoter.joined' GROUP BY c
+                    WHERE type = 'promoter.joined' AND {unowned} GROUP BY c
                 ) AS t1 ANY LEFT JOIN (
                     SELECT promoter_id AS p, argMax(parent_id, ts) AS gp FROM promoters_raw FINAL
-                    WHERE type = 'promoter.joined' GROUP BY p
+                    WHERE type = 'promoter.joined' AND {unowned} GROUP BY p
                 ) AS t2 USING p
             ) AS t12 ANY LEFT JOIN (
                 SELECT promoter_id AS gp, argMax(parent_id, ts) AS ggp FROM promoters_raw FINAL
-                WHERE type = 'promoter.joined' GROUP BY gp
+                WHERE type = 'promoter.joined' AND {unowned} GROUP BY gp
             ) AS t3 USING gp
         )
     ) WHERE ancestor != '' GROUP BY ancestor
@@ -365,7 +388,7 @@ ORDER BY toInt64(gmv * 100) DESC, rule_id LIMIT {limit}
 SELECT reason, count() AS orders, sum(held_amount) AS held FROM (
     SELECT order_id, arrayJoin(splitByChar(',', top_reasons)) AS reason FROM (
         SELECT order_id, argMax(reasons, score) AS top_reasons FROM fraud_scores_raw
-        WHERE held = 1 AND {rng} GROUP BY order_id
+        WHERE held = 1 AND {rng} AND {shop_orders} GROUP BY order_id
     )
 ) AS r ANY LEFT JOIN (
     SELECT order_id, held_amount FROM {held_now}
@@ -382,7 +405,7 @@ SELECT order_id, top_score AS score, top_reasons AS reasons, promoter, held_amou
     SELECT order_id, max(score) AS top_score, argMax(reasons, score) AS top_reasons,
            argMax(promoter_id, score) AS promoter
     FROM fraud_scores_raw
-    WHERE held = 1 AND {rng}
+    WHERE held = 1 AND {rng} AND {shop_orders}
       AND order_id NOT IN (SELECT order_id FROM order_events_raw WHERE type = 'review.decided' AND ts >= toDateTime({start}))
     GROUP BY order_id
 ) AS queue ANY LEFT JOIN (
@@ -401,7 +424,7 @@ ORDER BY toInt64(held * 100) DESC, toInt64(score * 1000000) DESC, order_id LIMIT
 SELECT period, countIf(status = 'paid') AS paid, countIf(status = 'carried') AS carried_payees,
        sumIf(income, status = 'paid') AS income, sum(tax) AS tax, sum(net) AS net, sum(carried) AS carried_amount
 FROM settlements_raw FINAL
-WHERE {only_payee}
+WHERE {only_payee} AND {unowned}
 GROUP BY period ORDER BY period DESC LIMIT {limit}
 """),
 )

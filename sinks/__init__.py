@@ -13,15 +13,16 @@ tables are ReplacingMergeTree tables keyed by deterministic ids and read through
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Mapping, Protocol, runtime_checkable
 
-from sinks.errors import LedgerError, LedgerInUse, LedgerUnavailable, QueryError
+from sinks.errors import LedgerError, LedgerInUse, LedgerUnavailable, QueryError, ReadOnlyRefused
 from sinks.reader import QueryResult
+from sinks.readonly import read_only_sql
 from sinks.writer import Batch
 
 __all__ = [
     "Batch", "Ledger", "LedgerError", "LedgerInUse", "LedgerUnavailable", "QueryError",
-    "QueryResult", "open_ledger",
+    "QueryResult", "ReadOnlyRefused", "open_ledger", "read_only_sql",
 ]
 
 
@@ -34,7 +35,13 @@ class Ledger(Protocol):
 
     def query(self, sql: str) -> QueryResult:
         """Run SQL with the ledger's database as the default one. Decimal columns come back as
-        Decimal, DateTime as timezone-aware UTC datetime, Date as date."""
+        Decimal, DateTime as timezone-aware UTC datetime, Date as date. For tuike's own SQL."""
+
+    def read(self, sql: str, settings: Mapping[str, int] | None = None) -> QueryResult:
+        """Run SQL a person wrote, such that it can only read (``sinks/readonly.py``): one reading
+        statement, no table function reaching outside the ledger, and the engine's
+        ``readonly = 1``. ``settings`` (e.g. ``max_execution_time``) apply to this query.
+        Raises :class:`ReadOnlyRefused` for SQL that could write."""
 
     def close(self) -> None: ...
 

@@ -15,13 +15,14 @@ import fcntl
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import orjson
 import pyarrow as pa
 
 from sinks.errors import LedgerError, LedgerInUse, QueryError
 from sinks.reader import QueryResult, decimal_converter, decimal_scale, epoch_to_utc, iso_date, unwrap_type
+from sinks.readonly import read_only_sql, read_settings
 from sinks.schema import check_database_name, hours_refresh, schema_statements
 from sinks.writer import Batch, TableColumns, batch_columns
 
@@ -150,16 +151,30 @@ class ChdbLedger:
             except Exception as exc:
                 raise QueryError(f"recomputing ledger_hours failed: {str(exc).strip()}") from None
 
+    def read(self, sql: str, settings: Mapping[str, int] | None = None) -> QueryResult:
+        """SQL a person wrote, run so that it can only read: checked by ``read_only_sql``, then
+        with ``readonly = 1`` in a SETTINGS clause of its own line (after the caller's
+        ``settings``), so it covers this query alone and the pipeline sharing the session still
+        writes."""
+        clause = ", ".join(f"{name} = {value}" for name, value in read_settings(settings).items())
+        return self.query(f"{read_only_sql(sql)}\nSETTINGS {clause}")
+
     def query(self, sql: str) -> QueryResult:
         res = self._run(sql, "JSONCompact")
         raw = res.bytes()
         if not raw.strip():
             return QueryResult([], [], [])
-        doc = orjson.loads(raw)
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        data = doc.get("data", []) if isinstance(doc, dict) else None
+        if not isinstance(data, list) or any(not isinstance(row, list) for row in data[:1]):
+            raise QueryError("the result is not in the format tuike reads: leave out the FORMAT clause "
+                             "(tuike query chooses the output with --format)")
         meta = doc.get("meta", [])
         names = [m["name"] for m in meta]
         types = [m["type"] for m in meta]
-        data = doc.get("data", [])
         if not data:
             return QueryResult(names, types, [])
         columns = list(zip(*data))

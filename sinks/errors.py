@@ -16,3 +16,7 @@ class LedgerUnavailable(LedgerError):
 
 class QueryError(LedgerError):
     """The database refused a query (syntax, unknown table, …); the message is the database's."""
+
+
+class ReadOnlyRefused(QueryError):
+    """SQL that could write, or reach outside the ledger, refused before it ran (sinks/readonly.py)."""

@@ -5,22 +5,34 @@ its tables are created if missing. The server may be as old as 18.16 (Debian 12'
 common subset of ``schemas/ddl.sql`` is used.
 
 Connection failures are retried with backoff; so are inserts that fail on the network, which is
-safe because every table collapses repeated rows on its deterministic key.
+safe because every table collapses repeated rows on its deterministic key. A TLS certificate that
+does not verify is not retried: it will not verify on the next attempt either.
+
+The URL's options: ``secure=1`` (or ``clickhouses://``) for TLS, ``ca_certs=PATH`` (the CA that
+signed the server's certificate), ``verify=0`` (no verification, on by default),
+``server_hostname=NAME`` (the name the certificate carries, when connecting by another), and the
+password: ``password_file=PATH`` or ``password=env:NAME|file:PATH``, else the environment's
+``TUIKE_CLICKHOUSE_PASSWORD``. A password written into the URL itself still works, but the
+command line refuses it (``ps`` shows every process's arguments): :func:`has_inline_password`.
 """
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
+from schemas.secrets import SecretError, is_reference, resolve_secret
 from sinks.errors import LedgerError, LedgerUnavailable, QueryError
 from sinks.reader import QueryResult, decimal_converter, decimal_scale, to_utc, unwrap_type
+from sinks.readonly import read_only_sql, read_settings
 from sinks.schema import check_database_name, hours_refresh, schema_statements
 from sinks.writer import Batch, batch_columns
 
@@ -28,6 +40,9 @@ T = TypeVar("T")
 
 DEFAULT_PORT = 9000
 DEFAULT_DATABASE = "tuike"
+PASSWORD_ENV = "TUIKE_CLICKHOUSE_PASSWORD"
+URL_OPTIONS = ("secure", "ca_certs", "verify", "server_hostname", "password_file", "password")
+_FLAGS = {"1": True, "true": True, "0": False, "false": False}
 # Failures worth retrying: the server is not there (yet), or the connection broke.
 _TRANSIENT = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, ConnectionError, OSError)
 
@@ -38,8 +53,11 @@ class ServerURL:
     port: int
     database: str
     user: str
-    password: str
+    password: str = field(repr=False)
     secure: bool = False
+    ca_certs: str | None = None
+    verify: bool = True
+    server_hostname: str | None = None
 
     @property
     def display(self) -> str:
@@ -49,31 +67,113 @@ class ServerURL:
         return f"{scheme}://{auth}{self.host}:{self.port}/{self.database}"
 
 
-def parse_url(url: str) -> ServerURL:
-    """``clickhouse://[user[:password]@]host[:port][/database]`` (``clickhouses://`` for TLS)."""
+def parse_url(url: str, env: Mapping[str, str] | None = None) -> ServerURL:
+    """``clickhouse://[user@]host[:port][/database][?option=value&…]`` (``clickhouses://`` for
+    TLS; the options are in the module's docstring). ``env`` (default: the process's) holds
+    ``TUIKE_CLICKHOUSE_PASSWORD`` and the variables ``password=env:NAME`` names."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("clickhouse", "clickhouses") or not parts.hostname:
         raise LedgerError(
-            f"--clickhouse {url!r} is not a ClickHouse URL: write clickhouse://HOST:PORT/DATABASE, "
+            f"--clickhouse {_safe(url)} is not a ClickHouse URL: write clickhouse://HOST:PORT/DATABASE, "
             "e.g. clickhouse://127.0.0.1:9000/tuike"
         )
     try:
         port = parts.port or DEFAULT_PORT
     except ValueError:
-        raise LedgerError(f"--clickhouse {url!r}: the port is not a number") from None
+        raise LedgerError(f"--clickhouse {_safe(url)}: the port is not a number") from None
     database = unquote(parts.path.strip("/")) or DEFAULT_DATABASE
     if "/" in database:
-        raise LedgerError(f"--clickhouse {url!r}: the path must be one database name")
-    query = parse_qs(parts.query)
-    secure = parts.scheme == "clickhouses" or query.get("secure", ["0"])[0] in ("1", "true")
+        raise LedgerError(f"--clickhouse {_safe(url)}: the path must be one database name")
+    options = _options(url, parts.query)
+    secure = parts.scheme == "clickhouses" or _flag(url, options, "secure", False)
+    verify = _flag(url, options, "verify", True)
+    tls_only = [name for name in ("ca_certs", "verify", "server_hostname") if name in options]
+    if tls_only and not secure:
+        raise LedgerError(f"--clickhouse {_safe(url)}: {', '.join(tls_only)} applies to TLS only: write clickhouses:// "
+                          "or add secure=1 (a ClickHouse server's TLS port is 9440 by default)")
+    ca_certs = options.get("ca_certs")
+    if ca_certs is not None and not Path(ca_certs).expanduser().is_file():
+        raise LedgerError(f"--clickhouse {_safe(url)}: ca_certs={ca_certs} is not a file; name the PEM file of the "
+                          "CA that signed the server's certificate")
     return ServerURL(
         host=parts.hostname,
         port=port,
         database=check_database_name(database),
         user=unquote(parts.username) if parts.username else "default",
-        password=unquote(parts.password) if parts.password else "",
+        password=_password(url, parts.password, options, os.environ if env is None else env),
         secure=secure,
+        ca_certs=str(Path(ca_certs).expanduser()) if ca_certs else None,
+        verify=verify,
+        server_hostname=options.get("server_hostname") or None,
     )
+
+
+def has_inline_password(url: str) -> bool:
+    """Whether the URL itself holds a password (``user:pw@`` or ``password=pw``) rather than
+    naming where it is kept."""
+    parts = urlsplit(url.strip())
+    if parts.password:
+        return True
+    written = [v for v in parse_qs(parts.query, keep_blank_values=True).get("password", []) if v]
+    return any(not is_reference(v) for v in written)
+
+
+def _safe(url: str) -> str:
+    """The URL for a message: its password, if any, replaced by ***."""
+    parts = urlsplit(url.strip())
+    if parts.password:
+        url = url.replace(f":{parts.password}@", ":***@", 1)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    for value in query.get("password", []):
+        if value and not is_reference(value):
+            url = url.replace(f"password={value}", "password=***")
+    return repr(url)
+
+
+def _options(url: str, query: str) -> dict[str, str]:
+    found = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(found) - set(URL_OPTIONS))
+    if unknown:
+        raise LedgerError(f"--clickhouse {_safe(url)}: unknown option {', '.join(unknown)} "
+                          f"(the options are {', '.join(URL_OPTIONS)})")
+    twice = sorted(name for name, values in found.items() if len(values) > 1)
+    if twice:
+        raise LedgerError(f"--clickhouse {_safe(url)}: {', '.join(twice)} given more than once")
+    return {name: values[0] for name, values in found.items()}
+
+
+def _flag(url: str, options: dict[str, str], name: str, default: bool) -> bool:
+    value = options.get(name)
+    if value is None:
+        return default
+    if value.lower() not in _FLAGS:
+        raise LedgerError(f"--clickhouse {_safe(url)}: {name}={value}: write {name}=1 or {name}=0")
+    return _FLAGS[value.lower()]
+
+
+def _password(url: str, inline: str | None, options: dict[str, str], env: Mapping[str, str]) -> str:
+    """The password: the URL's own, its password_file or password=env:/file: reference, else
+    TUIKE_CLICKHOUSE_PASSWORD, else none."""
+    given = [name for name, present in (("a password before @", bool(inline)),
+                                        ("password_file", "password_file" in options),
+                                        ("password", "password" in options)) if present]
+    if len(given) > 1:
+        raise LedgerError(f"--clickhouse {_safe(url)}: {' and '.join(given)} both give the password; keep one")
+    if inline:
+        return unquote(inline)
+    ref = f"file:{options['password_file']}" if "password_file" in options else options.get("password")
+    if not ref:
+        return env.get(PASSWORD_ENV, "")
+    if ref.startswith("env:"):
+        found = env.get(ref[4:])
+        if not found:
+            raise LedgerError(f"--clickhouse {_safe(url)}: the environment variable {ref[4:]} "
+                              "(password=env:…) is not set")
+        return found
+    try:
+        return resolve_secret(ref)
+    except SecretError as exc:
+        raise LedgerError(f"--clickhouse {_safe(url)}: the password: {exc}") from None
 
 
 class ServerLedger:
@@ -106,9 +206,12 @@ class ServerLedger:
 
     def _client(self, database: str) -> Client:
         u = self.url
+        tls: dict[str, Any] = {}
+        if u.secure:
+            tls = dict(verify=u.verify, ca_certs=u.ca_certs, server_hostname=u.server_hostname)
         return Client(
             host=u.host, port=u.port, user=u.user, password=u.password, database=database,
-            secure=u.secure, compression=_compression(), client_name="tuike", **self._timeouts,
+            secure=u.secure, compression=_compression(), client_name="tuike", **tls, **self._timeouts,
         )
 
     def _retrying(self, fn: Callable[[], T], *, connecting: bool = False) -> T:
@@ -124,6 +227,10 @@ class ServerLedger:
                     ) from None
                 raise QueryError(_server_message(exc)) from None
             except _TRANSIENT as exc:
+                # a certificate that did not verify, or a first handshake that failed (not a TLS
+                # port), fails the same way next time; a TLS connection broken later is retried
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc) or (connecting and "[SSL" in str(exc)):
+                    raise LedgerUnavailable(self._tls_failure(str(exc))) from None
                 if attempt == self._retries:
                     raise LedgerUnavailable(
                         f"cannot reach the ClickHouse server at {self.url.display} "
@@ -136,6 +243,16 @@ class ServerLedger:
                 delay *= 2
         raise AssertionError("unreachable")
 
+    def _tls_failure(self, text: str) -> str:
+        reason = text.split("] ", 1)[-1].split(" (_ssl.c")[0]
+        where = f"the ClickHouse server at {self.url.display}"
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return (f"the TLS certificate of {where} did not verify ({reason}): give the CA that signed it "
+                    "with ca_certs=PATH (`make clickhouse-up` makes .deploy/clickhouse/tls/ca.crt), or "
+                    "server_hostname=NAME when the certificate names the server differently")
+        return (f"the TLS handshake with {where} failed ({reason}): is port {self.url.port} its TLS port "
+                "(tcp_port_secure, 9440 by default)?")
+
     def write(self, batch: Batch) -> None:
         client = self._live()
         for tc in batch_columns(batch):
@@ -145,11 +262,16 @@ class ServerLedger:
         for sql in hours_refresh(self.database, batch):  # after the rows: it reads them
             self._retrying(lambda s=sql: client.execute(s))
 
-    def query(self, sql: str) -> QueryResult:
+    def read(self, sql: str, settings: Mapping[str, int] | None = None) -> QueryResult:
+        """SQL a person wrote, run so that it can only read: checked by ``read_only_sql``, then
+        sent with ``readonly = 1`` among the query's settings (after the caller's ``settings``)."""
+        return self.query(read_only_sql(sql), read_settings(settings))
+
+    def query(self, sql: str, settings: Mapping[str, int] | None = None) -> QueryResult:
         """SELECT / SHOW / DDL. (An INSERT with inline VALUES is not supported through the
         native driver on 18.16: it waits for a data block. Use :meth:`write`.)"""
         client = self._live()
-        result = self._retrying(lambda: client.execute(sql, with_column_types=True))
+        result = self._retrying(lambda: client.execute(sql, with_column_types=True, settings=settings))
         rows, meta = (result if isinstance(result, tuple) else (result, []))
         if not meta:  # DDL and other statements without a result set
             return QueryResult([], [], [])

@@ -11,8 +11,10 @@
   and ``tuike replay``'s "the workers must be stopped").
 
 Every entry point is a coroutine; the ``*_sync`` wrappers run one with :func:`asyncio.run` for
-the command line. An unreachable broker is a :class:`BrokerUnreachable` whose message says what
-to do.
+the command line. Each takes where Kafka is as a :class:`~topologies.kafka_access.KafkaAccess`
+(a bare ``HOST:PORT`` is PLAINTEXT). An unreachable broker is a :class:`BrokerUnreachable`, a
+broker that refuses the credentials or whose certificate is not trusted an :class:`AccessRefused`;
+both say what to do.
 """
 from __future__ import annotations
 
@@ -26,18 +28,18 @@ from typing import Callable, Iterable, NamedTuple
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 
 from schemas.dead_letter import DeadLetter
 from schemas.records import Record
 from schemas.routes import admit, reason_class, topic_and_key
 
 from topologies.codec import encode_dead_letter, origin_headers
+from topologies.kafka_access import DEFAULT_BROKER, KafkaAccess, started  # DEFAULT_BROKER: the benchmarks read it here
 from topologies.settings import STAGES, StreamSettings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BROKER = "127.0.0.1:9092"  # contract §5; environment TUIKE_BROKER
+Kafka = KafkaAccess | str  # where Kafka is: an access, or a bare HOST:PORT (PLAINTEXT)
 
 # Producer settings, measured with `python -m benchmarks.produce_throughput` (see produce_records).
 LINGER_MS = 20
@@ -47,15 +49,6 @@ MAX_BATCH_BYTES = 512 * 1024  # below the broker's message.max.bytes (1 MiB) eve
 COMPRESSION: str | None = None
 CHUNK = 10_000  # delivery futures awaited together; at most four chunks are unconfirmed at once
 PROGRESS_EVERY = 2_000  # records between two calls of the progress callback
-
-
-class BrokerUnreachable(Exception):
-    """No Kafka broker answers at the bootstrap address."""
-
-    def __init__(self, broker: str, detail: str = ""):
-        self.broker = broker
-        super().__init__(f"cannot reach Kafka at {broker}: start it with `make kafka-up` or pass --broker"
-                         + (f" ({detail})" if detail else ""))
 
 
 class TopicLayoutError(Exception):
@@ -76,28 +69,14 @@ class TopicSpec(NamedTuple):
 # --- clients ---------------------------------------------------------------------------------
 
 
-def _unreachable(broker: str, exc: BaseException) -> BrokerUnreachable:
-    return BrokerUnreachable(broker, "" if isinstance(exc, KafkaConnectionError) else f"{type(exc).__name__}: {exc}")
+async def _admin(kafka: Kafka) -> AIOKafkaAdminClient:
+    kafka = KafkaAccess.of(kafka)
+    return await started(AIOKafkaAdminClient(**kafka.client(request_timeout_ms=30_000)), kafka)
 
 
-async def _admin(broker: str) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker, request_timeout_ms=30_000)
-    try:
-        await admin.start()
-    except (KafkaError, OSError) as exc:
-        await admin.close()
-        raise _unreachable(broker, exc) from None
-    return admin
-
-
-async def _consumer(broker: str, **kw) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, **kw)
-    try:
-        await consumer.start()
-    except (KafkaError, OSError) as exc:
-        await consumer.stop()
-        raise _unreachable(broker, exc) from None
-    return consumer
+async def _consumer(kafka: Kafka, **kw) -> AIOKafkaConsumer:
+    kafka = KafkaAccess.of(kafka)
+    return await started(AIOKafkaConsumer(**kafka.client(enable_auto_commit=False, **kw)), kafka)
 
 
 # --- topics ----------------------------------------------------------------------------------
@@ -140,7 +119,7 @@ def _layout_message(name: str, found: int, expected: int) -> str:
             f"{name} (its messages are lost) and run the command again to create it with {expected}")
 
 
-async def ensure_topics(broker: str, specs: Iterable[TopicSpec | tuple], replication_factor: int | None = None,
+async def ensure_topics(kafka: Kafka, specs: Iterable[TopicSpec | tuple], replication_factor: int | None = None,
                         *, timeout: float = 30.0) -> list[str]:
     """Create the missing topics of ``specs`` ((name, partitions, compacted) each) and check the
     existing ones; return the names created here.
@@ -150,7 +129,7 @@ async def ensure_topics(broker: str, specs: Iterable[TopicSpec | tuple], replica
     Raises :class:`TopicLayoutError` naming the topic, the counts found and expected, and what
     to do; :class:`BrokerUnreachable`."""
     specs = [TopicSpec(*s) for s in specs]
-    admin = await _admin(broker)
+    admin = await _admin(kafka)
     try:
         if replication_factor is None:
             replication_factor = min(3, len((await admin.describe_cluster())["brokers"]) or 1)
@@ -193,10 +172,10 @@ async def ensure_topics(broker: str, specs: Iterable[TopicSpec | tuple], replica
         await admin.close()
 
 
-async def delete_topics(broker: str, names: Iterable[str] = (), *, prefix: str | None = None) -> list[str]:
+async def delete_topics(kafka: Kafka, names: Iterable[str] = (), *, prefix: str | None = None) -> list[str]:
     """Delete the named topics and, with ``prefix``, every topic whose name starts with it (for
     tests and measurements; their messages are lost). Returns the names deleted."""
-    admin = await _admin(broker)
+    admin = await _admin(kafka)
     try:
         existing = set(await admin.list_topics())
         doomed = sorted((existing & set(names)) | {t for t in existing if prefix and t.startswith(prefix)})
@@ -268,7 +247,7 @@ async def _settle(futures: list[asyncio.Future]) -> None:
                            "workers ignore an event_id they have seen)") from None
 
 
-async def produce_records(broker: str, settings: StreamSettings, records: Iterable[Record],
+async def produce_records(kafka: Kafka, settings: StreamSettings, records: Iterable[Record],
                           progress: Callable[..., None] | None = None, *,
                           compression: str | None = COMPRESSION, linger_ms: int = LINGER_MS,
                           max_batch_size: int = MAX_BATCH_BYTES) -> ProduceStats:
@@ -290,14 +269,10 @@ async def produce_records(broker: str, settings: StreamSettings, records: Iterab
     (send, the murmur2 partitioner, the accumulator), not bytes or the broker.
     """
     stats = ProduceStats()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=broker, acks="all", enable_idempotence=True, linger_ms=linger_ms,
-        max_batch_size=max_batch_size, compression_type=compression, request_timeout_ms=30_000)
-    try:
-        await producer.start()
-    except (KafkaError, OSError) as exc:
-        await producer.stop()
-        raise _unreachable(broker, exc) from None
+    kafka = KafkaAccess.of(kafka)
+    producer = await started(AIOKafkaProducer(**kafka.client(
+        acks="all", enable_idempotence=True, linger_ms=linger_ms, max_batch_size=max_batch_size,
+        compression_type=compression, request_timeout_ms=30_000)), kafka)
     t0 = time.perf_counter()
     pending: deque[list[asyncio.Future]] = deque()
     chunk: list[asyncio.Future] = []
@@ -344,13 +319,13 @@ class LagRow(NamedTuple):
     lag: int  # end - committed, or end - beginning when nothing is committed
 
 
-async def consumer_lag(broker: str, group: str, topics: Iterable[str] | None = None,
+async def consumer_lag(kafka: Kafka, group: str, topics: Iterable[str] | None = None,
                        settings: StreamSettings | None = None) -> list[LagRow]:
     """Lag of ``group`` per topic and partition, sorted. ``topics`` None means every topic the
     group has offsets for plus the four input topics (of ``settings``, default prefix ``tuike``);
     topics that do not exist are left out."""
     settings = settings or StreamSettings()
-    admin = await _admin(broker)
+    admin = await _admin(kafka)
     try:
         offsets = await admin.list_consumer_group_offsets(group)
         wanted = list(topics) if topics is not None else sorted({tp.topic for tp in offsets} | set(settings.inputs))
@@ -360,7 +335,7 @@ async def consumer_lag(broker: str, group: str, topics: Iterable[str] | None = N
     tps = [TopicPartition(t, p) for t in wanted for p in parts.get(t, ())]
     if not tps:
         return []
-    consumer = await _consumer(broker)
+    consumer = await _consumer(kafka)
     try:
         ends = await consumer.end_offsets(tps)
         begins = await consumer.beginning_offsets(tps)
@@ -376,12 +351,12 @@ async def consumer_lag(broker: str, group: str, topics: Iterable[str] | None = N
     return sorted(rows)
 
 
-async def pipeline_lag(broker: str, settings: StreamSettings, generation: int) -> list[LagRow]:
+async def pipeline_lag(kafka: Kafka, settings: StreamSettings, generation: int) -> list[LagRow]:
     """Lag of one generation's workers: their group on the input and routed topics, and their
     sink group on the ledger topic and the dead letters (topologies/sink.py), sorted."""
     routed = [settings.routed_topic(generation, s) for s in STAGES]
-    rows = await consumer_lag(broker, settings.app_id(generation), [*settings.inputs, *routed], settings)
-    rows += await consumer_lag(broker, settings.sink_group(generation),
+    rows = await consumer_lag(kafka, settings.app_id(generation), [*settings.inputs, *routed], settings)
+    rows += await consumer_lag(kafka, settings.sink_group(generation),
                                [settings.ledger_topic(generation), settings.deadletter], settings)
     return sorted(rows)
 
@@ -393,9 +368,9 @@ async def _describe_partitions(admin: AIOKafkaAdminClient, names: list[str]) -> 
             for t in await admin.describe_topics(names) if t["error_code"] == 0}
 
 
-async def group_members(broker: str, group: str) -> int:
+async def group_members(kafka: Kafka, group: str) -> int:
     """How many consumers are members of ``group`` now (0 for an empty or unknown group)."""
-    admin = await _admin(broker)
+    admin = await _admin(kafka)
     try:
         responses = await admin.describe_consumer_groups([group])
     finally:
@@ -408,11 +383,11 @@ async def group_members(broker: str, group: str) -> int:
     return count
 
 
-async def existing_topics(broker: str, names: list[str]) -> list[str]:
+async def existing_topics(kafka: Kafka, names: list[str]) -> list[str]:
     """Those of ``names`` that exist in the cluster. (From the list of every topic: a metadata
     request naming a missing topic creates it on a broker with auto.create.topics.enable, Kafka's
     default.)"""
-    admin = await _admin(broker)
+    admin = await _admin(kafka)
     try:
         found = set(await admin.list_topics())
     finally:
@@ -423,27 +398,27 @@ async def existing_topics(broker: str, names: list[str]) -> list[str]:
 # --- sync wrappers for the command line -------------------------------------------------------
 
 
-def ensure_topics_sync(broker: str, specs: Iterable[TopicSpec | tuple], replication_factor: int | None = None) -> list[str]:
-    return asyncio.run(ensure_topics(broker, specs, replication_factor))
+def ensure_topics_sync(kafka: Kafka, specs: Iterable[TopicSpec | tuple], replication_factor: int | None = None) -> list[str]:
+    return asyncio.run(ensure_topics(kafka, specs, replication_factor))
 
 
-def produce_records_sync(broker: str, settings: StreamSettings, records: Iterable[Record],
+def produce_records_sync(kafka: Kafka, settings: StreamSettings, records: Iterable[Record],
                          progress: Callable[..., None] | None = None, **kw) -> ProduceStats:
-    return asyncio.run(produce_records(broker, settings, records, progress, **kw))
+    return asyncio.run(produce_records(kafka, settings, records, progress, **kw))
 
 
-def pipeline_lag_sync(broker: str, settings: StreamSettings, generation: int) -> list[LagRow]:
-    return asyncio.run(pipeline_lag(broker, settings, generation))
+def pipeline_lag_sync(kafka: Kafka, settings: StreamSettings, generation: int) -> list[LagRow]:
+    return asyncio.run(pipeline_lag(kafka, settings, generation))
 
 
-def consumer_lag_sync(broker: str, group: str, topics: Iterable[str] | None = None,
+def consumer_lag_sync(kafka: Kafka, group: str, topics: Iterable[str] | None = None,
                       settings: StreamSettings | None = None) -> list[LagRow]:
-    return asyncio.run(consumer_lag(broker, group, topics, settings))
+    return asyncio.run(consumer_lag(kafka, group, topics, settings))
 
 
-def group_members_sync(broker: str, group: str) -> int:
-    return asyncio.run(group_members(broker, group))
+def group_members_sync(kafka: Kafka, group: str) -> int:
+    return asyncio.run(group_members(kafka, group))
 
 
-def existing_topics_sync(broker: str, names: list[str]) -> list[str]:
-    return asyncio.run(existing_topics(broker, names))
+def existing_topics_sync(kafka: Kafka, names: list[str]) -> list[str]:
+    return asyncio.run(existing_topics(kafka, names))

@@ -38,13 +38,15 @@ import faust
 from faust.types import TP
 from mode import CrashingSupervisor
 
-from engine.config import Config
+from engine.config import Config, ConfigError, Problem
 from engine.dataflow import Context
 from sinks import Ledger
 from topologies.faust_internals import PromoterView, partition_db
 from topologies.journal import Journal
+from topologies.kafka_access import KafkaAccess
 from topologies.kafka_checkpoint import KafkaCheckpoint
 from topologies.offsets import COMMIT_SECONDS, OffsetBook
+from topologies.protection import protection_for
 from topologies.settings import STAGE_OF, STAGES, StreamSettings
 from topologies.sink import LedgerSink, SinkStats
 from topologies.stage import MIRROR, BatchResult, Stage
@@ -55,14 +57,14 @@ log = logging.getLogger("tuike.worker")
 class Topology:
     """The Faust app of one generation, built from the configuration."""
 
-    def __init__(self, config: Config, settings: StreamSettings, *, broker: str, data_dir: Path,
+    def __init__(self, config: Config, settings: StreamSettings, *, kafka: KafkaAccess, data_dir: Path,
                  generation: int = 0, ledger: Ledger | None = None):
         self.settings = settings
         self.generation = generation
         n = settings.partitions
         self.app = faust.App(
             settings.app_id(generation),
-            broker=f"kafka://{broker}",
+            **kafka.faust(),  # broker and broker_credentials
             datadir=str(data_dir),
             store="rocksdb://",
             topic_partitions=n,
@@ -85,9 +87,9 @@ class Topology:
         self.tables = {p: self.app.Table(p, **table_options) for p in STAGE_OF}
         self.promoter_facts = self.app.GlobalTable(MIRROR, **table_options)
         ctx = Context(config, PromoterView(self.promoter_facts, n))
-        self.offsets = OffsetBook(self.app, settings.app_id(generation), broker)
+        self.offsets = OffsetBook(self.app, settings.app_id(generation), kafka)
         self.checkpoint = KafkaCheckpoint(self.app, {**self.tables, MIRROR: self.promoter_facts}, self.offsets,
-                                          Journal(broker))
+                                          Journal(kafka))
 
         @self.app.on_partitions_revoked.connect
         async def forget_revoked(sender: Any, revoked: set, **kwargs: Any) -> None:
@@ -99,14 +101,18 @@ class Topology:
 
         self.sink_topic = settings.ledger_topic(generation)
         self.stats: dict[str, BatchResult] = defaultdict(BatchResult)
-        self.stages = {name: Stage(name, settings, generation, ctx, self._read) for name in STAGES}
+        self.protection = protection_for(config.raw, ledger) if ledger is not None else None
+        if self.protection is None and "privacy" in config.raw:
+            raise ConfigError([Problem("privacy", "a worker with privacy on needs the ledger (--clickhouse): "
+                                                  "the data keys live there")])
+        self.stages = {name: Stage(name, settings, generation, ctx, self._read, self.protection) for name in STAGES}
         for name, stage in self.stages.items():
             channel = self.app.topic(*stage.topics, partitions=n, **raw)
             self.app.agent(channel, name=name, concurrency=1, supervisor_strategy=CrashingSupervisor)(self._agent(stage))
         self.ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="ledger")  # one connection, one thread
         self.sink: LedgerSink | None = None
         if ledger is not None:
-            self.sink = LedgerSink(ledger, broker=broker, group=settings.sink_group(generation),
+            self.sink = LedgerSink(ledger, kafka=kafka, group=settings.sink_group(generation),
                                    topics=[self.sink_topic, settings.deadletter], sink_topic=self.sink_topic,
                                    generation=generation, records_per_insert=max(1, settings.sink_batch // 100),
                                    wait_ms=settings.sink_ms, thread=self.ledger_thread)
@@ -136,6 +142,8 @@ class Topology:
                 totals.redone += await checkpoint.take_over(stage, {e.message.partition for e in events})
                 admitted, offsets = await self.offsets.admit(events)
                 entries, result = stage.run(admitted, ends)
+                if self.protection is not None:  # the data keys before anything they sealed is durable
+                    await asyncio.get_running_loop().run_in_executor(self.ledger_thread, self.protection.flush)
                 await checkpoint.commit(stage, entries, offsets)
                 totals.records += result.records
                 totals.entries += result.entries

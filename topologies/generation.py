@@ -22,16 +22,17 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from topologies.journal import Journal
+from topologies.kafka_access import KafkaAccess, started
 from topologies.settings import STAGES, StreamSettings
 
 KEY = b"generation"
 
 
-async def read_control(broker: str, settings: StreamSettings) -> dict | None:
+async def read_control(kafka: KafkaAccess, settings: StreamSettings) -> dict | None:
     """The last control record, or None."""
     from topologies.admin import _consumer
 
-    consumer = await _consumer(broker)
+    consumer = await _consumer(kafka)
     try:
         if settings.control not in await consumer.topics():
             return None
@@ -48,14 +49,13 @@ async def read_control(broker: str, settings: StreamSettings) -> dict | None:
         await consumer.stop()
 
 
-def current_generation(broker: str, settings: StreamSettings) -> int:
-    record = asyncio.run(read_control(broker, settings))
+def current_generation(kafka: KafkaAccess, settings: StreamSettings) -> int:
+    record = asyncio.run(read_control(kafka, settings))
     return int(record["generation"]) if record else 0
 
 
-async def write_control(broker: str, settings: StreamSettings, record: dict) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=True)
-    await producer.start()
+async def write_control(kafka: KafkaAccess, settings: StreamSettings, record: dict) -> None:
+    producer = await started(AIOKafkaProducer(**kafka.client(acks="all", enable_idempotence=True)), kafka)
     try:
         await producer.send_and_wait(settings.control, orjson.dumps(record), key=KEY, partition=0)
     finally:
@@ -81,7 +81,7 @@ class ReplayPlan:
     offsets: dict[str, dict[int, int]]  # input topic -> partition -> where the group starts
 
 
-async def start_replay(broker: str, settings: StreamSettings, start: str | None) -> ReplayPlan:
+async def start_replay(kafka: KafkaAccess, settings: StreamSettings, start: str | None) -> ReplayPlan:
     """``tuike replay``: refuse while workers run; then either start generation N+1 from the
     beginning (``start`` None or "earliest") or rewind generation N's group to a time.
 
@@ -90,44 +90,44 @@ async def start_replay(broker: str, settings: StreamSettings, start: str | None)
     fix) are applied. Rebuilding derives everything again into a new generation."""
     from topologies.admin import _admin, _consumer, _describe_partitions, group_members
 
-    current = await read_control(broker, settings)
+    current = await read_control(kafka, settings)
     generation = int(current["generation"]) if current else 0
     group = settings.app_id(generation)
-    members = await group_members(broker, group)
+    members = await group_members(kafka, group)
     if members:
         raise ReplayRefused(f"{members} worker(s) of group {group} are running: stop every `tuike worker` "
                             "first (a replay under running workers would mix two derivations)")
-    admin = await _admin(broker)
+    admin = await _admin(kafka)
     try:
         parts = await _describe_partitions(admin, list(settings.inputs))
     finally:
         await admin.close()
     tps = [TopicPartition(t, p) for t in settings.inputs for p in parts.get(t, ())]
     if not tps:
-        raise ReplayRefused(f"no input topics {', '.join(settings.inputs)} on {broker}: nothing to replay")
-    consumer = await _consumer(broker)
+        raise ReplayRefused(f"no input topics {', '.join(settings.inputs)} on {kafka}: nothing to replay")
+    consumer = await _consumer(kafka)
     try:
         ends = await consumer.end_offsets(tps)
         if start in (None, "earliest"):
             begins = await consumer.beginning_offsets(tps)
             record = next_generation_record(current, _nest(ends))
-            await write_control(broker, settings, record)
+            await write_control(kafka, settings, record)
             return ReplayPlan(record["generation"], settings.app_id(record["generation"]), True, _nest(begins))
         at = _epoch_ms(start)
         found = await consumer.offsets_for_times({tp: at for tp in tps})
         offsets = {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in tps}
     finally:
         await consumer.stop()
-    await _commit(broker, group, offsets)
+    await _commit(kafka, group, offsets)
     # the journals' last entries cover input past the rewound offsets: end them with barriers, or the
     # restarted workers would re-apply them and skip the re-fed records (topologies/journal.py)
     journals = [settings.journal_topic(generation, s) for s in STAGES]
-    admin = await _admin(broker)
+    admin = await _admin(kafka)
     try:
         journal_parts = await _describe_partitions(admin, journals)
     finally:
         await admin.close()
-    journal = Journal(broker)
+    journal = Journal(kafka)
     try:
         await journal.write_barriers([(t, p) for t in journals for p in journal_parts.get(t, ())])
     finally:
@@ -135,10 +135,9 @@ async def start_replay(broker: str, settings: StreamSettings, start: str | None)
     return ReplayPlan(generation, group, False, _nest(offsets))
 
 
-async def _commit(broker: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+async def _commit(kafka: KafkaAccess, group: str, offsets: dict[TopicPartition, int]) -> None:
     """Set ``group``'s committed offsets (the group has no members, so nobody overwrites them)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
-    await consumer.start()
+    consumer = await started(AIOKafkaConsumer(**kafka.client(group_id=group, enable_auto_commit=False)), kafka)
     try:
         consumer.assign(list(offsets))
         await consumer.commit(offsets)
@@ -164,7 +163,7 @@ def _epoch_ms(text: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-async def caught_up(broker: str, group: str, record: dict, internal: list[str],
+async def caught_up(kafka: KafkaAccess, group: str, record: dict, internal: list[str],
                     sink: tuple[str, list[str]]) -> bool:
     """Whether ``group`` has consumed the input as it stood at the replay (``record["ends"]``)
     and drained its internal topics (routed messages), and the sink group ``sink`` (group,
@@ -173,11 +172,11 @@ async def caught_up(broker: str, group: str, record: dict, internal: list[str],
     from topologies.admin import consumer_lag
 
     want = {(t, int(p)): o for t, parts in record.get("ends", {}).items() for p, o in parts.items()}
-    rows = await consumer_lag(broker, group, [*sorted({t for t, _ in want}), *internal])
+    rows = await consumer_lag(kafka, group, [*sorted({t for t, _ in want}), *internal])
     for row in rows:
         if (row.topic, row.partition) in want:
             if (row.committed or 0) < want[(row.topic, row.partition)]:
                 return False
         elif row.lag:
             return False
-    return not any(row.lag for row in await consumer_lag(broker, sink[0], sink[1]))
+    return not any(row.lag for row in await consumer_lag(kafka, sink[0], sink[1]))

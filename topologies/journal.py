@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from topologies.kafka_access import KafkaAccess, started
+
 PART_BYTES = 4 * 1024 * 1024
 READ_SECONDS = 60.0
 # A journal partition needs its last entry only: keep a few segments, whatever their age.
@@ -143,8 +145,8 @@ class JournalUnreadable(Exception):
 class Journal:
     """Reads journal partitions back (one consumer, outside the group, shared by the stages)."""
 
-    def __init__(self, broker: str):
-        self.broker = broker
+    def __init__(self, kafka: KafkaAccess | str):
+        self.kafka = KafkaAccess.of(kafka)
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
@@ -186,10 +188,9 @@ class Journal:
 
     async def _start(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.broker, enable_auto_commit=False,
-                                              group_id=None, fetch_max_bytes=64 * 1024 * 1024,
-                                              max_partition_fetch_bytes=32 * 1024 * 1024)
-            await self._consumer.start()
+            self._consumer = await started(AIOKafkaConsumer(**self.kafka.client(
+                enable_auto_commit=False, group_id=None, fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=32 * 1024 * 1024)), self.kafka)
         return self._consumer
 
     async def close(self) -> None:
@@ -207,8 +208,7 @@ class Journal:
         for topic, p in partitions:
             last = await self.tail(topic, p)
             epochs[(topic, p)] = (last.epoch if last else 0) + 1
-        producer = AIOKafkaProducer(bootstrap_servers=self.broker, acks="all", enable_idempotence=True)
-        await producer.start()
+        producer = await started(AIOKafkaProducer(**self.kafka.client(acks="all", enable_idempotence=True)), self.kafka)
         try:
             for (topic, p), epoch in epochs.items():
                 for part in encode(Entry(ends={}, epoch=epoch)):

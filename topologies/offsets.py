@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from topologies.faust_internals import commit, seek
+from topologies.kafka_access import KafkaAccess, started
 
 log = logging.getLogger("tuike.offsets")
 COMMIT_SECONDS = 0.5
@@ -41,10 +42,10 @@ SEEK_TIMEOUT = 10.0
 class OffsetBook:
     """Per partition: the next offset to process; commits what is durable."""
 
-    def __init__(self, app: Any, group: str, broker: str):
+    def __init__(self, app: Any, group: str, kafka: KafkaAccess):
         self.app = app
         self.group = group
-        self.broker = broker
+        self.kafka = kafka
         self.expected: dict[TP, int] = {}
         self.refetching: dict[TP, tuple[int, float]] = {}  # partitions sent back: where to, when
         self.pending: dict[TP, int] = {}  # durable, not yet committed
@@ -141,8 +142,7 @@ class OffsetBook:
         from aiokafka.admin import AIOKafkaAdminClient
 
         if self._admin is None:
-            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
-            await self._admin.start()
+            self._admin = await started(AIOKafkaAdminClient(**self.kafka.client()), self.kafka)
         wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
         for attempt in range(20):  # the coordinator may not be known yet right after start
             try:
@@ -158,8 +158,8 @@ class OffsetBook:
         # a consumer of our own on this loop: Faust's consumer thread may be inside a rebalance that
         # waits for the very batch asking (a deadlock seen with Faust's earliest_offsets)
         if self._reader is None:
-            self._reader = AIOKafkaConsumer(bootstrap_servers=self.broker, enable_auto_commit=False, group_id=None)
-            await self._reader.start()
+            self._reader = await started(AIOKafkaConsumer(**self.kafka.client(enable_auto_commit=False, group_id=None)),
+                                         self.kafka)
         begins = await self._reader.beginning_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
         earliest = {tp: begins[TopicPartition(tp.topic, tp.partition)] for tp in tps}
         out: dict[TP, int] = {}

@@ -11,6 +11,14 @@ every topic and the consumer group, so environments can share a cluster). Pure: 
 | ``batch_ms`` | 20 | how long the agent waits to fill a batch (each hop to another partition adds up to this) |
 | ``sink_batch`` | 20000 | ledger rows per ClickHouse insert at most |
 | ``sink_ms`` | 100 | how long the sink waits to fill an insert (bounds ledger latency) |
+| ``security_protocol`` | ``PLAINTEXT`` | ``PLAINTEXT``, ``SSL`` or ``SASL_SSL``: how every client connects to ``--broker`` |
+| ``ssl_cafile`` | the system's CAs | the CA certificate (PEM) that signed the broker's (SSL, SASL_SSL) |
+| ``sasl_mechanism`` | — | ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` (SASL_SSL) |
+| ``sasl_username`` | — | the SCRAM user (SASL_SSL) |
+| ``sasl_password`` | — | ``env:NAME`` or ``file:PATH``, never the password itself (SASL_SSL) |
+
+The security keys are checked here and resolved (password read, CA file found) in
+``topologies/kafka_access.py``, where the clients are made.
 """
 from __future__ import annotations
 
@@ -22,7 +30,10 @@ from engine.dataflow import CUSTOMERS, ORDERS, PROMOTERS, PROPAGATION, RISK, TAL
 from schemas.routes import INPUTS
 
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-KEYS = ("topic_prefix", "partitions", "batch", "batch_ms", "sink_batch", "sink_ms")
+SECURITY_KEYS = ("security_protocol", "ssl_cafile", "sasl_mechanism", "sasl_username", "sasl_password")
+KEYS = ("topic_prefix", "partitions", "batch", "batch_ms", "sink_batch", "sink_ms", *SECURITY_KEYS)
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 # The stateful agents of topologies/app.py: stage -> (its processors, the input topics it consumes).
 # One stage holds every processor (issue 18): a message for a key in the partition being processed
 # is stepped in the same batch, and only a message for another partition crosses Kafka. Six stages
@@ -39,6 +50,16 @@ STAGE_OF = {processor: stage for stage, (processors, _inputs) in STAGES.items() 
 
 
 @dataclass(frozen=True)
+class KafkaSecurity:
+    """How the clients connect, as configured; ``sasl_password`` is still ``env:NAME`` or ``file:PATH``."""
+    security_protocol: str = "PLAINTEXT"
+    ssl_cafile: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+
+
+@dataclass(frozen=True)
 class StreamSettings:
     topic_prefix: str = "tuike"
     partitions: int = 4
@@ -46,6 +67,7 @@ class StreamSettings:
     batch_ms: int = 20
     sink_batch: int = 20_000
     sink_ms: int = 100
+    security: KafkaSecurity = KafkaSecurity()
 
     def topic(self, name: str) -> str:
         """``tuike.orders``, ``tuike.deadletter``, and internal ``tuike.g0.to-engine``…"""
@@ -100,6 +122,8 @@ def stream_settings(raw: dict | None) -> StreamSettings:
         path = f"kafka.{key}"
         if key not in KEYS:
             problems.append(Problem(path, f"unknown key; known keys: {', '.join(KEYS)}"))
+        elif key in SECURITY_KEYS:
+            continue
         elif key == "topic_prefix":
             if not isinstance(value, str) or not _PREFIX.match(value):
                 problems.append(Problem(path, f"{value!r} is not a topic prefix: letters, digits, _ and -, such as staging"))
@@ -109,6 +133,37 @@ def stream_settings(raw: dict | None) -> StreamSettings:
             problems.append(Problem(path, f"expected a whole number of at least 1, got {value!r}"))
         else:
             kw[key] = value
+    security = _security(section, problems)
     if problems:
         raise ConfigError(problems)
-    return StreamSettings(**kw)
+    return StreamSettings(**kw, security=security)
+
+
+def _security(section: dict, problems: list[Problem]) -> KafkaSecurity:
+    """The security keys, checked for shape and for fitting together (no file or environment read)."""
+    kw = {k: section[k] for k in SECURITY_KEYS if k in section}
+    bad = [key for key, value in kw.items() if not isinstance(value, str) or not value]
+    for key in bad:
+        problems.append(Problem(f"kafka.{key}", f"expected a non-empty string, got {kw[key]!r}"))
+    if bad:
+        return KafkaSecurity()
+    protocol = kw.get("security_protocol", "PLAINTEXT")
+    if protocol not in PROTOCOLS:
+        hint = " (SASL over plain TCP would send the password readable on the network)" if protocol == "SASL_PLAINTEXT" else ""
+        problems.append(Problem("kafka.security_protocol", f"{protocol!r} is not one of {', '.join(PROTOCOLS)}{hint}"))
+    sasl = [k for k in SECURITY_KEYS if k.startswith("sasl_")]
+    if protocol == "SASL_SSL":
+        for key in sasl:
+            if key not in kw:
+                problems.append(Problem(f"kafka.{key}", "required with security_protocol: SASL_SSL"))
+    else:
+        for key in [k for k in sasl if k in kw] + (["ssl_cafile"] if "ssl_cafile" in kw and protocol == "PLAINTEXT" else []):
+            problems.append(Problem(f"kafka.{key}", f"has no effect with security_protocol: {protocol}; set "
+                                                    f"security_protocol: {'SASL_SSL' if key.startswith('sasl_') else 'SSL'}"))
+    if "sasl_mechanism" in kw and kw["sasl_mechanism"] not in MECHANISMS:
+        problems.append(Problem("kafka.sasl_mechanism", f"{kw['sasl_mechanism']!r} is not one of {', '.join(MECHANISMS)}"))
+    password = kw.get("sasl_password", "")
+    if password and not (password.startswith(("env:", "file:")) and password.partition(":")[2]):
+        problems.append(Problem("kafka.sasl_password", "write env:NAME (an environment variable) or file:PATH (a file "
+                                                       "that holds it), not the password itself"))
+    return KafkaSecurity(**kw)

@@ -27,6 +27,7 @@ from schemas.dead_letter import DeadLetter
 from sinks import Batch, Ledger, LedgerError
 
 from topologies.codec import decode_dead_letter, decode_sink
+from topologies.kafka_access import KafkaAccess, started
 
 log = logging.getLogger("tuike.sink")
 MAX_BACKOFF = 10.0
@@ -78,10 +79,10 @@ async def write_until_done(ledger: Ledger, batch: Batch, stats: SinkStats, threa
 class LedgerSink:
     """Takes batches from the sink topics and writes them until they are in, then commits."""
 
-    def __init__(self, ledger: Ledger, *, broker: str, group: str, topics: list[str], sink_topic: str,
+    def __init__(self, ledger: Ledger, *, kafka: KafkaAccess, group: str, topics: list[str], sink_topic: str,
                  generation: int, records_per_insert: int, wait_ms: int, thread: Executor):
         self.ledger = ledger
-        self.broker = broker
+        self.kafka = kafka
         self.group = group
         self.topics = topics
         self.sink_topic = sink_topic
@@ -92,12 +93,11 @@ class LedgerSink:
         self.stats = SinkStats()
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            *self.topics, bootstrap_servers=self.broker, group_id=self.group, enable_auto_commit=False,
+        consumer = await started(AIOKafkaConsumer(*self.topics, **self.kafka.client(
+            group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
             max_poll_interval_ms=3_600_000,  # an outage may keep a batch unwritten for long: stay in the group
-            max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
-        await consumer.start()
+            max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)), self.kafka)
         try:
             while True:
                 records, ends = await self._take(consumer)

@@ -1,7 +1,8 @@
 """One streaming stage's work: a batch of Kafka records in, one journal entry per partition out.
 
 No I/O: the records are admitted (:func:`schemas.routes.admit`; routed topics carry engine
-messages), run through the engine's :func:`~engine.runner.step` against a
+messages) and protected (:mod:`topologies.protection`: the new data keys wait in memory for the
+app to write them before the batch), run through the engine's :func:`~engine.runner.step` against a
 :class:`~topologies.state_cache.StateCache` over the stage's tables, and what the batch changes
 in each partition — the new value of every key it touched and every record it will send — is
 returned as a :class:`~topologies.journal.Entry`. The :class:`~topologies.kafka_checkpoint.
@@ -29,6 +30,7 @@ from schemas.routes import admit
 from topologies.codec import decode_messages, encode_dead_letter, encode_messages, encode_sink, input_record
 from topologies.journal import Entry, Send, State
 from topologies.partitioning import partition_of
+from topologies.protection import Protection
 from topologies.settings import STAGE_OF, STAGES, StreamSettings
 from topologies.state_cache import Read, StateCache
 
@@ -57,8 +59,10 @@ class PartitionWork:
 class Stage:
     """One agent's processors, the topics it consumes, and its journal."""
 
-    def __init__(self, name: str, settings: StreamSettings, generation: int, ctx: Context, read: Read):
+    def __init__(self, name: str, settings: StreamSettings, generation: int, ctx: Context, read: Read,
+                 protection: Protection | None = None):
         self.name = name
+        self.protection = protection  # pseudonyms and sealing with keys in memory; the app flushes the keys
         self.settings = settings
         self.generation = generation
         self.ctx = ctx
@@ -138,7 +142,10 @@ class Stage:
             for table, row in fact_rows[i:i + CHUNK]:
                 chunk_facts[table].append(row)
             sends.append((self.sink_topic, part, None, encode_sink(entries[i:i + CHUNK], chunk_facts)))
+        protection = self.protection
         for d in w.dead + w.out.dead_letters:
+            if protection is not None:
+                d = protection.seal_dead_letter(d)
             sends.append((self.settings.deadletter, None, d.key.encode() if d.key else None, encode_dead_letter(d)))
         return sends
 
@@ -158,7 +165,9 @@ class Stage:
         if type(admitted) is DeadLetter:
             w.dead.append(admitted)
             return []
-        event = admitted.event  # type: ignore[union-attr]
-        for table, row in facts_of(event):
+        event, sealed = admitted.event, ""  # type: ignore[union-attr]
+        if self.protection is not None:
+            event, sealed = self.protection.protect(event)
+        for table, row in facts_of(event, sealed):
             w.facts[table].append(row)
         return first_messages(event)

@@ -27,6 +27,7 @@ from topologies.app import Topology
 from topologies.faust_internals import install_patches
 from topologies.generation import caught_up, read_control
 from topologies.journal import TOPIC_CONFIGS as JOURNAL_CONFIGS
+from topologies.kafka_access import KafkaAccess
 from topologies.settings import OLD_STAGES, StreamSettings
 
 PROGRESS_SECONDS = 5.0
@@ -37,15 +38,15 @@ def say(text: str) -> None:
     print(f"tuike worker: {text}", file=sys.stderr, flush=True)
 
 
-def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger: Ledger,
+def run_worker(config: Config, settings: StreamSettings, *, kafka: KafkaAccess, ledger: Ledger,
                data_dir: Path, loglevel: str = "warning") -> None:
     install_patches()  # offsets are tuike's (topologies/offsets.py)
-    control = asyncio.run(read_control(broker, settings))
+    control = asyncio.run(read_control(kafka, settings))  # first: a broker that refuses us is said here, not retried
     generation = int(control["generation"]) if control else 0
-    _refuse_an_older_layout(broker, settings, generation)
+    _refuse_an_older_layout(kafka, settings, generation)
     state_dir = data_dir / "stream" / settings.app_id(generation)
     state_dir.parent.mkdir(parents=True, exist_ok=True)
-    topology = Topology(config, settings, broker=broker, data_dir=state_dir, generation=generation, ledger=ledger)
+    topology = Topology(config, settings, kafka=kafka, data_dir=state_dir, generation=generation, ledger=ledger)
     n = settings.partitions
     # Faust creates its changelog topics itself, but a worker that starts while one is not yet in
     # the cluster's metadata was seen never to join its group: create them first, compacted.
@@ -53,13 +54,13 @@ def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger:
     # records as large as a journal part: one state value or routed chunk may exceed the 1 MiB default
     large = {"max.message.bytes": JOURNAL_CONFIGS["max.message.bytes"]}
     internal = set(topology.topics()) - set(settings.inputs) - {settings.deadletter}
-    ensure_topics_sync(broker, [(t, n, False, large if t in internal else None) for t in topology.topics()]
+    ensure_topics_sync(kafka, [(t, n, False, large if t in internal else None) for t in topology.topics()]
                        + [(t, n, False, JOURNAL_CONFIGS) for t in topology.journals()]
                        + [(t, n, True, large) for t in changelogs] + [(settings.control, 1, True)])
     _report_progress(topology)
     if control:
-        _go_live_when_caught_up(topology, broker, ledger, control)
-    say(f"generation {generation}, group {settings.app_id(generation)}, broker {broker}, "
+        _go_live_when_caught_up(topology, kafka, ledger, control)
+    say(f"generation {generation}, group {settings.app_id(generation)}, broker {kafka}, "
         f"ledger {ledger.identity}, state {state_dir}")
     # a stuck worker tells where it is: SIGQUIT prints every thread's stack (the process goes on),
     # SIGUSR1 every asyncio task's (mode's Worker handles it)
@@ -69,12 +70,12 @@ def run_worker(config: Config, settings: StreamSettings, *, broker: str, ledger:
     Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
-def _refuse_an_older_layout(broker: str, settings: StreamSettings, generation: int) -> None:
+def _refuse_an_older_layout(kafka: KafkaAccess, settings: StreamSettings, generation: int) -> None:
     """A generation written by the six agents before issue 18 may hold messages in their internal
     topics, and a journal entry not yet applied, which one agent never reads: money would be lost
     without a word. Such a generation is rebuilt by a replay, not taken over."""
     old = [name(generation, stage) for stage in OLD_STAGES for name in (settings.routed_topic, settings.journal_topic)]
-    left = existing_topics_sync(broker, old)
+    left = existing_topics_sync(kafka, old)
     if left:
         raise TopicLayoutError(
             f"generation {generation} was written by an older tuike (six agents; its topics {', '.join(left[:3])}"
@@ -100,7 +101,7 @@ def _report_progress(topology: Topology) -> None:
             + (f", {sink.retries} retries" if sink.retries else ""))
 
 
-def _go_live_when_caught_up(topology: Topology, broker: str, ledger: Ledger, control: dict) -> None:
+def _go_live_when_caught_up(topology: Topology, kafka: KafkaAccess, ledger: Ledger, control: dict) -> None:
     generation = topology.generation
     internal = [t for t in topology.topics() if t.startswith(topology.settings.app_id(generation) + ".")
                 and t != topology.sink_topic]
@@ -109,7 +110,7 @@ def _go_live_when_caught_up(topology: Topology, broker: str, ledger: Ledger, con
 
     @topology.app.timer(LIVE_CHECK_SECONDS)
     async def go_live() -> None:
-        if live[0] or not await caught_up(broker, topology.settings.app_id(generation), control, internal, sink):
+        if live[0] or not await caught_up(kafka, topology.settings.app_id(generation), control, internal, sink):
             return
         sql = f"INSERT INTO ledger_generations SELECT {generation}, now()"
         await asyncio.get_running_loop().run_in_executor(topology.ledger_thread, ledger.query, sql)

@@ -6,12 +6,15 @@ path (``commission.rules[1].levels``); this module knows the file: it keeps PyYA
 a shop engineer reads ``tuike.yaml:14: commission.rules[1].levels: …``. Duplicate keys, which
 PyYAML would silently resolve to the last one, are refused here: in a file that sets
 compliance-relevant rates, a second ``levels:`` further down must not win unnoticed.
-``env:NAME`` values are left as written; they are resolved where they are used.
+``env:NAME`` and ``file:PATH`` values are left as written; they are resolved where they are used.
+``tuike config check`` also warns (exit still 0) when a file holding secrets can be read by group
+or others: the configuration itself when it holds a secret inline, and any ``file:PATH``.
 """
 from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,14 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.config import Config, ConfigError, parse_config
-from gateway.settings import gateway_settings
+from schemas.secrets import is_reference, secret_file
+from gateway.settings import gateway_settings, secret_values
+from topologies.protection import privacy_settings
 from topologies.settings import stream_settings
 
 DEFAULT_PATH = Path("tuike.yaml")
-_SECTION_CHECKS = (stream_settings, lambda raw: gateway_settings(raw, resolve_env=False))
+_SECTION_CHECKS = (stream_settings, lambda raw: gateway_settings(raw, resolve_secrets=False),
+                   lambda raw: privacy_settings(raw, resolve=False))
 _STEP = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 
 
@@ -63,12 +69,64 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 
 def check_config_file(path: str | os.PathLike[str]) -> tuple[bool, list[str]]:
-    """For ``tuike config check FILE``: (ok, lines to print)."""
+    """For ``tuike config check FILE``: (ok, lines to print); warnings do not make it fail."""
+    warnings = secret_file_warnings(Path(path))
     try:
         config = load_config(Path(path))
     except ConfigFileError as exc:
-        return False, exc.message_lines
-    return True, [f"{path}: OK ({_summary(config)})"]
+        return False, exc.message_lines + warnings
+    return True, warnings + [f"{path}: OK ({_summary(config)})"]
+
+
+def _others_can_read(path: Path) -> int | None:
+    """The file's permission bits when group or others may read it, else None."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    return mode if mode & (stat.S_IRGRP | stat.S_IROTH) else None
+
+
+def _file_references(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted path, value) of every ``file:PATH`` value in the configuration, in any section."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _file_references(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _file_references(value, f"{path}[{i}]")
+    elif secret_file(node) is not None:
+        yield path, node
+
+
+def secret_file_warnings(path: Path) -> list[str]:
+    """One line per secret that others on the machine could read: written inline in a
+    configuration file readable by group or others, or in a ``file:PATH`` that is."""
+    name = str(path)
+    try:
+        root, data = _compose_and_load(_read_text(path, name), name)
+    except ConfigFileError:
+        return []  # load_config names the problem
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[int, str]] = []
+    mode = _others_can_read(path)
+    if mode is not None:
+        for key, value in secret_values(data):
+            if isinstance(value, str) and value and not is_reference(value):
+                found.append((line_of(root, key), f"{key} is written inline and {name} can be read by group or "
+                                                  f"others (mode {mode:04o}): chmod 600 {name}, or write it "
+                                                  "env:NAME or file:PATH"))
+    for key, value in _file_references(data):
+        secret = secret_file(value)
+        try:
+            mode = _others_can_read(secret)
+        except OSError as exc:
+            found.append((line_of(root, key), f"{key}: {value}: {exc.strerror or exc} (it cannot be read where "
+                                              "it is used)"))
+            continue
+        if mode is not None:
+            found.append((line_of(root, key), f"{key}: {value} can be read by group or others (mode {mode:04o}): "
+                                              f"chmod 600 {secret}"))
+    found.sort(key=lambda lp: lp[0])
+    return [f"{name}:{line}: warning: {text}" for line, text in found]
 
 
 def _summary(config: Config) -> str:

@@ -114,7 +114,7 @@ DEMO_SERVE_YAML = """
 # machine. The secrets were generated for this data directory (kept in demo-secrets.json beside
 # it, so a re-run keeps them). In production keep secrets out of the file: env:NAME.
 shops:
-  demo-shop:
+  shop-001:  # the generated orders' shop_id: the dashboard shows one shop's rows
     dashboard_token: {token}
 links:
   secret: {secret}

@@ -176,7 +176,8 @@ def test_the_openapi_description_lists_every_route(gw):
     spec = gw.client.get("/openapi.json").json()
     assert {"/webhooks/shopify/{shop_id}", "/webhooks/woocommerce/{shop_id}", "/webhooks/youzan/{shop_id}",
             "/webhooks/wechatpay/{shop_id}", "/events", "/r/{code}", "/links", "/healthz"} <= set(spec["paths"])
-    assert gw.client.get("/healthz").json() == {"status": "ok", "mode": "embedded", "process": os.getpid(), "backlog": 0}
+    assert gw.client.get("/healthz").json() == {"status": "ok", "mode": "embedded", "process": os.getpid(), "backlog": 0,
+                                                "refusals": {"kept": 0, "dropped": 0, "rate_limited": 0}}
 
 
 def test_gateway_settings_resolve_env_and_name_every_problem(monkeypatch, tmp_path):

@@ -31,7 +31,9 @@ RAW = {
                      "youzan_client_id": "cd0e03a4099eb5c933", "youzan_client_secret": "k-yz",
                      "wechatpay_apiv3_key": WECHAT["apiv3_key"], "wechatpay_platform_cert": WECHAT["platform_certificate_pem"]}},
     "links": {"secret": "k-links"},
-    "gateway": {"max_body_bytes": 16 * 1024},
+    # limits above the run's 1,200 requests: every refusal must be kept (sampling has its own tests)
+    "gateway": {"max_body_bytes": 16 * 1024, "rate_limit": {"per_second": 1000, "burst": 5000},
+                "refusal_samples": {"per_reason": 5000}},
 }
 SEEDS = [
     ("/webhooks/shopify/s1", json.loads((WEBHOOKS / "shopify" / "python_api_order.json").read_text())["order"]),

@@ -12,6 +12,7 @@ import pytest
 from gateway.signatures import (decrypt_wechatpay_resource, hmac_sha256_b64, verify_events, verify_shopify,
                                 verify_wechatpay, verify_woocommerce, verify_youzan, wp_specialchars_decode,
                                 youzan_sign)
+from gateway.wechatpay_keys import platform_keys
 
 WEBHOOKS = Path(__file__).resolve().parents[1] / "data" / "realdata" / "webhooks"
 VECTORS = json.loads((WEBHOOKS / "signature_test_vectors.json").read_text())["vectors"]
@@ -65,8 +66,8 @@ def _wechat_args(body: bytes | None = None, signature: str | None = None, now: f
     t = WECHAT["notify_test"]
     h = t["headers"]
     return (body if body is not None else t["raw_body"].encode(), h["Wechatpay-Timestamp"], h["Wechatpay-Nonce"],
-            signature if signature is not None else h["Wechatpay-Signature"], t["platform_certificate_pem"],
-            now if now is not None else float(t["now_unix"]))
+            signature if signature is not None else h["Wechatpay-Signature"], h["Wechatpay-Serial"],
+            platform_keys(t["platform_certificate_pem"], None, None), now if now is not None else float(t["now_unix"]))
 
 
 def test_the_wechatpay_notification_verifies_and_decrypts():

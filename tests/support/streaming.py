@@ -284,8 +284,10 @@ def assignment(broker: str, group: str) -> tuple[str, dict[str, int]]:
 
     from aiokafka.errors import CoordinatorNotAvailableError
 
+    from topologies.kafka_access import KafkaAccess
+
     async def run():
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        admin = AIOKafkaAdminClient(**KafkaAccess.of(broker).client())  # HOST:PORT, or an SSL/SASL_SSL access
         await admin.start()
         try:
             return await admin.describe_consumer_groups([group])

@@ -165,3 +165,42 @@ def test_state_built_without_protection_is_refused_with_it(shop, tmp_path):
     _run(shop[0], tmp_path, _config(privacy=False))
     with pytest.raises(PseudonymsChanged, match="privacy off.*one person would become two"):
         _run(shop[0], tmp_path, _config())
+
+
+@pytest.mark.kafka
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_worker_with_protection_writes_the_embedded_ledger_and_nothing_raw(shop, protected, kafka_broker,
+                                                                            clickhouse_server, tmp_path):
+    """The same protected ledger streamed (one worker, the ClickHouse server) as embedded (chDB)."""
+    from sinks.server_sink import ServerLedger
+    from tests.support.streaming import compare, ok, summarize_chdb, summarize_server, wait_until_done
+    from tests.topologies.test_streaming import environment, start_workers
+
+    reference = summarize_chdb(protected, "embedded")
+    with environment(kafka_broker, clickhouse_server, tmp_path) as env:
+        with env.config.open("a") as f:
+            f.write(f"privacy:\n  pseudonym_key: {PSEUDONYM_KEY}\n  master_keys: [{MASTER_A}]\n")
+        env.add_workers(1)
+        start_workers(env)
+        ok(env.tuike("produce", "--events", str(shop[0])))
+        wait_until_done(broker=env.broker, settings=env.settings, generation=0, clickhouse=env.clickhouse,
+                        workers=env.workers, timeout=240, label="protected")
+        compare(reference, summarize_server(env.clickhouse, "streamed"))
+        ledger = ServerLedger(env.clickhouse)
+        try:
+            tables = [r[0] for r in ledger.query("SELECT name FROM system.tables WHERE database = currentDatabase() "
+                                                 "AND engine LIKE '%MergeTree'").rows]
+            dumped = "\n".join(str(ledger.query(f"SELECT * FROM {t}").rows) for t in tables)
+            assert ledger.query("SELECT count() FROM person_keys").rows[0][0] > 100
+        finally:
+            ledger.close()
+    assert "tk1." in dumped and [v for v in _raw_values(shop[1]) if v in dumped] == []
+
+
+def test_the_evidence_log_is_readable_by_its_owner_only(tmp_path):
+    from tuike.backoffice.evidence import EvidenceLog, evidence_path
+
+    path = evidence_path(tmp_path)
+    EvidenceLog(path).append_many([("agreement", "agreement/p-x/v1", {"promoter_id": "p-x", "text_sha256": "0" * 64})])
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700

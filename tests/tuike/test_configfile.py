@@ -407,3 +407,64 @@ def test_unknown_keys_are_refused_with_a_suggestion(tmp_path: Path) -> None:
         "tuike.yaml:4: commission.level: unknown key; did you mean 'levels'?",
         "tuike.yaml:6: commission.rules[0].fixd: unknown key; did you mean 'fixed'?",
     ]
+
+
+# --- secrets others can read (tuike config check warns, exit still 0) --------------------
+
+
+def test_inline_secrets_in_a_file_others_can_read_are_warned_about(tmp_path: Path) -> None:
+    path = _file(tmp_path, """
+        shops:
+          s1:
+            youzan_client_id: cd0e03a4099eb5c933
+            shopify_secret: inline-secret
+            events_secret: env:TUIKE_EVENTS_SECRET
+        links:
+          secret: another-inline-one
+    """)
+    path.chmod(0o644)
+    ok, lines = check_config_file(path)
+    assert ok  # a warning, not a refusal
+    assert lines[:2] == [
+        f"{path}:4: warning: shops.s1.shopify_secret is written inline and {path} can be read by group or others "
+        f"(mode 0644): chmod 600 {path}, or write it env:NAME or file:PATH",
+        f"{path}:7: warning: links.secret is written inline and {path} can be read by group or others "
+        f"(mode 0644): chmod 600 {path}, or write it env:NAME or file:PATH"]
+    assert lines[2].startswith(f"{path}: OK (")
+    path.chmod(0o600)
+    assert check_config_file(path) == (True, lines[2:])  # owner-only: nothing to say
+    path.chmod(0o640)  # group-readable is readable by others too
+    assert len(check_config_file(path)[1]) == 3
+
+
+def test_file_secrets_others_can_read_are_warned_about(tmp_path: Path) -> None:
+    open_key, closed_key = tmp_path / "events.key", tmp_path / "shopify.key"
+    open_key.write_text("s3cret\n")
+    open_key.chmod(0o604)
+    closed_key.write_text("s3cret\n")
+    closed_key.chmod(0o600)
+    path = _file(tmp_path, f"""
+        shops:
+          s1:
+            shopify_secret: file:{closed_key}
+            events_secret: file:{open_key}
+            woocommerce_secret: file:{tmp_path}/missing.key
+    """)
+    path.chmod(0o644)  # no inline secret: the configuration itself may be shared
+    ok, lines = check_config_file(path)
+    assert ok and lines[:2] == [
+        f"{path}:4: warning: shops.s1.events_secret: file:{open_key} can be read by group or others (mode 0604): "
+        f"chmod 600 {open_key}",
+        f"{path}:5: warning: shops.s1.woocommerce_secret: file:{tmp_path}/missing.key: No such file or directory "
+        "(it cannot be read where it is used)"]
+    assert len(lines) == 3
+
+
+def test_warnings_are_listed_with_the_problems_of_a_bad_file(tmp_path: Path) -> None:
+    path = _file(tmp_path, "hold_days: -1\nshops:\n  s1: {events_secret: inline}\n")
+    path.chmod(0o644)
+    ok, lines = check_config_file(path)
+    assert not ok and lines == [
+        f"{path}:1: hold_days: expected a whole number ≥ 0, got -1",
+        f"{path}:3: warning: shops.s1.events_secret is written inline and {path} can be read by group or others "
+        f"(mode 0644): chmod 600 {path}, or write it env:NAME or file:PATH"]

@@ -252,8 +252,9 @@ class EvidenceLog:
 
     def _write(self, records: list[Record]) -> None:
         lines = b"".join(canonical(vars(r)) + b"\n" for r in records)  # vars: asdict deep-copies each
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # owner-only: it names promoters and their statements (with privacy on, by pseudonym)
+        with os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # released by closing
             size = os.fstat(f.fileno()).st_size
             if size != self._size:

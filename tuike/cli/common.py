@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +45,13 @@ def _open_ledger(clickhouse: str | None, data_dir: Path):
     """The ledger, or a message: a bad --clickhouse URL is bad input (2); a locked directory, an
     unreachable server or a ledger that cannot be opened is operational (1)."""
     from sinks import LedgerError, open_ledger
+    from sinks.server_sink import PASSWORD_ENV, has_inline_password
 
+    # ps shows every process's arguments: a password may come in TUIKE_CLICKHOUSE, not --clickhouse
+    if clickhouse and clickhouse != os.environ.get("TUIKE_CLICKHOUSE") and has_inline_password(clickhouse):
+        raise UsageError(f"--clickhouse: the URL holds a password, which `ps` shows to every user; give it in "
+                         f"the environment ({PASSWORD_ENV}=…) or a file (add ?password_file=PATH to the URL), "
+                         "or put the whole URL in TUIKE_CLICKHOUSE")
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -66,15 +73,24 @@ def _read_ledger(args: argparse.Namespace):
     return _open_ledger(args.clickhouse, data_dir)
 
 
-def _broker(args: argparse.Namespace) -> str:
-    """The --broker value (HOST:PORT, or several separated by commas), checked."""
+def _broker(args: argparse.Namespace, settings: Any = None):
+    """Where Kafka is (a ``topologies.kafka_access.KafkaAccess``): the --broker value (HOST:PORT, or
+    several separated by commas), checked, with the security of the ``kafka:`` section of
+    ``settings`` (else of --config), its password read from the environment or its file."""
+    from engine.config import ConfigError
+    from topologies.kafka_access import kafka_access
+
     text = (args.broker or "").strip()
     for part in text.split(","):
         host, sep, port = part.strip().rpartition(":")
         if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
             raise UsageError(f"--broker {text!r}: expected HOST:PORT such as {DEFAULT_BROKER} "
                              "(several separated by commas)")
-    return text
+    settings = settings or _stream_settings(_load_config(args.config))
+    try:
+        return kafka_access(text, settings.security)
+    except ConfigError as exc:
+        raise UsageError("bad configuration:\n" + "\n".join(f"  {p}" for p in exc.problems)) from None
 
 
 def _stream_settings(config: Any):
@@ -89,16 +105,18 @@ def _stream_settings(config: Any):
 
 
 @contextmanager
-def _kafka_errors(broker: str) -> Iterator[None]:
-    """What the streaming commands say when Kafka refuses: a topic laid out wrongly is bad
-    input (2); an unreachable broker or a failed send is operational (1)."""
+def _kafka_errors(broker: Any) -> Iterator[None]:
+    """What the streaming commands say when Kafka refuses: a topic laid out wrongly, or a broker
+    that refuses the credentials or the TLS settings, is bad input (2); an unreachable broker or
+    a failed send is operational (1)."""
     from aiokafka.errors import KafkaError
 
-    from topologies.admin import BrokerUnreachable, ProduceError, TopicLayoutError
+    from topologies.admin import ProduceError, TopicLayoutError
+    from topologies.kafka_access import AccessRefused, BrokerUnreachable
 
     try:
         yield
-    except TopicLayoutError as exc:
+    except (TopicLayoutError, AccessRefused) as exc:
         raise UsageError(str(exc)) from None
     except (BrokerUnreachable, ProduceError) as exc:
         raise OperationalError(str(exc)) from None

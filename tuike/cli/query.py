@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from tuike.cli.common import EXIT_OK, OperationalError, UsageError, _load_config, _open_ledger
-from tuike.cli.output import _print_query
+from tuike.cli.common import EXIT_OK, OperationalError, UsageError, _load_config, _open_ledger, _read_ledger
+from tuike.cli.output import _first_lines, _write_csv, _write_json, _write_table
 
 
 def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
@@ -31,15 +31,27 @@ def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentPar
     p.set_defaults(func=cmd_export)
 
 
-READ_ONLY = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
-
-
 def cmd_query(args: argparse.Namespace) -> int:
-    first = args.sql.lstrip(" \t\n(").split(None, 1)[0].upper() if args.sql.strip() else ""
-    if first not in READ_ONLY:
-        raise UsageError(f"tuike query is read-only ({', '.join(READ_ONLY)}): {first or 'empty SQL'} would change "
-                         "the ledger, and re-running events cannot repair it")
-    return _print_query(args, args.sql)
+    """The user's SQL through the ledger's read-only door (sinks/readonly.py): refused SQL is bad
+    input (2) and never opens the ledger."""
+    from sinks import LedgerError, QueryError, ReadOnlyRefused, read_only_sql
+
+    try:
+        read_only_sql(args.sql)
+    except ReadOnlyRefused as exc:
+        raise UsageError(f"tuike query runs {exc}") from None
+    ledger = _read_ledger(args)
+    try:
+        result = ledger.read(args.sql)
+    except QueryError as exc:  # the SQL is the user's input: the database's own message
+        raise UsageError(f"SQL error: {_first_lines(str(exc))}") from None
+    except LedgerError as exc:
+        raise OperationalError(str(exc).strip()) from None
+    finally:
+        ledger.close()
+    write = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
+    write(list(result.columns), list(result.types or []), result.rows, sys.stdout)
+    return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -64,11 +64,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     settings = _gateway_settings(config)
     # loop/http "auto": uvloop and httptools (dependencies; a bare ASGI app: when importable — 1.5k → 3.6k
-    # requests/s on the 2-core machine) — else asyncio and h11
-    server = dict(host=args.host, port=args.port, log_level="warning", loop="auto", http="auto")
+    # requests/s on the 2-core machine) — else asyncio and h11. proxy_headers off: uvicorn would believe
+    # X-Forwarded-For from 127.0.0.1 by default; gateway.trusted_proxies alone decides (gateway/client_ip.py)
+    server = dict(host=args.host, port=args.port, log_level="warning", loop="auto", http="auto", proxy_headers=False)
     if args.to == "kafka":
-        broker = _broker(args)
         stream = _stream_settings(config)  # a bad kafka: section is refused before any process starts
+        broker = _broker(args, stream)  # so is a password that cannot be read
+        _refuse_a_broker_that_refuses_us(broker)
         _say_serving(args, f"Kafka {broker}" + (f" ({args.processes} processes)" if args.processes > 1 else ""),
                      settings)
         if args.processes > 1:
@@ -77,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # ledger that cannot be opened is said here, once: in a process it would be a restart loop
             if args.clickhouse:
                 _open_ledger(args.clickhouse, Path(args.data_dir)).close()
-            os.environ[PROCESS_ENV] = json.dumps({"config": args.config, "broker": broker,
+            os.environ[PROCESS_ENV] = json.dumps({"config": args.config, "broker": broker.bootstrap,
                                                   "clickhouse": args.clickhouse, "data_dir": args.data_dir})
             uvicorn.run("tuike.cli.serve:kafka_process_app", factory=True, workers=args.processes, **server)
             return EXIT_OK
@@ -89,7 +91,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _kafka_app(config: Any, settings: Any, stream: Any, broker: str, clickhouse: str | None, data_dir: Path) -> Any:
+def _refuse_a_broker_that_refuses_us(broker: Any) -> None:
+    """Wrong credentials or an untrusted certificate exit 2 now, not as a 500 on every webhook. A
+    broker that is down is no reason not to serve: each request tries again until it is up."""
+    from topologies.admin import existing_topics_sync
+    from topologies.kafka_access import AccessRefused, BrokerUnreachable
+
+    try:
+        existing_topics_sync(broker, [])
+    except AccessRefused as exc:
+        raise UsageError(str(exc)) from None
+    except BrokerUnreachable:
+        pass
+
+
+def _kafka_app(config: Any, settings: Any, stream: Any, broker: Any, clickhouse: str | None, data_dir: Path) -> Any:
     """The gateway onto the input topics; the dashboards read the workers' ledger when one is named."""
     from gateway.handoff import KafkaHandoff
     from tuike.dashboard import LedgerThread, serving_app
@@ -103,8 +119,9 @@ def kafka_process_app() -> Any:
     spec = json.loads(os.environ[PROCESS_ENV])
     config = _load_config(spec["config"])
     _long_run_collector()
-    return _kafka_app(config, _gateway_settings(config), _stream_settings(config), spec["broker"], spec["clickhouse"],
-                      Path(spec["data_dir"]))
+    stream = _stream_settings(config)
+    broker = _broker(argparse.Namespace(broker=spec["broker"], config=spec["config"]), stream)  # its password read here
+    return _kafka_app(config, _gateway_settings(config), stream, broker, spec["clickhouse"], Path(spec["data_dir"]))
 
 
 def _embedded_app(args: argparse.Namespace, config: Any, settings: Any) -> Any:

@@ -43,7 +43,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     config = _load_config(args.config)
     settings = _stream_settings(config)
-    broker = _broker(args)
+    broker = _broker(args, settings)
     if args.events != "-" and not Path(args.events).is_file():
         raise UsageError(f"--events {args.events}: no such file")
     try:
@@ -84,7 +84,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     config = _load_config(args.config)
     settings = _stream_settings(config)
-    broker = _broker(args)
+    broker = _broker(args, settings)
     if not args.clickhouse:
         raise UsageError("tuike worker writes the ledger to a ClickHouse server: pass --clickhouse URL or set "
                          "TUIKE_CLICKHOUSE (e.g. clickhouse://127.0.0.1:9000/tuike; `make clickhouse-up` starts one)")
@@ -93,7 +93,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _long_run_collector()
     try:
         with _kafka_errors(broker):
-            run_worker(config, settings, broker=broker, ledger=ledger, data_dir=data_dir, loglevel=args.loglevel)
+            run_worker(config, settings, kafka=broker, ledger=ledger, data_dir=data_dir, loglevel=args.loglevel)
     finally:
         ledger.close()
     return EXIT_OK
@@ -106,7 +106,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     config = _load_config(args.config)
     settings = _stream_settings(config)
-    broker = _broker(args)
+    broker = _broker(args, settings)
     try:
         with _kafka_errors(broker):
             plan = asyncio.run(start_replay(broker, settings, args.start))
@@ -132,7 +132,7 @@ def cmd_lag(args: argparse.Namespace) -> int:
 
     config = _load_config(args.config)
     settings = _stream_settings(config)
-    broker = _broker(args)
+    broker = _broker(args, settings)
     with _kafka_errors(broker):
         if args.group:
             group, sink = args.group, ""

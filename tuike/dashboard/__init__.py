@@ -1,14 +1,19 @@
 """Live views over the ledger, served by ``tuike serve`` (实时数据看板, 团队业绩, 推广效果).
 
 - ``/dashboard`` for shop owners and analysts: every panel of :mod:`schemas.analytics`, refreshed
-  every 2 s (or twice as long as the panels took, when longer), filtered by period, bucket, campaign and promoter. It needs the shop's
-  ``dashboard_token`` (``tuike.yaml: shops.<id>.dashboard_token``): ``/dashboard?token=…`` sets an
-  HttpOnly cookie and redirects; the JSON API also takes ``Authorization: Bearer <token>``.
+  every 2 s (or twice as long as the panels took, when longer), filtered by period, bucket, campaign
+  and promoter, and narrowed to the shop of the token (:func:`shop_filters`). ``/dashboard?token=…``
+  takes the shop's secret or a signed, expiring link (:mod:`tuike.dashboard.access`) and exchanges
+  it for a session cookie (HttpOnly, SameSite=Strict, Secure over TLS); the JSON API also takes
+  ``Authorization: Bearer <token>``. Every view, query and export is in the audit log
+  (:mod:`tuike.dashboard.audit`); every response has the security headers of
+  :mod:`tuike.dashboard.headers`.
 - ``/p/{promoter}?exp=…&sig=…`` for one promoter, reached by a signed link (``tuike link page``):
   their money by status, each order line with the rule and rate that paid it, their
   settlements and their promotion links with QR codes. The signature is HMAC-SHA256 with the
   links secret over the promoter and the expiry: a changed promoter, expiry or signature is 403.
-- ``/dashboard/api/export/{table}`` streams a table as Parquet or CSV (tuike/backoffice/export.py).
+- ``/dashboard/api/export/{table}`` streams a table as Parquet or CSV (tuike/backoffice/export.py):
+  the shop's rows, personal columns pseudonymised unless ``raw=1`` (:mod:`tuike.dashboard.exports`).
 
 Charts are drawn by plotly.js, served from the ``plotly`` package installed with tuike (no CDN:
 the pages work with no internet). Money crosses the wire as decimal strings, never floats.
@@ -22,21 +27,28 @@ import base64
 import hashlib
 import hmac
 import importlib.resources
+import logging
 import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.background import BackgroundTask
 
-from schemas.analytics import PANELS, Filters, promoter_queries
+from engine.pseudonyms import Pseudonyms
+from schemas.analytics import PANELS, Filters, promoter_queries, quote
+from topologies.protection import privacy_settings
 from sinks import LedgerError
+from tuike.dashboard.access import Claims, Keyring, Refused, shop_secrets
+from tuike.dashboard.audit import AuditLog, AuditUnavailable, Entry
+from tuike.dashboard.exports import ExportRefused, ExportScope, rewrite
+from tuike.dashboard.headers import REPORT_PATH, SecurityHeaders
 from tuike.insights.panels import json_value, panel_data
 
 from gateway.app import create_app
@@ -44,6 +56,7 @@ from gateway.handoff import Handoff
 from gateway.links import Link, make_code
 from gateway.settings import GatewaySettings
 
+log = logging.getLogger("tuike.dashboard")
 Query = Callable[[str], Awaitable[Any]]  # SQL -> QueryResult, on the ledger's thread
 
 COOKIE = "tk_dash"
@@ -143,19 +156,45 @@ class DashboardContext:
     ledger: LedgerThread | None  # None: tuike serve reads no ledger (Kafka hand-off without --clickhouse)
     timezone: str
     clock: Callable[[], float] = time.time
+    raw_config: Mapping[str, Any] | None = None  # tuike.yaml as read: dashboard_tokens, privacy
 
 
 def serving_app(settings: GatewaySettings, handoff: Handoff, *, ledger: LedgerThread | None,
-                shop_timezone: str, clock: Callable[[], float] = time.time) -> FastAPI:
+                shop_timezone: str, clock: Callable[[], float] = time.time,
+                raw_config: Mapping[str, Any] | None = None) -> FastAPI:
     """What ``tuike serve`` runs: the HTTP edge (gateway/app.py) with the dashboards on top."""
     app = create_app(settings, handoff, clock=clock)
-    add_dashboard(app, DashboardContext(settings, ledger, shop_timezone, clock))
+    add_dashboard(app, DashboardContext(settings, ledger, shop_timezone, clock, raw_config))
     return app
+
+
+def privacy_key(raw: Mapping[str, Any] | None) -> Pseudonyms | None:
+    """The pseudonyms of ``privacy:`` (topologies/protection.py), or None when privacy is off (exports
+    then drop the personal columns)."""
+    settings = privacy_settings(dict(raw or {}))
+    return Pseudonyms(settings.pseudonym_key) if settings else None
+
+
+def shop_filters(f: Filters, shop: str, single_shop: bool) -> Filters:
+    """``f`` narrowed to ``shop``: its orders, and with one shop configured also the rows of no shop
+    (``shop_id`` ''; clicks, binds, the recruiting tree, settlements) — with several, nothing says
+    whose those are, so no shop's token sees them."""
+    return replace(f, shops=(shop, "") if single_shop else (shop,), unowned=single_shop)
+
+
+def client_ip(request: Request) -> str:
+    """The client as the server saw it (behind a trusted proxy, what the gateway resolved)."""
+    return request.client.host if request.client else ""
 
 
 def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
     recommendations = Recommendations()
     computed: dict[Filters, tuple[float, asyncio.Future]] = {}
+    keyring = Keyring(shop_secrets(ctx.settings.shops))
+    pseudonyms = privacy_key(ctx.raw_config)
+    single_shop = len(ctx.settings.shops) == 1
+    audit = AuditLog(ctx.ledger.ledger, ctx.ledger.call, ctx.clock) if ctx.ledger else None
+    app.add_middleware(SecurityHeaders)
 
     async def shared_panels(f: Filters) -> dict:
         """One computation of the panels per filters and beat, whatever the number of open tabs:
@@ -167,17 +206,24 @@ def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
             computed[f] = (now, asyncio.ensure_future(_run_panels(ctx.ledger.query, f)))
         return await asyncio.shield(computed[f][1])
 
-    tokens = {shop.dashboard_token: shop_id for shop_id, shop in ctx.settings.shops.items() if shop.dashboard_token}
+    async def shop_panels(f: Filters, shop: str) -> dict:
+        """The panels of ``shop``. With one shop configured and no order of another shop in the
+        ledger, its scope is the whole ledger: the panels then read it unnarrowed (and may use the
+        hourly sums); checked again after, so an order of another shop arriving meanwhile is never
+        shown."""
+        scoped = shop_filters(f, shop, single_shop)
+        if not single_shop or await _foreign_orders(ctx.ledger, shop):
+            return await shared_panels(scoped)
+        results = await shared_panels(f)
+        return results if not await _foreign_orders(ctx.ledger, shop) else await shared_panels(scoped)
 
-    def shop_of(request: Request) -> str | None:
-        given = request.cookies.get(COOKIE) or ""
+    def claims_of(request: Request) -> Claims:
+        """The shop the request proves: ``Authorization: Bearer`` (any token form), else the session cookie."""
         auth = request.headers.get("authorization") or ""
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        for token, shop_id in tokens.items():
-            if given and hmac.compare_digest(given.encode(), token.encode()):
-                return shop_id
-        return None
+        given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE) or ""
+        if not given:
+            raise Refused("open the dashboard link (/dashboard?token=…) first, or send Authorization: Bearer <token>")
+        return keyring.prove(given, ctx.clock())
 
     def refusal(status: int, reason: str, html: bool = False) -> Response:
         if html:
@@ -188,20 +234,40 @@ def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
         return refusal(503, "this tuike serve reads no ledger: start it with the embedded pipeline, or give "
                             "--clickhouse with --to kafka")
 
+    async def audited(request: Request, claims: Claims, action: str, target: str, detail: dict,
+                      repeat_key: tuple | None = None) -> Response | None:
+        """Write the audit row; a refusal (503) if it cannot be written, else None."""
+        if audit is None:
+            return None
+        entry = Entry(int(ctx.clock()), claims.shop, claims.token_id, action, target, detail, client_ip(request))
+        try:
+            await audit.record(entry, repeat_key)
+        except AuditUnavailable as exc:
+            return refusal(503, str(exc), html=action == "view")
+        return None
+
     @app.get("/dashboard", include_in_schema=False)
     async def dashboard(request: Request) -> Response:
         token = request.query_params.get("token")
-        if token is not None:
-            if not any(hmac.compare_digest(token.encode(), t.encode()) for t in tokens):
-                return refusal(401, "wrong dashboard token", html=True)
+        try:
+            claims = keyring.prove(token, ctx.clock()) if token is not None else claims_of(request)
+        except Refused as exc:
+            return refusal(401, str(exc), html=True)
+        if token is not None:  # exchanged once: the token leaves the address bar
+            session, max_age = keyring.session_for(claims, ctx.clock())
             response = RedirectResponse("/dashboard", status_code=303)
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=12 * 3600)
+            response.set_cookie(COOKIE, session, httponly=True, samesite="strict", max_age=max_age,
+                                secure=request.url.scheme == "https", path="/")
             return response
-        if shop_of(request) is None:
-            why = ("no shop has a dashboard_token (tuike.yaml: shops.<id>.dashboard_token)" if not tokens else
-                   "open /dashboard?token=<the shop's dashboard_token> first")
-            return refusal(401, why, html=True)
-        return HTMLResponse((STATIC / "dashboard.html").read_text(encoding="utf-8"))
+        problem = await audited(request, claims, "view", "dashboard", {})
+        return problem or HTMLResponse((STATIC / "dashboard.html").read_text(encoding="utf-8"))
+
+    @app.post(REPORT_PATH, include_in_schema=False)
+    async def csp_report(request: Request) -> Response:
+        """What the browser blocked under the Content-Security-Policy: logged, never stored (anyone may post)."""
+        body = (await request.body())[:4096]
+        log.warning("dashboard Content-Security-Policy violation: %s", body.decode("utf-8", "replace"))
+        return Response(status_code=204)
 
     @app.get("/dashboard/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:
@@ -216,37 +282,60 @@ def add_dashboard(app: FastAPI, ctx: DashboardContext) -> None:
     @app.get("/dashboard/api/panels")
     async def panels(request: Request) -> Response:
         """Every panel of schemas/analytics.py for the filters (period, bucket, campaign, promoter)."""
-        shop = shop_of(request)
-        if shop is None:
-            return refusal(401, "a dashboard token is needed (cookie from /dashboard?token=…, or Authorization: Bearer)")
+        try:
+            claims = claims_of(request)
+        except Refused as exc:
+            return refusal(401, str(exc))
         if ctx.ledger is None:
             return no_ledger()
         try:
             f = filters_of(dict(request.query_params), ctx.timezone, ctx.clock())
         except FilterError as exc:
             return refusal(422, str(exc))
+        asked = {k: request.query_params.get(k) or "" for k in ("period", "bucket", "campaign", "promoter")}
+        problem = await audited(request, claims, "query", "panels", asked,
+                                repeat_key=(claims.token_id, claims.shop, client_ip(request), tuple(asked.items())))
+        if problem:
+            return problem
         started = time.perf_counter()
-        results = await shared_panels(f)
-        return JSONResponse({"shop": shop, "filters": {"start": f.start_s, "end": f.end_s, "bucket": f.bucket,
-                                                       "campaign": f.campaign, "promoter": f.promoter},
+        results = await shop_panels(f, claims.shop)
+        return JSONResponse({"shop": claims.shop, "filters": {"start": f.start_s, "end": f.end_s, "bucket": f.bucket,
+                                                              "campaign": f.campaign, "promoter": f.promoter},
                              "panels": results, "ms": round((time.perf_counter() - started) * 1000)})
 
     @app.get("/dashboard/api/export/{table}")
     async def export(table: str, request: Request) -> Response:
-        """A table as Parquet (default) or CSV, ``?format=csv&period=YYYY-MM`` (as ``tuike export``)."""
-        if shop_of(request) is None:
-            return refusal(401, "a dashboard token is needed")
+        """A table as Parquet (default) or CSV, ``?format=csv&period=YYYY-MM`` (as ``tuike export``): the
+        shop's rows, personal columns pseudonymised; ``raw=1`` keeps them as stored (audited as such)."""
+        try:
+            claims = claims_of(request)
+        except Refused as exc:
+            return refusal(401, str(exc))
         if ctx.ledger is None:
             return no_ledger()
         fmt = request.query_params.get("format") or "parquet"
         period = request.query_params.get("period") or None
+        raw = request.query_params.get("raw") == "1"
+        scope = ExportScope((claims.shop, "") if single_shop else (claims.shop,), single_shop, pseudonyms, raw)
         try:
-            path = await ctx.ledger.call(_export_file, ctx.ledger.ledger, table, fmt, period, ctx.timezone)
+            _check_export(table, fmt, period, ctx.timezone)
+        except ValueError as exc:
+            return refusal(422, str(exc))
+        problem = await audited(request, claims, "export-raw" if raw else "export", table,
+                                {"format": fmt, "period": period or "", "raw": raw})
+        if problem:
+            return problem
+        try:
+            path, removed = await ctx.ledger.call(_export_file, ctx.ledger.ledger, table, fmt, period, ctx.timezone,
+                                                  scope)
+        except ExportRefused as exc:
+            return refusal(403, str(exc))
         except ValueError as exc:
             return refusal(422, str(exc))
         media = "application/vnd.apache.parquet" if fmt == "parquet" else "text/csv; charset=utf-8"
         return FileResponse(path, media_type=media, filename=f"{table}{'-' + period if period else ''}.{fmt}",
-                            background=BackgroundTask(os.unlink, path))
+                            background=BackgroundTask(os.unlink, path),
+                            headers={"X-Tuike-Export": _export_note(scope, removed)})
 
     @app.get("/p/{promoter}", include_in_schema=False)
     async def promoter_page(promoter: str, request: Request) -> Response:
@@ -288,23 +377,42 @@ async def _run_panels(query: Query, f: Filters) -> dict[str, dict]:
     return out
 
 
-def _export_file(ledger: Any, table: str, fmt: str, period: str | None, tz: str) -> str:
-    """A table export (tuike/backoffice/export.py) into a temporary file, for the HTTP edge to send and delete
-    (a 10M-row ledger does not fit in a response built in memory)."""
+def _check_export(table: str, fmt: str, period: str | None, tz: str) -> None:
+    """Refuse an export that cannot be made before it is audited (unknown table, format or period)."""
+    from tuike.backoffice.export import check_export, parse_period
+
+    check_export(table, parse_period(period, tz) if period else None, fmt)
+
+
+def _export_file(ledger: Any, table: str, fmt: str, period: str | None, tz: str,
+                 scope: ExportScope) -> tuple[str, list[str]]:
+    """A table export (tuike/backoffice/export.py) as the shop may see it (tuike/dashboard/exports.py),
+    in a temporary file for the HTTP edge to send and delete (a 10M-row ledger does not fit in a
+    response built in memory), and the columns it leaves out."""
     import tempfile
 
-    from tuike.backoffice.export import check_export, export_table, parse_period
+    from tuike.backoffice.export import export_table, parse_period
 
     cut = parse_period(period, tz) if period else None
-    check_export(table, cut, fmt)
-    fd, path = tempfile.mkstemp(prefix="tuike-export-", suffix=f".{fmt}")
+    fd, whole = tempfile.mkstemp(prefix="tuike-export-", suffix=".parquet")
     try:
         with os.fdopen(fd, "wb") as out:
-            export_table(ledger, table, fmt, cut, out)
-    except BaseException:
-        os.unlink(path)
-        raise
-    return path
+            export_table(ledger, table, "parquet", cut, out)
+        return rewrite(ledger, whole, fmt, scope)
+    finally:
+        os.unlink(whole)
+
+
+def _export_note(scope: ExportScope, removed: list[str]) -> str:
+    """What the X-Tuike-Export header says about the file's personal data."""
+    how = "raw" if scope.raw else "pseudonymised" if scope.pseudonyms else "personal columns dropped (privacy is off)"
+    return how + (f"; left out: {', '.join(removed)}" if removed else "")
+
+
+async def _foreign_orders(ledger: LedgerThread, shop: str) -> bool:
+    """Whether the ledger holds an order of a shop other than ``shop`` (or of no shop)."""
+    result = await ledger.query(f"SELECT count() FROM orders_raw WHERE shop_id NOT IN ({quote(shop)}, '')")
+    return int(result.rows[0][0]) > 0
 
 
 class Recommendations:

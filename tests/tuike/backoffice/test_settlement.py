@@ -205,7 +205,7 @@ def test_reconcile_finds_each_kind_of_planted_mismatch(books):
                      D("100.00"), D("0.10"), "", "CNY", "held")],
         {"orders": [{"event_id": "planted-o", "order_id": "LOST", "ts": oct_ts, "customer_id": "C9", "currency": "CNY",
                      "shop_id": "", "promoter_id": "P1", "click_id": "", "device_id": "", "ip": "", "item_count": 1,
-                     "paid_amount": D("10.00")}]}, []))
+                     "paid_amount": D("10.00"), "sealed": ""}]}, []))
     (books.dir / "statements" / "2026-10" / "P2.json").unlink()
     with open(books.dir / "statements" / "2026-10" / "P3.json", "ab") as f:
         f.write(b" ")

@@ -10,6 +10,7 @@ Screenshots go to test-artifacts/screenshots/.
 """
 from __future__ import annotations
 
+import logging
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -27,7 +28,7 @@ from gateway.settings import gateway_settings
 from gateway.signatures import hmac_sha256_b64
 from sinks import open_ledger
 from tests.support.browser import browser, screenshot, serve_asgi, wait_for  # noqa: F401
-from tuike.lab.generate import generate_shop, write_events
+from tuike.lab.generate import SHOP_ID, generate_shop, write_events
 from schemas.records import read_records, records_of
 from topologies.embedded import EmbeddedPipeline, run_events
 from tuike.backoffice.settle import settle
@@ -35,7 +36,7 @@ from tuike.backoffice.settle import settle
 pytestmark = pytest.mark.browser
 
 TOKEN, EVENTS_SECRET, LINK_SECRET = "dash-token-1", "shh-events", "shh-links"
-RAW = {"shops": {"s1": {"events_secret": EVENTS_SECRET, "dashboard_token": TOKEN}},
+RAW = {"shops": {SHOP_ID: {"events_secret": EVENTS_SECRET, "dashboard_token": TOKEN}},  # the generated orders' shop
        "links": {"secret": LINK_SECRET, "base_url": "http://127.0.0.1:8000"}}
 CONFIG = parse_config({})
 KPIS = ("orders", "gmv", "accrued", "clawed_back", "pending", "confirmed", "held", "settled")
@@ -51,7 +52,7 @@ class Site:
     def post_events(self, *events: dict) -> httpx.Response:
         body = b"\n".join(orjson.dumps(e) for e in events)
         return httpx.post(f"{self.url}/events", content=body,
-                          headers={"X-Tuike-Signature": hmac_sha256_b64(EVENTS_SECRET, body), "X-Tuike-Shop": "s1"})
+                          headers={"X-Tuike-Signature": hmac_sha256_b64(EVENTS_SECRET, body), "X-Tuike-Shop": SHOP_ID})
 
 
 @pytest.fixture(scope="module")
@@ -178,12 +179,29 @@ def test_a_promoter_page_shows_exactly_that_promoters_money(browser, site):
     screenshot(browser, "promoter-page")
 
 
+def test_the_pages_run_under_their_content_security_policy(browser, site, caplog):
+    """Under CSP default-src 'self' (no inline script or style) the dashboard draws its charts and the
+    promoter page its QR codes, and the browser reports no violation; an inline style injected
+    afterwards is reported, so the silence before it is the browser's, not a broken report path."""
+    caplog.set_level(logging.WARNING, logger="tuike.dashboard")
+    open_dashboard(browser, site)
+    assert wait_for(browser, lambda d: d.execute_script(
+        "return document.querySelectorAll('#chart-commission_over_time .main-svg').length"))
+    browser.get(promoter_page_url(site.url, LINK_SECRET, "P000001", int(time.time()) + 3600))
+    wait_for(browser, lambda d: int(d.find_element(By.ID, "updated").get_attribute("data-refreshes") or 0) >= 1)
+    time.sleep(1)  # reports are sent asynchronously
+    assert [r.getMessage() for r in caplog.records if "Content-Security-Policy" in r.getMessage()] == []
+    browser.execute_script("document.head.appendChild(Object.assign(document.createElement('style'), "
+                           "{textContent: 'body {color: red}'}))")
+    assert wait_for(browser, lambda d: [r for r in caplog.records if "style-src" in r.getMessage()], timeout=5)
+
+
 def test_wrong_tokens_and_tampered_links_are_refused(browser, site):
     browser.delete_all_cookies()
     browser.get(f"{site.url}/dashboard")
-    assert "open /dashboard?token=" in browser.find_element(By.ID, "error").text
+    assert "open the dashboard link (/dashboard?token=…) first" in browser.find_element(By.ID, "error").text
     browser.get(f"{site.url}/dashboard?token=wrong")
-    assert browser.find_element(By.ID, "error").text == "wrong dashboard token"
+    assert browser.find_element(By.ID, "error").text.startswith("wrong dashboard token")
     screenshot(browser, "dashboard-wrong-token")
     assert httpx.get(f"{site.url}/dashboard/api/panels", headers={"Authorization": "Bearer nope"}).status_code == 401
     good = promoter_page_url(site.url, LINK_SECRET, "P000001", int(time.time()) + 3600)
