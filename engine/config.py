@@ -203,7 +203,8 @@ class _Reader:
 
 # Sections later features read (tax, fraud, shops, kafka) are checked by the code that reads them.
 TOP_LEVEL_KEYS = ("currency", "timezone", "binding", "attribution", "click_window_days", "commission", "tiers",
-                  "hold_days", "tax", "fraud", "settlement", "shops", "kafka", "links", "gateway", "privacy")
+                  "hold_days", "tax", "fraud", "settlement", "shops", "kafka", "links", "gateway", "privacy",
+                  "retention")
 _TEAM_WORDS = ("team", "downline", "group", "network", "recruit")
 
 

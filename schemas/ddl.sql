@@ -442,3 +442,12 @@ CREATE TABLE IF NOT EXISTS {db}.forgotten_people (
     forgotten_at DateTime('UTC')
 ) ENGINE = ReplacingMergeTree()
 ORDER BY owner;
+
+-- The pseudonyms each streaming generation was built with (a key's fingerprint, or `off`): a
+-- worker refuses another (topologies/protection.py), since one person would become two.
+CREATE TABLE IF NOT EXISTS {db}.privacy_marks (
+    generation UInt32,
+    mark String,
+    at DateTime('UTC')
+) ENGINE = ReplacingMergeTree()
+ORDER BY generation;

@@ -99,12 +99,17 @@ class KeyVault:
         return key
 
     def flush(self) -> None:
-        """Write the keys made since the last flush; call it before what they sealed is written."""
-        if not self._pending:
+        """Write the keys made since the last flush; call it before what they sealed is written. The
+        streaming worker seals on its event loop and flushes on its one ledger thread."""
+        pending, self._pending = self._pending, []  # keys made meanwhile (another thread) wait for the next flush
+        if not pending:
             return
         master, version = self.masters[0], time.time_ns()
-        self._insert([(k.owner, k.key_id, self._wrap(master, k), master.id, version) for k in self._pending])
-        self._pending.clear()
+        try:
+            self._insert([(k.owner, k.key_id, self._wrap(master, k), master.id, version) for k in pending])
+        except BaseException:
+            self._pending[:0] = pending
+            raise
 
     def _insert(self, rows: list[tuple[str, str, str, str, int]]) -> None:
         """INSERT … SELECT: clickhouse-driver waits forever on an INSERT with inline VALUES."""

@@ -108,3 +108,9 @@ def chdb_ledger(tmp_path: Path):
     ledger = ChdbLedger(tmp_path)
     yield ledger
     ledger.close()
+
+
+@pytest.fixture(params=["chdb", pytest.param("server", marks=pytest.mark.server)])
+def ledger_url(request) -> str | None:
+    """Each engine in turn: None (the embedded chDB ledger), then a fresh database on the server."""
+    return request.getfixturevalue("clickhouse_url") if request.param == "server" else None

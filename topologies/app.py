@@ -46,7 +46,7 @@ from topologies.journal import Journal
 from topologies.kafka_access import KafkaAccess
 from topologies.kafka_checkpoint import KafkaCheckpoint
 from topologies.offsets import COMMIT_SECONDS, OffsetBook
-from topologies.protection import protection_for
+from topologies.protection import check_generation, protection_for
 from topologies.settings import STAGE_OF, STAGES, StreamSettings
 from topologies.sink import LedgerSink, SinkStats
 from topologies.stage import MIRROR, BatchResult, Stage
@@ -105,6 +105,8 @@ class Topology:
         if self.protection is None and "privacy" in config.raw:
             raise ConfigError([Problem("privacy", "a worker with privacy on needs the ledger (--clickhouse): "
                                                   "the data keys live there")])
+        if ledger is not None:
+            check_generation(ledger, generation, self.protection)
         self.stages = {name: Stage(name, settings, generation, ctx, self._read, self.protection) for name in STAGES}
         for name, stage in self.stages.items():
             channel = self.app.topic(*stage.topics, partitions=n, **raw)
@@ -115,7 +117,7 @@ class Topology:
             self.sink = LedgerSink(ledger, kafka=kafka, group=settings.sink_group(generation),
                                    topics=[self.sink_topic, settings.deadletter], sink_topic=self.sink_topic,
                                    generation=generation, records_per_insert=max(1, settings.sink_batch // 100),
-                                   wait_ms=settings.sink_ms, thread=self.ledger_thread)
+                                   wait_ms=settings.sink_ms, thread=self.ledger_thread, protection=self.protection)
             self.app.task(self._run_sink)
         self.sink_stats = self.sink.stats if self.sink else SinkStats()
 

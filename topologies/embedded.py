@@ -21,7 +21,13 @@ from schemas.facts import facts_of
 from schemas.records import Record
 from schemas.routes import admit, reason_class
 from sinks import Batch, Ledger
-from topologies.protection import Protection, protection_for
+from topologies.protection import (
+    Protection,
+    PseudonymsChanged,
+    privacy_mark,
+    protection_for,
+    refuse_other_pseudonyms,
+)
 from topologies.rocks_state import RocksState
 from topologies.state_cache import META, StateCache
 
@@ -56,14 +62,6 @@ class StateForOtherLedger(StateRefusal):
 class RulesChangedMidBatch(StateRefusal):
     """The last run stopped between writing a batch's ledger rows and its state, and the rules now
     would date those rows differently."""
-
-
-def _privacy(mark: str) -> str:
-    return "privacy off" if mark == "off" else f"the pseudonym key {mark}"
-
-
-class PseudonymsChanged(StateRefusal):
-    """The state's pseudonyms are not the ones this configuration makes."""
 
 
 class EmbeddedCheckpoint:
@@ -155,19 +153,18 @@ class EmbeddedPipeline:
         self._reset()
 
     def _protection(self, config: Config, ledger: Ledger) -> Protection | None:
-        """Privacy as configured; refused when the state was built with other pseudonyms (or none),
-        which would split each person in two."""
+        """Privacy as configured; refused when the state was built with other pseudonyms (or none)."""
         protection = protection_for(config.raw, ledger)
-        mark = protection.fingerprint if protection else "off"
-        built = self.cache.get(META, "pseudonyms")
+        mark, built = privacy_mark(protection), self.cache.get(META, "pseudonyms")
         if built is None:
             self.cache.put(META, "pseudonyms", mark)
-        elif built != mark:
+            return protection
+        try:
+            refuse_other_pseudonyms(built, mark, "the state in this data dir",
+                                    "Start from a new --data-dir and ledger database and run the events again")
+        except PseudonymsChanged:
             self.state.close()
-            raise PseudonymsChanged(
-                f"the state in this data dir was built with {_privacy(built)}, and the configuration now "
-                f"asks for {_privacy(mark)}: one person would become two. Start from a new --data-dir and "
-                "ledger database and run the events again (streaming: `tuike replay`)")
+            raise
         return protection
 
     def _reset(self) -> None:

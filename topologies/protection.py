@@ -72,6 +72,36 @@ def privacy_settings(raw: dict | None, *, resolve: bool = True) -> PrivacySettin
     return PrivacySettings(values[0].encode(), tuple(MasterKey.from_secret(v) for v in values[1:]))
 
 
+class PseudonymsChanged(ValueError):
+    """The state (or a generation) was built with other pseudonyms, or none: one person would
+    become two. The message says how to rebuild."""
+
+
+def privacy_mark(protection: Protection | None) -> str:
+    """Names the pseudonyms a configuration makes (``off`` without privacy), revealing no key."""
+    return protection.fingerprint if protection else "off"
+
+
+def refuse_other_pseudonyms(built: str, mark: str, where: str, rebuild: str) -> None:
+    if built != mark:
+        def name(m: str) -> str:
+            return "privacy off" if m == "off" else f"the pseudonym key {m}"
+        raise PseudonymsChanged(f"{where} was built with {name(built)}, and the configuration now asks for "
+                                f"{name(mark)}: one person would become two. {rebuild}")
+
+
+def check_generation(ledger: SqlLedger, generation: int, protection: Protection | None) -> None:
+    """A streaming generation keeps the pseudonyms it started with (table ``privacy_marks``)."""
+    mark = privacy_mark(protection)
+    rows = ledger.query(f"SELECT mark FROM privacy_marks FINAL WHERE generation = {int(generation)}").rows
+    if not rows:
+        ledger.query(f"INSERT INTO privacy_marks (generation, mark, at) SELECT {int(generation)}, '{mark}', now()")
+        return
+    refuse_other_pseudonyms(rows[0][0], mark, f"generation {generation}",
+                            "Put the old privacy settings back, or rebuild with `tuike replay` and a new ledger "
+                            "database (README: personal data)")
+
+
 def protection_for(raw: dict | None, ledger: SqlLedger) -> Protection | None:
     """The protection a configuration asks for, over ``ledger``'s key vault; None when it is off."""
     settings = privacy_settings(raw)

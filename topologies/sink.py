@@ -27,6 +27,7 @@ from schemas.dead_letter import DeadLetter
 from sinks import Batch, Ledger, LedgerError
 
 from topologies.codec import decode_dead_letter, decode_sink
+from topologies.protection import Protection
 from topologies.kafka_access import KafkaAccess, started
 
 log = logging.getLogger("tuike.sink")
@@ -80,8 +81,10 @@ class LedgerSink:
     """Takes batches from the sink topics and writes them until they are in, then commits."""
 
     def __init__(self, ledger: Ledger, *, kafka: KafkaAccess, group: str, topics: list[str], sink_topic: str,
-                 generation: int, records_per_insert: int, wait_ms: int, thread: Executor):
+                 generation: int, records_per_insert: int, wait_ms: int, thread: Executor,
+                 protection: Protection | None = None):
         self.ledger = ledger
+        self.protection = protection  # seals dead letters others wrote raw (the gateway, tuike produce)
         self.kafka = kafka
         self.group = group
         self.topics = topics
@@ -105,6 +108,9 @@ class LedgerSink:
                     continue
                 batch = batch_of(records, self.sink_topic)
                 batch.generation = self.generation
+                if self.protection is not None and batch.dead_letters:
+                    batch.dead_letters = [self.protection.seal_dead_letter(d) for d in batch.dead_letters]
+                    await asyncio.get_running_loop().run_in_executor(self.thread, self.protection.flush)
                 if len(batch):
                     await write_until_done(self.ledger, batch, self.stats, self.thread)
                 try:

@@ -26,11 +26,12 @@ from engine.config import Config, ConfigError, parse_config
 from schemas.secrets import is_reference, secret_file
 from gateway.settings import gateway_settings, secret_values
 from topologies.protection import privacy_settings
+from tuike.backoffice.retention import retention_days
 from topologies.settings import stream_settings
 
 DEFAULT_PATH = Path("tuike.yaml")
 _SECTION_CHECKS = (stream_settings, lambda raw: gateway_settings(raw, resolve_secrets=False),
-                   lambda raw: privacy_settings(raw, resolve=False))
+                   lambda raw: privacy_settings(raw, resolve=False), retention_days)
 _STEP = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 
 

@@ -15,8 +15,8 @@ from engine.pseudonyms import SEALED, Pseudonyms
 from schemas.records import read_records
 from sinks import open_ledger
 from sinks.vault import VaultError
-from topologies.embedded import PseudonymsChanged, run_events
-from topologies.protection import protection_for
+from topologies.embedded import run_events
+from topologies.protection import PseudonymsChanged, protection_for
 from tuike.backoffice.privacy import forget, reveal
 from tuike.configfile import load_config
 from tuike.lab.generate import generate_shop, write_events
@@ -43,8 +43,8 @@ def _config(*masters: str, privacy: bool = True):
     return parse_config(raw)
 
 
-def _run(path: Path, data_dir: Path, config, *queries: str):
-    ledger = open_ledger(None, data_dir)
+def _run(path: Path, data_dir: Path, config, *queries: str, url: str | None = None):
+    ledger = open_ledger(url, data_dir)
     try:
         stats = run_events(read_records(path), config=config, data_dir=data_dir, ledger=ledger)
         return stats, [ledger.query(q).rows for q in queries]
@@ -112,15 +112,15 @@ def test_dead_letters_are_sealed(tmp_path):
     assert any('"order.refunded"' in o for o in opened)  # the raw input, as received
 
 
-def test_forget_makes_a_customers_values_unrecoverable_and_keeps_every_sum(shop, tmp_path):
+def test_forget_makes_a_customers_values_unrecoverable_and_keeps_every_sum(shop, tmp_path, ledger_url):
     path, events = shop
     data_dir = tmp_path / "on"
     totals = "SELECT count(), sum(amount) FROM commission_ledger"
-    _, (before,) = _run(path, data_dir, _config(), totals)
+    _, (before,) = _run(path, data_dir, _config(), totals, url=ledger_url)
     orders = Counter(e["customer_id"] for e in events if e["type"] == "order.paid" and e.get("ip"))
     customer = orders.most_common(1)[0][0]
     ips = {e["ip"] for e in events if e.get("customer_id") == customer and e.get("ip")}
-    ledger = open_ledger(None, data_dir)
+    ledger = open_ledger(ledger_url, data_dir)
     try:
         protection = protection_for(_config().raw, ledger)
         seen = reveal(protection, customer)
@@ -141,14 +141,14 @@ def test_forget_makes_a_customers_values_unrecoverable_and_keeps_every_sum(shop,
     late.write_bytes(orjson.dumps({"type": "click", "event_id": "late-click", "ts": "2026-12-01T10:00:00+08:00",
                                    "click_id": "late-click", "promoter_id": events[0]["promoter_id"],
                                    "customer_id": customer, "ip": "203.0.113.9"}) + b"\n")
-    _, (row,) = _run(late, data_dir, _config(), "SELECT sealed, ip FROM clicks WHERE click_id = 'late-click'")
+    _, (row,) = _run(late, data_dir, _config(), "SELECT sealed, ip FROM clicks WHERE click_id = 'late-click'", url=ledger_url)
     assert row[0][0] == "" and row[0][1].startswith("ip-")
 
 
-def test_master_key_rotation(shop, tmp_path):
+def test_master_key_rotation(shop, tmp_path, ledger_url):
     path, _ = shop
-    _run(path, tmp_path, _config(MASTER_A))
-    ledger = open_ledger(None, tmp_path)
+    _run(path, tmp_path, _config(MASTER_A), url=ledger_url)
+    ledger = open_ledger(ledger_url, tmp_path)
     try:
         sealed = ledger.query("SELECT sealed FROM clicks WHERE sealed != '' LIMIT 1").rows[0][0]
         plain = protection_for(_config(MASTER_A).raw, ledger).reveal(sealed)
@@ -172,7 +172,8 @@ def test_state_built_without_protection_is_refused_with_it(shop, tmp_path):
 @pytest.mark.slow
 def test_a_worker_with_protection_writes_the_embedded_ledger_and_nothing_raw(shop, protected, kafka_broker,
                                                                             clickhouse_server, tmp_path):
-    """The same protected ledger streamed (one worker, the ClickHouse server) as embedded (chDB)."""
+    """The same protected ledger streamed (one worker, the ClickHouse server) as embedded (chDB); the
+    dead letters sealed, whether a worker refused the record or `tuike produce` could not route it."""
     from sinks.server_sink import ServerLedger
     from tests.support.streaming import compare, ok, summarize_chdb, summarize_server, wait_until_done
     from tests.topologies.test_streaming import environment, start_workers
@@ -183,7 +184,11 @@ def test_a_worker_with_protection_writes_the_embedded_ledger_and_nothing_raw(sho
             f.write(f"privacy:\n  pseudonym_key: {PSEUDONYM_KEY}\n  master_keys: [{MASTER_A}]\n")
         env.add_workers(1)
         start_workers(env)
-        ok(env.tuike("produce", "--events", str(shop[0])))
+        bad = [b'{"type": "click", "event_id": "no-key", "customer_id": "RAW-CUSTOMER-1"}',  # produce refuses it
+               b'{"type": "click", "event_id": "no-ts", "click_id": "k1", "customer_id": "RAW-CUSTOMER-2"}']  # a worker does
+        produced = tmp_path / "produced.jsonl"
+        produced.write_bytes(shop[0].read_bytes() + b"\n".join(bad) + b"\n")
+        ok(env.tuike("produce", "--events", str(produced)), 2)
         wait_until_done(broker=env.broker, settings=env.settings, generation=0, clickhouse=env.clickhouse,
                         workers=env.workers, timeout=240, label="protected")
         compare(reference, summarize_server(env.clickhouse, "streamed"))
@@ -193,9 +198,11 @@ def test_a_worker_with_protection_writes_the_embedded_ledger_and_nothing_raw(sho
                                                  "AND engine LIKE '%MergeTree'").rows]
             dumped = "\n".join(str(ledger.query(f"SELECT * FROM {t}").rows) for t in tables)
             assert ledger.query("SELECT count() FROM person_keys").rows[0][0] > 100
+            dead = [r[0] for r in ledger.query("SELECT raw FROM dead_letters").rows]
         finally:
             ledger.close()
     assert "tk1." in dumped and [v for v in _raw_values(shop[1]) if v in dumped] == []
+    assert len(dead) == 2 and all(d.startswith("tk1.") for d in dead) and "RAW-CUSTOMER" not in dumped
 
 
 def test_the_evidence_log_is_readable_by_its_owner_only(tmp_path):
@@ -204,3 +211,21 @@ def test_the_evidence_log_is_readable_by_its_owner_only(tmp_path):
     path = evidence_path(tmp_path)
     EvidenceLog(path).append_many([("agreement", "agreement/p-x/v1", {"promoter_id": "p-x", "text_sha256": "0" * 64})])
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_streaming_generation_keeps_the_pseudonyms_it_started_with(tmp_path):
+    from topologies.protection import check_generation
+
+    ledger = open_ledger(None, tmp_path)
+    try:
+        protection = protection_for(_config().raw, ledger)
+        check_generation(ledger, 0, protection)  # the first worker marks generation 0
+        check_generation(ledger, 0, protection)  # a restart with the same key
+        other = _config(privacy=False).raw | {"privacy": {"pseudonym_key": "q" * 40, "master_keys": [MASTER_A]}}
+        with pytest.raises(PseudonymsChanged, match="generation 0 was built with the pseudonym key p-.*tuike replay"):
+            check_generation(ledger, 0, protection_for(other, ledger))
+        with pytest.raises(PseudonymsChanged, match="now asks for privacy off"):
+            check_generation(ledger, 0, None)
+        check_generation(ledger, 1, None)  # a replay into a new generation may change it
+    finally:
+        ledger.close()

@@ -31,6 +31,8 @@ import os
 import sys
 from typing import Sequence
 
+from engine.config import ConfigError
+from topologies.protection import PseudonymsChanged
 from tuike.cli import backoffice, inputs, insights, lab, privacy, query, run, serve, stream
 from tuike.cli.common import DEFAULT_BROKER, EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, OperationalError, UsageError, _stderr
 
@@ -77,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as exc:
+        _stderr(f"tuike: {exc}")
+        return EXIT_BAD_INPUT
+    except ConfigError as exc:  # a section read where it is used (privacy: a secret not set)
+        _stderr("tuike: bad configuration:\n" + "\n".join(f"  {p}" for p in exc.problems))
+        return EXIT_BAD_INPUT
+    except PseudonymsChanged as exc:
         _stderr(f"tuike: {exc}")
         return EXIT_BAD_INPUT
     except OperationalError as exc:

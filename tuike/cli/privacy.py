@@ -1,4 +1,5 @@
-"""A person's data: ``tuike reveal``, ``tuike forget``; and ``tuike keys rotate`` (README: personal data)."""
+"""A person's data: ``tuike reveal``, ``tuike forget``; ``tuike keys rotate`` and ``tuike retention``
+(README: personal data)."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,11 @@ def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentPar
     k = ksubs.add_parser("rotate", parents=common,
                          help="wrap every data key with the first of privacy.master_keys (then the older ones can go)")
     k.set_defaults(func=cmd_keys_rotate)
+
+    p = subs.add_parser("retention", parents=common,
+                        help="delete clicks, dead letters and dashboard audit rows past their retention (README: retention)")
+    p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+    p.set_defaults(func=cmd_retention)
 
 
 def _protection(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -84,4 +90,28 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         protection.vault.ledger.close()
     print(f"{n} data keys wrapped with master key {protection.vault.masters[0].id}; "
           "the older master keys can now be removed from privacy.master_keys")
+    return EXIT_OK
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    import time
+
+    from engine.config import ConfigError
+    from tuike.backoffice.retention import apply_retention, expired, retention_days
+
+    try:
+        days = retention_days(_load_config(args.config).raw)
+    except ConfigError as exc:
+        raise UsageError(f"bad configuration: {exc}") from None
+    ledger = _open_ledger(args.clickhouse, Path(args.data_dir))
+    try:
+        found = expired(ledger, days, time.time())
+        for e in found:
+            cut = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.before))
+            print(f"{e.table:16} keep {days[e.table]} days: {e.rows:,} rows before {cut} UTC"
+                  f"{'' if args.dry_run else ' deleted'}")
+        if not args.dry_run:
+            apply_retention(ledger, found)
+    finally:
+        ledger.close()
     return EXIT_OK

@@ -57,7 +57,7 @@ from gateway.links import Link, make_code
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("tuike.dashboard")
-Query = Callable[[str], Awaitable[Any]]  # SQL -> QueryResult, on the ledger's thread
+Query = Callable[..., Awaitable[Any]]  # (SQL, settings) -> QueryResult, read-only, on the ledger's thread
 
 COOKIE = "tk_dash"
 STATIC = importlib.resources.files("tuike.dashboard") / "static"
@@ -83,8 +83,10 @@ class LedgerThread:
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
 
-    async def query(self, sql: str) -> Any:
-        return await self.call(self.ledger.query, sql)
+    async def query(self, sql: str, settings: Mapping[str, int] | None = None) -> Any:
+        """A read, under the same read-only guard as ``tuike query`` (sinks/readonly.py): the filters
+        are a visitor's input inside the SQL."""
+        return await self.call(self.ledger.read, sql, settings)
 
 
 class FilterError(ValueError):
@@ -113,6 +115,9 @@ def filters_of(params: dict[str, str], tz: str, now: float) -> Filters:
         after = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=ZoneInfo(tz))
         start, end, bucket = int(first.timestamp()), int(after.timestamp()), "day"
     bucket = params.get("bucket") or bucket
+    for name in ("campaign", "promoter"):
+        if "\x00" in (params.get(name) or ""):  # no id holds one, and the read-only guard refuses it in SQL
+            raise FilterError(f"{name}: a NUL character is not part of any id")
     try:
         return Filters(start, end, bucket, (params.get("campaign") or "").strip(), (params.get("promoter") or "").strip(),
                        timezone=tz)
@@ -367,7 +372,7 @@ async def _run_panels(query: Query, f: Filters) -> dict[str, dict]:
     out = {}
     for p in PANELS:
         try:
-            result = await query(f"{p.sql(f)} SETTINGS max_execution_time = {PANEL_SECONDS}")
+            result = await query(p.sql(f), {"max_execution_time": PANEL_SECONDS})
         except LedgerError as exc:
             out[p.name] = {"name": p.name, "columns": [c for c, _ in p.columns], "rows": [],
                            "error": f"{p.title}: {exc} (at most {PANEL_SECONDS} s a panel: choose a shorter "
