@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint-imports bench bench-stream bench-scale bench-gateway bench-settle bench-dashboard install clickhouse-up clickhouse-down kafka-up kafka-down clean
+.PHONY: demo test test-long with-servers test-fast lint-imports bench bench-stream bench-scale bench-gateway bench-settle bench-dashboard install clickhouse-up clickhouse-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,11 +21,20 @@ demo: $(STAMP)
 # (Debian's clickhouse-server) and a Kafka broker, runs the suite, stops them, and exits with
 # pytest's code.
 test: $(STAMP) lint-imports
+	$(MAKE) --no-print-directory with-servers PYTEST_ARGS='-m "not long" --durations=25'
+
+# The fault-injection and end-to-end streaming runs (a worker killed, replays, a ClickHouse
+# outage, a settlement told to the workers, SASL_SSL with replay, privacy through a worker):
+# minutes each, so out of `make test`; CI runs them after it.
+test-long: $(STAMP)
+	$(MAKE) --no-print-directory with-servers PYTEST_ARGS='-m long --durations=10'
+
+with-servers:
 	deploy/chromium.sh up
 	deploy/clickhouse.sh up
 	deploy/kafka.sh up || { deploy/clickhouse.sh down; exit 1; }
 	TUIKE_TEST_CLICKHOUSE=clickhouse://127.0.0.1:9000/tuike_test TUIKE_TEST_KAFKA=127.0.0.1:9092 TUIKE_REQUIRE_BROWSER=1 \
-	  $(BIN)/pytest -q -x --durations=10; \
+	  $(BIN)/pytest -q -x $(PYTEST_ARGS); \
 	  rc=$$?; deploy/kafka.sh down; deploy/clickhouse.sh down; exit $$rc
 
 # The layer contracts of pyproject.toml ([tool.importlinter]): no package imports one above it,

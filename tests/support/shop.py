@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from decimal import Decimal
+from pathlib import Path
 
 from engine.config import parse_config
 from engine.dataflow import Output
@@ -12,6 +13,21 @@ from engine.store import MemoryStore
 from schemas.events import validate_event
 
 _ids = itertools.count(1)
+
+
+def run_file(path: Path, data_dir: Path, config, url: str | None = None, *queries: str):
+    """``tuike run`` of a file, then ``queries`` on the resulting ledger (closed after: chDB allows
+    one open path per process)."""
+    from schemas.records import read_records
+    from sinks import open_ledger
+    from topologies.embedded import run_events
+
+    ledger = open_ledger(url, data_dir)
+    try:
+        stats = run_events(read_records(path), config=config, data_dir=data_dir, ledger=ledger)
+        return stats, [ledger.query(q).rows for q in queries]
+    finally:
+        ledger.close()
 
 
 def ts(day: int, hour: int = 12, minute: int = 0, second: int = 0, month: int = 11) -> str:

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from engine.config import parse_config
-from sinks import open_ledger
 from tuike.configfile import load_config
+from tests.support.shop import run_file as run
 from tuike.lab.generate import generate_shop, write_events
-from schemas.records import read_records
-from topologies.embedded import run_events
 
 REPO = Path(__file__).resolve().parents[2]
 SHOP = dict(promoters=40, customers=400, orders=600)
@@ -32,16 +30,6 @@ def shop_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("shop") / "shop.jsonl"
     write_events(generate_shop(5, **SHOP), path)
     return path
-
-
-def run(path: Path, data_dir: Path, config, url: str | None = None, *queries: str):
-    """Run a file and answer queries on the resulting ledger (chDB is closed after, one path per process)."""
-    ledger = open_ledger(url, data_dir)
-    try:
-        stats = run_events(read_records(path), config=config, data_dir=data_dir, ledger=ledger)
-        return stats, [ledger.query(q).rows for q in queries]
-    finally:
-        ledger.close()
 
 
 def test_run_twice_adds_nothing_on_chdb(tmp_path, shop_file, config):

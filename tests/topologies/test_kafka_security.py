@@ -151,6 +151,7 @@ def test_produce_and_a_worker_over_ssl_give_the_embedded_ledger(listeners, prefi
     workers.stop_all()
 
 
+@pytest.mark.long
 def test_over_sasl_ssl_produce_a_worker_lag_and_replay_give_the_embedded_ledger(listeners, prefix, shop,
                                                                                clickhouse_url, tmp_path):
     access = listeners["SASL_SSL"]

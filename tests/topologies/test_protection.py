@@ -12,12 +12,11 @@ from rocksdict import AccessType, Rdict
 
 from engine.config import parse_config
 from engine.pseudonyms import SEALED, Pseudonyms
-from schemas.records import read_records
 from sinks import open_ledger
 from sinks.vault import VaultError
-from topologies.embedded import run_events
 from topologies.protection import PseudonymsChanged, protection_for
 from tuike.backoffice.privacy import forget, reveal
+from tests.support.shop import run_file
 from tuike.configfile import load_config
 from tuike.lab.generate import generate_shop, write_events
 
@@ -43,15 +42,6 @@ def _config(*masters: str, privacy: bool = True):
     return parse_config(raw)
 
 
-def _run(path: Path, data_dir: Path, config, *queries: str, url: str | None = None):
-    ledger = open_ledger(url, data_dir)
-    try:
-        stats = run_events(read_records(path), config=config, data_dir=data_dir, ledger=ledger)
-        return stats, [ledger.query(q).rows for q in queries]
-    finally:
-        ledger.close()
-
-
 def _raw_values(events: list[dict]) -> set[str]:
     """Every personal value of the input worth searching for (ids longer than a few characters)."""
     fields = ("customer_id", "visitor_id", "promoter_id", "parent_id", *SEALED)
@@ -61,13 +51,13 @@ def _raw_values(events: list[dict]) -> set[str]:
 @pytest.fixture(scope="module")
 def protected(shop, tmp_path_factory) -> Path:
     data_dir = tmp_path_factory.mktemp("on")
-    _run(shop[0], data_dir, _config())
+    run_file(shop[0], data_dir, _config(), None)
     return data_dir
 
 
 def test_money_attribution_and_holds_are_the_same_with_protection_on_and_off(shop, protected, tmp_path):
     path, _ = shop
-    _, (off, off_scores) = _run(path, tmp_path / "off", _config(privacy=False), LEDGER, SCORES)
+    _, (off, off_scores) = run_file(path, tmp_path / "off", _config(privacy=False), None, LEDGER, SCORES)
     ledger = open_ledger(None, protected)
     try:
         on, on_scores = ledger.query(LEDGER).rows, ledger.query(SCORES).rows
@@ -100,7 +90,7 @@ def test_nothing_personal_is_stored_raw(shop, protected):
 
 
 def test_dead_letters_are_sealed(tmp_path):
-    _run(REPO / "tests/data/mixed.jsonl", tmp_path, _config())
+    run_file(REPO / "tests/data/mixed.jsonl", tmp_path, _config(), None)
     ledger = open_ledger(None, tmp_path)
     try:
         raws = [r[0] for r in ledger.query("SELECT raw FROM dead_letters").rows]
@@ -116,7 +106,7 @@ def test_forget_makes_a_customers_values_unrecoverable_and_keeps_every_sum(shop,
     path, events = shop
     data_dir = tmp_path / "on"
     totals = "SELECT count(), sum(amount) FROM commission_ledger"
-    _, (before,) = _run(path, data_dir, _config(), totals, url=ledger_url)
+    _, (before,) = run_file(path, data_dir, _config(), ledger_url, totals)
     orders = Counter(e["customer_id"] for e in events if e["type"] == "order.paid" and e.get("ip"))
     customer = orders.most_common(1)[0][0]
     ips = {e["ip"] for e in events if e.get("customer_id") == customer and e.get("ip")}
@@ -141,13 +131,13 @@ def test_forget_makes_a_customers_values_unrecoverable_and_keeps_every_sum(shop,
     late.write_bytes(orjson.dumps({"type": "click", "event_id": "late-click", "ts": "2026-12-01T10:00:00+08:00",
                                    "click_id": "late-click", "promoter_id": events[0]["promoter_id"],
                                    "customer_id": customer, "ip": "203.0.113.9"}) + b"\n")
-    _, (row,) = _run(late, data_dir, _config(), "SELECT sealed, ip FROM clicks WHERE click_id = 'late-click'", url=ledger_url)
+    _, (row,) = run_file(late, data_dir, _config(), ledger_url, "SELECT sealed, ip FROM clicks WHERE click_id = 'late-click'")
     assert row[0][0] == "" and row[0][1].startswith("ip-")
 
 
 def test_master_key_rotation(shop, tmp_path, ledger_url):
     path, _ = shop
-    _run(path, tmp_path, _config(MASTER_A), url=ledger_url)
+    run_file(path, tmp_path, _config(MASTER_A), ledger_url)
     ledger = open_ledger(ledger_url, tmp_path)
     try:
         sealed = ledger.query("SELECT sealed FROM clicks WHERE sealed != '' LIMIT 1").rows[0][0]
@@ -162,14 +152,15 @@ def test_master_key_rotation(shop, tmp_path, ledger_url):
 
 
 def test_state_built_without_protection_is_refused_with_it(shop, tmp_path):
-    _run(shop[0], tmp_path, _config(privacy=False))
+    run_file(shop[0], tmp_path, _config(privacy=False), None)
     with pytest.raises(PseudonymsChanged, match="privacy off.*one person would become two"):
-        _run(shop[0], tmp_path, _config())
+        run_file(shop[0], tmp_path, _config(), None)
 
 
 @pytest.mark.kafka
 @pytest.mark.server
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_worker_with_protection_writes_the_embedded_ledger_and_nothing_raw(shop, protected, kafka_broker,
                                                                             clickhouse_server, tmp_path):
     """The same protected ledger streamed (one worker, the ClickHouse server) as embedded (chDB); the

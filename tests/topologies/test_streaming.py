@@ -259,6 +259,7 @@ def test_a_malformed_file_leaves_the_same_dead_letter_rows_embedded_and_streamed
 # --- test 3: replay -----------------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_replay_rebuilds_generation_1_with_the_same_money(streamed: Streamed, reference: Summary):
     env = streamed.env
     g0, g1 = env.settings.app_id(0), env.settings.app_id(1)
@@ -303,6 +304,7 @@ def test_replay_rebuilds_generation_1_with_the_same_money(streamed: Streamed, re
         warnings.warn(msg)
 
 
+@pytest.mark.long
 def test_replay_from_a_time_refeeds_the_input_into_the_kept_state_and_counts_nothing_twice(streamed: Streamed,
                                                                                           reference: Summary):
     """`tuike replay --from T` rewinds the current group (generation 1 after the test above) and
@@ -337,6 +339,7 @@ def test_replay_from_a_time_refeeds_the_input_into_the_kept_state_and_counts_not
 # --- test 2: a worker killed mid-stream -------------------------------------------------
 
 
+@pytest.mark.long
 def test_a_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(shop, reference, kafka_broker,
                                                                        clickhouse_server, tmp_path):
     with environment(kafka_broker, clickhouse_server, tmp_path / "fault") as env:
@@ -500,6 +503,7 @@ def test_malformed_messages_go_to_the_dead_letters_and_the_workers_stay_up(kafka
 # --- test 5: ClickHouse down -------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_the_sink_waits_out_a_clickhouse_outage_without_losing_or_doubling_rows(kafka_broker, clickhouse_server,
                                                                                  tmp_path):
     """The server goes away while events stream in: the sink retries with backoff and acks
@@ -541,6 +545,7 @@ def test_the_sink_waits_out_a_clickhouse_outage_without_losing_or_doubling_rows(
 # --- test 6: a settlement tells the workers what it paid -----------------------------------
 
 
+@pytest.mark.long
 def test_a_settlement_tells_the_workers_what_it_paid_and_a_later_ban_holds_only_the_rest(kafka_broker,
                                                                                         clickhouse_server, tmp_path):
     """October is settled against the workers' ledger: `tuike settle` publishes `order.settled` to

@@ -12,12 +12,18 @@ from tuike.cli.common import EXIT_OK, OperationalError, UsageError, _read_ledger
 
 
 def _print_query(args: argparse.Namespace, sql: str) -> int:
-    """Run read-only SQL on the ledger (embedded, or --clickhouse) and print it in --format."""
-    from sinks import LedgerError, QueryError
+    """Run SQL on the ledger (embedded, or --clickhouse) through its read-only door
+    (sinks/readonly.py) and print it in --format. Refused SQL is bad input (2) and never opens
+    the ledger."""
+    from sinks import LedgerError, QueryError, ReadOnlyRefused, read_only_sql
 
+    try:
+        read_only_sql(sql)
+    except ReadOnlyRefused as exc:
+        raise UsageError(f"tuike query runs {exc}") from None
     ledger = _read_ledger(args)
     try:
-        result = ledger.query(sql)
+        result = ledger.read(sql)
     except QueryError as exc:  # the SQL is the user's input: the database's own message
         raise UsageError(f"SQL error: {_first_lines(str(exc))}") from None
     except LedgerError as exc:

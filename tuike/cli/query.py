@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from tuike.cli.common import EXIT_OK, OperationalError, UsageError, _load_config, _open_ledger, _read_ledger
-from tuike.cli.output import _first_lines, _write_csv, _write_json, _write_table
+from tuike.cli.common import EXIT_OK, OperationalError, UsageError, _load_config, _open_ledger
+from tuike.cli.output import _print_query
 
 
 def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
@@ -32,26 +32,7 @@ def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentPar
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    """The user's SQL through the ledger's read-only door (sinks/readonly.py): refused SQL is bad
-    input (2) and never opens the ledger."""
-    from sinks import LedgerError, QueryError, ReadOnlyRefused, read_only_sql
-
-    try:
-        read_only_sql(args.sql)
-    except ReadOnlyRefused as exc:
-        raise UsageError(f"tuike query runs {exc}") from None
-    ledger = _read_ledger(args)
-    try:
-        result = ledger.read(args.sql)
-    except QueryError as exc:  # the SQL is the user's input: the database's own message
-        raise UsageError(f"SQL error: {_first_lines(str(exc))}") from None
-    except LedgerError as exc:
-        raise OperationalError(str(exc).strip()) from None
-    finally:
-        ledger.close()
-    write = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
-    write(list(result.columns), list(result.types or []), result.rows, sys.stdout)
-    return EXIT_OK
+    return _print_query(args, args.sql)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

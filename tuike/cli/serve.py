@@ -111,7 +111,8 @@ def _kafka_app(config: Any, settings: Any, stream: Any, broker: Any, clickhouse:
     from tuike.dashboard import LedgerThread, serving_app
 
     reader = LedgerThread(_open_ledger(clickhouse, data_dir)) if clickhouse else None
-    return serving_app(settings, KafkaHandoff(broker, stream), ledger=reader, shop_timezone=config.timezone)
+    return serving_app(settings, KafkaHandoff(broker, stream), ledger=reader, shop_timezone=config.timezone,
+                       raw_config=config.raw)
 
 
 def kafka_process_app() -> Any:
@@ -142,7 +143,7 @@ def _embedded_app(args: argparse.Namespace, config: Any, settings: Any) -> Any:
     _say_serving(args, f"the embedded pipeline in {data_dir} (ledger {ledger.identity}; inbox {handoff.inbox.dir}" + (
         f", {handoff.replayed:,} acknowledged requests replayed from it)" if handoff.replayed else ")"), settings)
     reader = LedgerThread(ledger, handoff.thread)  # reads on the pipeline's thread
-    return serving_app(settings, handoff, ledger=reader, shop_timezone=config.timezone)
+    return serving_app(settings, handoff, ledger=reader, shop_timezone=config.timezone, raw_config=config.raw)
 
 
 def _say_serving(args: argparse.Namespace, where: str, settings: Any) -> None:
