@@ -24,7 +24,7 @@ test: $(STAMP) lint-imports
 	$(MAKE) --no-print-directory with-servers PYTEST_ARGS='-m "not long" --durations=25'
 
 # The fault-injection and end-to-end streaming runs (a worker killed, replays, a ClickHouse
-# outage, a settlement told to the workers, SASL_SSL with replay, privacy through a worker):
+# outage, a settlement told to the workers, SSL and SASL_SSL with replay, privacy through a worker):
 # minutes each, so out of `make test`; CI runs them after it.
 test-long: $(STAMP)
 	$(MAKE) --no-print-directory with-servers PYTEST_ARGS='-m long --durations=10'

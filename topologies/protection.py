@@ -119,17 +119,15 @@ def _owner(event: Event, pseudonymous: dict[str, str]) -> str:
     return pseudonymous.get("device_id", "anonymous")
 
 
-def _dead_letter_owner(pseudonyms: Pseudonyms, raw: str, now_s: float) -> str:
-    """A refused record's person when it names one, else the month's dead-letter key."""
+def _people_named(raw: str) -> list[str]:
+    """The person ids a refused record names (customer, visitor, promoter), if it is a JSON object."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        obj = None
-    if isinstance(obj, dict):
-        for f in ("customer_id", "visitor_id", "promoter_id"):
-            if isinstance(obj.get(f), str) and obj[f]:
-                return pseudonyms.person(obj[f])
-    return "dead-letters:" + time.strftime("%Y-%m", time.gmtime(now_s))
+        return []
+    if not isinstance(obj, dict):
+        return []
+    return [obj[f] for f in ("customer_id", "visitor_id", "promoter_id") if isinstance(obj.get(f), str) and obj[f]]
 
 
 class Protection:
@@ -159,13 +157,16 @@ class Protection:
         return event.model_copy(update=updates), sealed
 
     def seal_dead_letter(self, dead: DeadLetter) -> DeadLetter:
-        """A dead letter whose raw input is sealed (it may hold anything: an address, a phone)."""
+        """A dead letter whose raw input is sealed (it may hold anything: an address, a phone), and
+        whose key is a pseudonym when it is a person's id."""
         if not dead.raw or dead.raw.startswith("tk1."):
             return dead
-        owner = _dead_letter_owner(self.pseudonyms, dead.raw, time.time())
-        if self.vault.is_forgotten(owner):
-            return replace(dead, raw="")
-        return replace(dead, raw=seal(self.vault.key_for(owner), dead.raw.encode()))
+        people = _people_named(dead.raw)
+        owner = (self.pseudonyms.person(people[0]) if people
+                 else "dead-letters:" + time.strftime("%Y-%m", time.gmtime()))  # else the month's key
+        key = self.pseudonyms.person(dead.key) if dead.key in people else dead.key  # keyed by a customer id
+        raw = "" if self.vault.is_forgotten(owner) else seal(self.vault.key_for(owner), dead.raw.encode())
+        return replace(dead, raw=raw, key=key)
 
     def reveal(self, sealed: str) -> bytes:
         """What was sealed, if its key still exists (:class:`~sinks.vault.VaultError` if not)."""

@@ -146,6 +146,7 @@ def _through_workers(access: KafkaAccess, prefix: str, shop, clickhouse_url: str
     return config, settings, workers
 
 
+@pytest.mark.long
 def test_produce_and_a_worker_over_ssl_give_the_embedded_ledger(listeners, prefix, shop, clickhouse_url, tmp_path):
     _config, _settings, workers = _through_workers(listeners["SSL"], prefix, shop, clickhouse_url, tmp_path)
     workers.stop_all()

@@ -161,24 +161,25 @@ def test_state_built_without_protection_is_refused_with_it(shop, tmp_path):
 @pytest.mark.server
 @pytest.mark.slow
 @pytest.mark.long
-def test_a_worker_with_protection_writes_the_embedded_ledger_and_nothing_raw(shop, protected, kafka_broker,
-                                                                            clickhouse_server, tmp_path):
+def test_a_worker_with_protection_writes_the_embedded_ledger_and_nothing_raw(shop, kafka_broker, clickhouse_server,
+                                                                            tmp_path):
     """The same protected ledger streamed (one worker, the ClickHouse server) as embedded (chDB); the
     dead letters sealed, whether a worker refused the record or `tuike produce` could not route it."""
     from sinks.server_sink import ServerLedger
     from tests.support.streaming import compare, ok, summarize_chdb, summarize_server, wait_until_done
     from tests.topologies.test_streaming import environment, start_workers
 
-    reference = summarize_chdb(protected, "embedded")
-    with environment(kafka_broker, clickhouse_server, tmp_path) as env:
+    bad = [b'{"type": "click", "event_id": "no-key", "customer_id": "RAW-CUSTOMER-1"}',  # produce refuses it
+           b'{"type": "click", "event_id": "no-ts", "click_id": "k1", "customer_id": "RAW-CUSTOMER-2"}']  # a worker does
+    produced = tmp_path / "produced.jsonl"
+    produced.write_bytes(shop[0].read_bytes() + b"\n".join(bad) + b"\n")
+    run_file(produced, tmp_path / "embedded", _config())
+    reference = summarize_chdb(tmp_path / "embedded", "embedded")
+    with environment(kafka_broker, clickhouse_server, tmp_path / "streamed") as env:
         with env.config.open("a") as f:
             f.write(f"privacy:\n  pseudonym_key: {PSEUDONYM_KEY}\n  master_keys: [{MASTER_A}]\n")
         env.add_workers(1)
         start_workers(env)
-        bad = [b'{"type": "click", "event_id": "no-key", "customer_id": "RAW-CUSTOMER-1"}',  # produce refuses it
-               b'{"type": "click", "event_id": "no-ts", "click_id": "k1", "customer_id": "RAW-CUSTOMER-2"}']  # a worker does
-        produced = tmp_path / "produced.jsonl"
-        produced.write_bytes(shop[0].read_bytes() + b"\n".join(bad) + b"\n")
         ok(env.tuike("produce", "--events", str(produced)), 2)
         wait_until_done(broker=env.broker, settings=env.settings, generation=0, clickhouse=env.clickhouse,
                         workers=env.workers, timeout=240, label="protected")
@@ -193,7 +194,8 @@ def test_a_worker_with_protection_writes_the_embedded_ledger_and_nothing_raw(sho
         finally:
             ledger.close()
     assert "tk1." in dumped and [v for v in _raw_values(shop[1]) if v in dumped] == []
-    assert len(dead) == 2 and all(d.startswith("tk1.") for d in dead) and "RAW-CUSTOMER" not in dumped
+    assert len(dead) >= 2  # the two bad lines, and what the rules refused (which may differ by interleaving)
+    assert all(d.startswith("tk1.") for d in dead) and "RAW-CUSTOMER" not in dumped
 
 
 def test_the_evidence_log_is_readable_by_its_owner_only(tmp_path):
