@@ -24,6 +24,7 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from engine.fraud import automation_agent, ip_prefix
@@ -38,6 +39,7 @@ AUTOMATION, BROWSER = "sealed-bot", "sealed-browser"  # what automation_agent() 
 _PREFIXES = ("p-", "d-", "a-", "ip-", "v6-", "sealed-")
 
 
+@lru_cache(maxsize=1 << 17)  # the same devices, IPs and customers come again and again
 def _digest(key: bytes, namespace: str, value: str) -> str:
     mac = hmac.new(key, f"{namespace}\x00{value}".encode(), hashlib.sha256).digest()
     return base64.b32encode(mac[:15]).decode().lower()  # 120 bits: 24 characters

@@ -426,13 +426,13 @@ FROM {db}.agreements_raw FINAL;
 -- One data key per person (and per month of dead letters), wrapped by a master key of
 -- `privacy.master_keys`. Every sealed value names its key_id. `tuike forget` deletes a person's
 -- keys, so what was sealed with them can never be read again, wherever a copy of it lies.
--- `version` is when the key was last wrapped: `tuike keys rotate` wraps them anew.
+-- `version` is when (epoch seconds) the key was last wrapped: `tuike keys rotate` wraps them anew.
 CREATE TABLE IF NOT EXISTS {db}.person_keys (
     owner String,
     key_id String,
     wrapped String,
     master_id String,
-    version UInt64
+    version UInt32
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (owner, key_id);
 

@@ -26,13 +26,15 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sinks.errors import LedgerError
 from sinks.reader import QueryResult
+from sinks.writer import Batch
 
 NONCE = 12
-INSERT_ROWS = 500  # rows per INSERT … SELECT (a query stays under max_query_size, 256 KiB)
 
 
 class SqlLedger(Protocol):
     def query(self, sql: str) -> QueryResult: ...
+
+    def write(self, batch: Batch) -> None: ...
 
 
 class VaultError(LedgerError):
@@ -104,19 +106,17 @@ class KeyVault:
         pending, self._pending = self._pending, []  # keys made meanwhile (another thread) wait for the next flush
         if not pending:
             return
-        master, version = self.masters[0], time.time_ns()
+        master = self.masters[0]
         try:
-            self._insert([(k.owner, k.key_id, self._wrap(master, k), master.id, version) for k in pending])
+            self._insert([(k.owner, k.key_id, self._wrap(master, k), master.id) for k in pending], int(time.time()))
         except BaseException:
             self._pending[:0] = pending
             raise
 
-    def _insert(self, rows: list[tuple[str, str, str, str, int]]) -> None:
-        """INSERT … SELECT: clickhouse-driver waits forever on an INSERT with inline VALUES."""
-        for i in range(0, len(rows), INSERT_ROWS):
-            selected = " UNION ALL ".join(
-                f"SELECT {_q(o)}, {_q(k)}, {_q(w)}, {_q(m)}, toUInt64({v})" for o, k, w, m, v in rows[i:i + INSERT_ROWS])
-            self.ledger.query(f"INSERT INTO person_keys (owner, key_id, wrapped, master_id, version) {selected}")
+    def _insert(self, rows: list[tuple[str, str, str, str]], version: int) -> None:
+        """Through the ledger's batch insert (Arrow into chDB, columns to the server)."""
+        names = ("owner", "key_id", "wrapped", "master_id")
+        self.ledger.write(Batch(facts={"person_keys": [{**dict(zip(names, r)), "version": version} for r in rows]}))
 
     def discard(self) -> None:
         """Forget the keys made since the last flush (their batch was not written)."""
@@ -154,9 +154,9 @@ class KeyVault:
         master = self.masters[0]
         rows = self.ledger.query("SELECT owner, key_id, wrapped, master_id FROM person_keys FINAL "
                                  f"WHERE master_id != {_q(master.id)}").rows
-        version = time.time_ns()
-        self._insert([(o, k, self._wrap(master, DataKey(o, k, self._unwrap(o, k, w, m))), master.id, version)
-                      for o, k, w, m in rows])
+        newest = self.ledger.query("SELECT max(version) FROM person_keys").rows[0][0] or 0
+        self._insert([(o, k, self._wrap(master, DataKey(o, k, self._unwrap(o, k, w, m))), master.id)
+                      for o, k, w, m in rows], max(int(time.time()), int(newest) + 1))  # a newer version wins
         self.ledger.query("OPTIMIZE TABLE person_keys FINAL")  # the old wrappings go with the merge
         return len(rows)
 

@@ -109,11 +109,16 @@ FACT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("payout_account", "s"), ("sealed", "s"),
     ),
 }
+# Written like the facts, but not facts: the data keys of the vault (sinks/vault.py).
+VAULT_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "person_keys": (("owner", "s"), ("key_id", "s"), ("wrapped", "s"), ("master_id", "s"), ("version", "u32")),
+}
 # The table each kind of row is inserted into (the analysts' names are FINAL views over these).
 BASE_TABLE: dict[str, str] = {
     "commission_ledger": "ledger_entries",
     "dead_letters": "dead_letters_raw",
     **{t: f"{t}_raw" for t in FACT_TABLES},
+    **{t: t for t in VAULT_TABLES},
 }
 KIND_TYPE = {"s": "String", "dt": "DateTime('UTC')", "u8": "UInt8", "u32": "UInt32",
              "d2": "Decimal(18, 2)", "d6": "Decimal(18, 6)"}
@@ -251,7 +256,7 @@ def dead_letter_columns(dead: list[DeadLetter], received_at: int | None = None) 
 def fact_columns(table: str, rows: list[dict], generation: int = 0) -> TableColumns:
     """A fact table's insert; a ``generation`` column (rows the engine derives per ledger
     generation) is the batch's, like the ledger rows'."""
-    layout = FACT_TABLES.get(table)
+    layout = FACT_TABLES.get(table) or VAULT_TABLES.get(table)
     if layout is None:
         raise LedgerError(f"unknown fact table {table!r} (known: {', '.join(FACT_TABLES)})")
     cols: list[list] = []
