@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from schemas.analytics import quote
 from sinks.errors import LedgerError
 from sinks.reader import QueryResult
 from sinks.writer import Batch
@@ -61,10 +62,6 @@ class DataKey:
     owner: str
     key_id: str
     key: bytes
-
-
-def _q(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass
@@ -127,7 +124,7 @@ class KeyVault:
     def key(self, key_id: str) -> DataKey:
         """A stored key by id, unwrapped."""
         rows = self.ledger.query(f"SELECT owner, wrapped, master_id FROM person_keys FINAL "
-                                 f"WHERE key_id = {_q(key_id)}").rows
+                                 f"WHERE key_id = {quote(key_id)}").rows
         if not rows:
             raise VaultError(f"data key {key_id} is not in the vault: it was destroyed (tuike forget, "
                              "tuike retention) or never written")
@@ -136,9 +133,9 @@ class KeyVault:
 
     def forget(self, owner: str) -> int:
         """Destroy every key of ``owner`` and remember that they are forgotten; the keys deleted."""
-        found = self.ledger.query(f"SELECT count() FROM person_keys WHERE owner = {_q(owner)}").rows[0][0]
-        self.ledger.query(f"INSERT INTO forgotten_people (owner, forgotten_at) SELECT {_q(owner)}, now()")
-        self.destroy(f"owner = {_q(owner)}")
+        found = self.ledger.query(f"SELECT count() FROM person_keys WHERE owner = {quote(owner)}").rows[0][0]
+        self.ledger.query(f"INSERT INTO forgotten_people (owner, forgotten_at) SELECT {quote(owner)}, now()")
+        self.destroy(f"owner = {quote(owner)}")
         self._forgotten.add(owner)
         self._current.pop(owner, None)
         return int(found)
@@ -153,7 +150,7 @@ class KeyVault:
         can be removed from the configuration."""
         master = self.masters[0]
         rows = self.ledger.query("SELECT owner, key_id, wrapped, master_id FROM person_keys FINAL "
-                                 f"WHERE master_id != {_q(master.id)}").rows
+                                 f"WHERE master_id != {quote(master.id)}").rows
         newest = self.ledger.query("SELECT max(version) FROM person_keys").rows[0][0] or 0
         self._insert([(o, k, self._wrap(master, DataKey(o, k, self._unwrap(o, k, w, m))), master.id)
                       for o, k, w, m in rows], max(int(time.time()), int(newest) + 1))  # a newer version wins
@@ -178,7 +175,7 @@ class KeyVault:
 def wait_for_mutations(ledger: SqlLedger, table: str | None = None, timeout_s: float = 120.0) -> None:
     """Wait until the database's ALTER … DELETE/UPDATE (of ``table``) are done: ClickHouse 18.16 has
     no synchronous mutations, and both engines list them in system.mutations."""
-    where = "database = currentDatabase() AND is_done = 0" + (f" AND table = {_q(table)}" if table else "")
+    where = "database = currentDatabase() AND is_done = 0" + (f" AND table = {quote(table)}" if table else "")
     deadline = time.monotonic() + timeout_s
     while ledger.query(f"SELECT count() FROM system.mutations WHERE {where}").rows[0][0]:
         if time.monotonic() > deadline:

@@ -22,6 +22,7 @@ import orjson
 
 from engine.config import ConfigError, Problem
 from engine.pseudonyms import SEALED, Pseudonyms, personal_fields
+from schemas.analytics import quote
 from schemas.dead_letter import DeadLetter
 from schemas.events import Event
 from schemas.secrets import SecretError, resolve_secret
@@ -95,7 +96,7 @@ def check_generation(ledger: SqlLedger, generation: int, protection: Protection 
     mark = privacy_mark(protection)
     rows = ledger.query(f"SELECT mark FROM privacy_marks FINAL WHERE generation = {int(generation)}").rows
     if not rows:
-        ledger.query(f"INSERT INTO privacy_marks (generation, mark, at) SELECT {int(generation)}, '{mark}', now()")
+        ledger.query(f"INSERT INTO privacy_marks (generation, mark, at) SELECT {int(generation)}, {quote(mark)}, now()")
         return
     refuse_other_pseudonyms(rows[0][0], mark, f"generation {generation}",
                             "Put the old privacy settings back, or rebuild with `tuike replay` and a new ledger "

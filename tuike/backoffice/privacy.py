@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from schemas.analytics import quote
 from sinks.vault import wait_for_mutations
 from topologies.protection import Protection
 
@@ -36,7 +37,7 @@ class Forgotten:
 
 
 def _rows_of(pseudonym: str) -> dict[str, str]:
-    return {table: " OR ".join(f"{c} = '{pseudonym}'" for c in cols) for table, cols in PERSON_COLUMNS.items()}
+    return {table: " OR ".join(f"{c} = {quote(pseudonym)}" for c in cols) for table, cols in PERSON_COLUMNS.items()}
 
 
 def reveal(protection: Protection, person_id: str) -> list[dict]:
@@ -58,7 +59,7 @@ def forget(protection: Protection, person_id: str) -> Forgotten:
     for table, where in _rows_of(pseudonym).items():
         counted += ledger.query(f"SELECT count() FROM {table} WHERE ({where}) AND sealed != ''").rows[0][0]
         ledger.query(f"ALTER TABLE {table} UPDATE sealed = '' WHERE ({where}) AND sealed != ''")
-    key_ids = [r[0] for r in ledger.query(f"SELECT key_id FROM person_keys WHERE owner = '{pseudonym}'").rows]
+    key_ids = [r[0] for r in ledger.query(f"SELECT key_id FROM person_keys WHERE owner = {quote(pseudonym)}").rows]
     dead = 0
     if key_ids:
         sealed_by = " OR ".join(f"startsWith(raw, 'tk1.{k}.')" for k in key_ids)
