@@ -98,6 +98,7 @@ def handle_risk(state: dict | None, msg: Message, ctx: Context, out: Output) -> 
         for v in (body.get("d"), body.get("i")):
             if v and v not in own and len(own) < MAX_MEMBERS:
                 own.append(v)
+                _own_learned_late(state, v, msg, out)
     elif kind == "score":
         body = {**body, "sig": dict(body["sig"]), "f": dict(body["f"])}  # never change a message (redelivery)
         {"d": _order_at_device, "i": _order_at_ip, "n": _order_at_prefix, "p": _order_at_promoter,
@@ -148,6 +149,15 @@ def _flag(state: dict, code: str, ts: int, cause: str, msg: Message, out: Output
     flags[code] = [ts, cause]
     for order_id in state.get("orders", ()):
         out.messages.append(Message(ORDERS, order_id, "flag", {"code": code, "t": ts, "cause": cause}, msg.cause))
+
+
+def _own_learned_late(state: dict, value: str, msg: Message, out: Output) -> None:
+    """F07 whatever arrives first: a promoter's own device or IP, learned after orders paid from it
+    were scored (another topic or partition was behind), flags those orders as their scoring would
+    have, with the same time and cause, so the signal does not depend on the arrival order."""
+    for order_id, (device, ip, ts, cause) in state.get("places", {}).items():
+        if value in (device, ip):
+            out.messages.append(Message(ORDERS, order_id, "flag", {"code": "F07", "t": ts, "cause": cause}, msg.cause))
 
 
 def _record_order(state: dict, body: dict) -> bool:
@@ -283,6 +293,11 @@ def _order_at_promoter(state: dict, body: dict, rules: FraudRules, msg: Message,
     own = state.get("own", ())
     if (body.get("d") and body["d"] in own) or (body.get("i") and body["i"] in own):
         _fire(body, "F07", cause)
+    if body.get("d") or body.get("i"):  # where it was paid from, should the promoter's own device be learned later
+        places = state.setdefault("places", {})
+        places.setdefault(body["o"], [body.get("d"), body.get("i"), ts, cause])
+        if len(places) > MAX_ORDERS:
+            del places[next(iter(places))]
     value = _log(body["v"])
     logs = [Decimal(v) for v in state.get("logs", ())]
     if len(logs) >= rules.limit("value_min_orders"):

@@ -168,6 +168,18 @@ def test_f07_self_purchase_on_the_promoters_own_device_is_held():
     assert run.by_status("P1") == {"held": D("20.00"), "pending": D("10.00")}
 
 
+def test_f07_whatever_arrives_first_the_promoters_own_click_or_the_order():
+    own = click("P1", ts(2, 8), customer="P1", device="dev-own")
+    bought = [bound("C1", "P1", ts(2, 9)), order("O1", "C1", ts(2, 12), device="dev-own"),
+              bound("C2", "P1", ts(2, 9)), order("O2", "C2", ts(2, 13), device="dev-C2")]
+    for events in ([honest_promoter(), own, *bought], [honest_promoter(), *bought, own]):
+        run = Run(events)
+        s = scores(run)
+        assert [(s[o]["reasons"], s[o]["score"], s[o]["held"]) for o in ("O1", "O2")] == [
+            ("F07", D("0.9000"), 1), ("", D("0.0000"), 0)]
+        assert run.by_status("P1") == {"held": D("10.00"), "pending": D("10.00")}
+
+
 def test_f08_device_farm_flags_the_earlier_accounts_too():
     events = [honest_promoter()]
     for i in range(1, 4):
