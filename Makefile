@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-long with-servers test-fast lint-imports bench bench-stream bench-scale bench-gateway bench-settle bench-dashboard install clickhouse-up clickhouse-down kafka-up kafka-down clean
+.PHONY: demo test test-long test-cluster with-servers test-fast lint-imports bench bench-stream bench-scale bench-gateway bench-settle bench-dashboard install clickhouse-up clickhouse-down kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,13 +21,20 @@ demo: $(STAMP)
 # (Debian's clickhouse-server) and a Kafka broker, runs the suite, stops them, and exits with
 # pytest's code.
 test: $(STAMP) lint-imports
-	$(MAKE) --no-print-directory with-servers PYTEST_ARGS='-m "not long" --durations=25'
+	$(MAKE) --no-print-directory with-servers PYTEST_ARGS='-m "not long and not cluster" --durations=25'
 
 # The fault-injection and end-to-end streaming runs (a worker killed, replays, a ClickHouse
 # outage, a settlement told to the workers, SSL and SASL_SSL with replay, privacy through a worker):
 # minutes each, so out of `make test`; CI runs them after it.
 test-long: $(STAMP)
-	$(MAKE) --no-print-directory with-servers PYTEST_ARGS='-m long --durations=10'
+	$(MAKE) --no-print-directory with-servers PYTEST_ARGS='-m "long and not cluster" --durations=10'
+
+# The cluster: ZooKeeper, ClickHouse 2 shards x 2 replicas, a 3-broker KRaft Kafka, 4-5 workers,
+# each started by the tests' fixtures from deploy/ and stopped here (tests/cluster/; not part of
+# `make test` or `make test-long`).
+test-cluster: $(STAMP)
+	$(MAKE) --no-print-directory with-servers PYTEST_ARGS='-m cluster --durations=10'; \
+	  rc=$$?; deploy/clickhouse-cluster.sh down; deploy/kafka-cluster.sh down; deploy/zookeeper.sh down; exit $$rc
 
 with-servers:
 	deploy/chromium.sh up

@@ -665,7 +665,7 @@ async def phase_pipeline(run: Run, watch: Watch) -> tuple[list[subprocess.Popen]
     t_start = time.time()
     for i in range(args.workers):
         cmd = tuike_cmd("--config", str(run.config), "--broker", args.broker, "--clickhouse", run.ch_url,
-                        "--data-dir", str(run.tmp / f"worker{i}"), "worker")
+                        "--data-dir", str(run.tmp / f"worker{i}"), "worker", "--web-port", "0")
         workers.append(run.children.spawn(f"worker {i}", cmd, logs.logs[i]))
     note(f"pipeline: started {args.workers} workers (group {run.group}, ledger {run.ch_url})")
     machine_before = cpu_seconds()

@@ -37,12 +37,15 @@ from schemas.dead_letter import DeadLetter
 from schemas.events import OrderSettled
 from schemas.records import decode_record
 from schemas.routes import Admitted, admit
+from topologies.health import Readiness
+from topologies.metrics import exposition
 
 from gateway import shopify, wechatpay, woocommerce, youzan
 from gateway.canonical import PayloadError
 from gateway.client_ip import ClientAddressMiddleware, TrustedProxies
 from gateway.fingerprint import fingerprint
 from gateway.handoff import Delivery, Handoff
+from gateway.health import HttpMetrics, handoff_check
 from gateway.links import CLICK_ID, Link, landing, make_code, reference, resolver, share_kit, verify
 from gateway.ratelimit import TokenBuckets
 from gateway.refusals import RefusalSampler
@@ -129,6 +132,8 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
     trusted = TrustedProxies(settings.trusted_proxies)
     if trusted:
         app.add_middleware(ClientAddressMiddleware, trusted=trusted)
+    app.add_middleware(HttpMetrics)  # outermost: counts what the client was answered
+    readiness = app.state.readiness = Readiness({"handoff": handoff_check(handoff)})  # tuike serve adds its ledger
     buckets = TokenBuckets(settings.rate_limit, clock) if settings.rate_limit else None
     sampler = RefusalSampler(settings.refusal_samples, clock)
     seen: OrderedDict[str, None] = OrderedDict()
@@ -218,8 +223,22 @@ def create_app(settings: GatewaySettings, handoff: Handoff, *, clock: Callable[[
                            note=f"not mapped: {what}")
         return Outcome(200, {"accepted": True, **extra}, _checked(events, source))
 
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """Readiness: the hand-on works (Kafka answers, or the embedded pipeline keeps up) and the
+        ledger answers; 503 names what is not ready."""
+        status, body = await readiness.answer()
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics")
+    async def scrape() -> Response:
+        await readiness.problems()  # the tuike_ready gauges
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
+
     @app.get("/healthz")
     async def healthz() -> dict:
+        """Liveness: the event loop answers (the figures are for people; readiness is /readyz)."""
         backlog = getattr(handoff, "backlog", None)  # embedded: acknowledged, not yet in the ledger
         refusals = {"kept": sampler.kept, "dropped": sampler.dropped,  # anonymous refusals (gateway/refusals.py)
                     "rate_limited": buckets.refused if buckets else 0}

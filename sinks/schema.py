@@ -15,6 +15,7 @@ from schemas.analytics import (
     STANDING_COLUMNS,
     STANDINGS_FROM_LEDGER,
 )
+from schemas.cluster_ddl import cluster_statements
 from sinks.errors import LedgerError
 from sinks.writer import Batch
 
@@ -55,11 +56,12 @@ def upgrade_statements(database: str, query: Callable[[str], list[tuple]]) -> li
     return out
 
 
-def schema_statements(database: str, query: Callable[[str], list[tuple]]) -> list[str]:
+def schema_statements(database: str, query: Callable[[str], list[tuple]], cluster: str | None = None) -> list[str]:
     """Everything that brings a database to ``schemas/ddl.sql``: the upgrades, the DDL, and for a
     ledger written before ``order_standings`` and ``ledger_hours`` existed, filling them from it
     (so the dashboards see the orders already paid). A fill is recorded in ``schema_upgrades``
-    once it has run; one that failed half-way runs again (its rows collapse with the first's)."""
+    once it has run; one that failed half-way runs again (its rows collapse with the first's).
+    On a ``cluster``, the same statements spread over its shards (schemas/cluster_ddl.py)."""
     db = check_database_name(database)
     tables = {r[0] for r in query(f"SELECT name FROM system.tables WHERE database = '{db}'")}
     done = ({r[0] for r in query(f"SELECT name FROM {db}.schema_upgrades")} if "schema_upgrades" in tables
@@ -70,7 +72,7 @@ def schema_statements(database: str, query: Callable[[str], list[tuple]]) -> lis
             if "ledger_entries" in tables:  # an older ledger (a new one is filled as it is written)
                 out.append(fill)
             out.append(f"INSERT INTO {db}.schema_upgrades SELECT '{name}', now()")
-    return out
+    return out if cluster is None else cluster_statements(out, cluster, tables)
 
 
 HOUR_S = 3600

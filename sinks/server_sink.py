@@ -14,6 +14,14 @@ signed the server's certificate), ``verify=0`` (no verification, on by default),
 password: ``password_file=PATH`` or ``password=env:NAME|file:PATH``, else the environment's
 ``TUIKE_CLICKHOUSE_PASSWORD``. A password written into the URL itself still works, but the
 command line refuses it (``ps`` shows every process's arguments): :func:`has_inline_password`.
+
+``cluster=NAME`` writes and reads a cluster of the server's ``remote_servers`` (e.g.
+``clickhouse://127.0.0.1:9101/tuike?cluster=tuike``, deploy/clickhouse-cluster.sh): the schema is
+created ``ON CLUSTER`` as replicated shards under Distributed tables (schemas/cluster_ddl.py);
+inserts into the Distributed tables are synchronous (``insert_distributed_sync``: a write that
+returned is on its shard), IN/JOIN subqueries over them run ``GLOBAL`` (``distributed_product_mode``),
+reads go to the replica the writes went to (:data:`CLUSTER_SETTINGS`), and a mutation goes to the
+local tables ``ON CLUSTER`` and is waited for on every node.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ from zoneinfo import ZoneInfo
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
+from schemas.cluster_ddl import local_mutation
 from schemas.secrets import SecretError, is_reference, resolve_secret
 from sinks.errors import LedgerError, LedgerUnavailable, QueryError
 from sinks.reader import QueryResult, decimal_converter, decimal_scale, to_utc, unwrap_type
@@ -41,7 +50,13 @@ T = TypeVar("T")
 DEFAULT_PORT = 9000
 DEFAULT_DATABASE = "tuike"
 PASSWORD_ENV = "TUIKE_CLICKHOUSE_PASSWORD"
-URL_OPTIONS = ("secure", "ca_certs", "verify", "server_hostname", "password_file", "password")
+URL_OPTIONS = ("secure", "ca_certs", "verify", "server_hostname", "password_file", "password", "cluster")
+# What a connection to a cluster needs (module docstring). Reads see the writes before them: each
+# shard's first live replica takes both (in_order), and one more than 2 s behind (back after a stop)
+# is read only when no replica is fresher.
+CLUSTER_SETTINGS = {"insert_distributed_sync": 1, "distributed_product_mode": "global", "load_balancing": "in_order",
+                    "max_replica_delay_for_distributed_queries": 2}
+MUTATION_WAIT_S = 120.0
 _FLAGS = {"1": True, "true": True, "0": False, "false": False}
 # Failures worth retrying: the server is not there (yet), or the connection broke.
 _TRANSIENT = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, ConnectionError, OSError)
@@ -58,13 +73,15 @@ class ServerURL:
     ca_certs: str | None = None
     verify: bool = True
     server_hostname: str | None = None
+    cluster: str | None = None
 
     @property
     def display(self) -> str:
         """The URL without its password, for messages."""
         auth = f"{self.user}@" if self.user != "default" else ""
         scheme = "clickhouses" if self.secure else "clickhouse"
-        return f"{scheme}://{auth}{self.host}:{self.port}/{self.database}"
+        cluster = f"?cluster={self.cluster}" if self.cluster else ""
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.database}{cluster}"
 
 
 def parse_url(url: str, env: Mapping[str, str] | None = None) -> ServerURL:
@@ -91,6 +108,10 @@ def parse_url(url: str, env: Mapping[str, str] | None = None) -> ServerURL:
     if tls_only and not secure:
         raise LedgerError(f"--clickhouse {_safe(url)}: {', '.join(tls_only)} applies to TLS only: write clickhouses:// "
                           "or add secure=1 (a ClickHouse server's TLS port is 9440 by default)")
+    cluster = options.get("cluster")
+    if cluster is not None and not _is_name(cluster):
+        raise LedgerError(f"--clickhouse {_safe(url)}: cluster={cluster} is not a cluster name: name one of the "
+                          "server's remote_servers (SELECT DISTINCT cluster FROM system.clusters), e.g. cluster=tuike")
     ca_certs = options.get("ca_certs")
     if ca_certs is not None and not Path(ca_certs).expanduser().is_file():
         raise LedgerError(f"--clickhouse {_safe(url)}: ca_certs={ca_certs} is not a file; name the PEM file of the "
@@ -105,7 +126,17 @@ def parse_url(url: str, env: Mapping[str, str] | None = None) -> ServerURL:
         ca_certs=str(Path(ca_certs).expanduser()) if ca_certs else None,
         verify=verify,
         server_hostname=options.get("server_hostname") or None,
+        cluster=cluster,
     )
+
+
+def _is_name(text: str) -> bool:
+    """Whether ``text`` is a plain identifier (the rule of database names)."""
+    try:
+        check_database_name(text)
+    except LedgerError:
+        return False
+    return True
 
 
 def has_inline_password(url: str) -> bool:
@@ -196,7 +227,10 @@ class ServerLedger:
         bootstrap = self._client("default")
         try:
             self._retrying(lambda: bootstrap.execute("SELECT 1"), connecting=True)
-            for stmt in schema_statements(self.database, lambda sql: self._retrying(lambda: bootstrap.execute(sql))):
+            if self.url.cluster:
+                self._check_cluster(bootstrap)
+            for stmt in schema_statements(self.database, lambda sql: self._retrying(lambda: bootstrap.execute(sql)),
+                                          self.url.cluster):
                 self._retrying(lambda s=stmt: bootstrap.execute(s))
         finally:
             bootstrap.disconnect()
@@ -212,7 +246,16 @@ class ServerLedger:
         return Client(
             host=u.host, port=u.port, user=u.user, password=u.password, database=database,
             secure=u.secure, compression=_compression(), client_name="tuike", **tls, **self._timeouts,
+            settings=dict(CLUSTER_SETTINGS) if u.cluster else {},
         )
+
+    def _check_cluster(self, client: Client) -> None:
+        """The server knows the URL's cluster (else every ON CLUSTER statement would fail obscurely)."""
+        known = [r[0] for r in self._retrying(lambda: client.execute("SELECT DISTINCT cluster FROM system.clusters"))]
+        if self.url.cluster not in known:
+            raise LedgerError(f"the ClickHouse server at {self.url.display} has no cluster {self.url.cluster!r} "
+                              f"in its remote_servers (it has: {', '.join(sorted(known)) or 'none'}); fix cluster= "
+                              "in the URL or the server's config")
 
     def _retrying(self, fn: Callable[[], T], *, connecting: bool = False) -> T:
         delay = self._backoff
@@ -271,6 +314,11 @@ class ServerLedger:
         """SELECT / SHOW / DDL. (An INSERT with inline VALUES is not supported through the
         native driver on 18.16: it waits for a data block. Use :meth:`write`.)"""
         client = self._live()
+        mutation = local_mutation(sql, self.database, self.url.cluster) if self.url.cluster else None
+        if mutation is not None:
+            self._retrying(lambda: client.execute(mutation, settings=settings))
+            self._wait_for_cluster_mutations(client)
+            return QueryResult([], [], [])
         result = self._retrying(lambda: client.execute(sql, with_column_types=True, settings=settings))
         rows, meta = (result if isinstance(result, tuple) else (result, []))
         if not meta:  # DDL and other statements without a result set
@@ -285,6 +333,23 @@ class ServerLedger:
                     columns[i] = tuple(map(conv, columns[i]))
             rows = list(zip(*columns))
         return QueryResult(names, types, [tuple(r) for r in rows])
+
+    def _wait_for_cluster_mutations(self, client: Client) -> None:
+        """Until no node of the cluster has an unfinished mutation of this database: ON CLUSTER
+        returns once each node has queued it, and callers (sinks/vault.py: wait_for_mutations)
+        look at the node they are connected to only. A stopped node is skipped; it applies the
+        mutation from ZooKeeper when it is back."""
+        nodes = self._retrying(lambda: client.execute(
+            f"SELECT host_address, port FROM system.clusters WHERE cluster = '{self.url.cluster}'"))
+        where = ",".join(f"{h}:{p}" for h, p in nodes)
+        sql = (f"SELECT count() FROM remote('{where}', system, mutations) "
+               f"WHERE database = '{self.database}' AND is_done = 0")
+        deadline = time.monotonic() + MUTATION_WAIT_S
+        while self._retrying(lambda: client.execute(sql, settings={"skip_unavailable_shards": 1}))[0][0]:
+            if time.monotonic() > deadline:
+                raise LedgerError(f"mutations of {self.database} did not finish on every node of cluster "
+                                  f"{self.url.cluster} in {MUTATION_WAIT_S:.0f} s: see system.mutations on each")
+            time.sleep(0.2)
 
     def _converter(self, type_name: str) -> Callable[[Any], Any] | None:
         t = unwrap_type(type_name)

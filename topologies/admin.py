@@ -1,44 +1,49 @@
-"""Kafka housekeeping for the streaming commands: topics, publishing an event file, consumer lag.
+"""Kafka housekeeping for the streaming commands: publishing an event file, and the admin
+commands of :mod:`topologies.kafka_admin` (topics, consumer lag) under the names callers use.
 
-- :func:`ensure_topics` creates missing topics and checks the partition count of existing ones
-  (every tuike topic has ``kafka.partitions`` partitions: co-partitioning, see
-  ``partitioning.py``); a topic with another count is a :class:`TopicLayoutError`.
 - :func:`produce_records` publishes the records of an event file to the input topics of
   contract §1.3, keyed there, with Kafka's default partitioner. Values are the lines as read,
   unchanged: the workers validate them. A record that cannot be routed (no JSON object, no or
-  an unknown ``type``, no string key) goes to ``<prefix>.deadletter`` with the reason.
-- :func:`consumer_lag` and :func:`group_members` read a consumer group's state (``tuike lag``,
-  and ``tuike replay``'s "the workers must be stopped").
+  an unknown ``type``, no string key) goes to ``<prefix>.deadletter`` with the reason. It stays
+  on aiokafka: its throughput was measured and tuned there (see produce_records), and it is not
+  an admin command.
+- :func:`ensure_topics`, :func:`delete_topics`, :func:`consumer_lag` and :func:`group_members`
+  are the kafka-python commands of :mod:`topologies.kafka_admin` as coroutines, for callers on an
+  event loop (the workers' replay check, ``tuike replay``); the ``*_sync`` names are the plain
+  commands, for the command line.
 
-Every entry point is a coroutine; the ``*_sync`` wrappers run one with :func:`asyncio.run` for
-the command line. Each takes where Kafka is as a :class:`~topologies.kafka_access.KafkaAccess`
-(a bare ``HOST:PORT`` is PLAINTEXT). An unreachable broker is a :class:`BrokerUnreachable`, a
-broker that refuses the credentials or whose certificate is not trusted an :class:`AccessRefused`;
-both say what to do.
+Each takes where Kafka is as a :class:`~topologies.kafka_access.KafkaAccess` (a bare
+``HOST:PORT`` is PLAINTEXT). An unreachable broker is a :class:`BrokerUnreachable`, a broker that
+refuses the credentials or whose certificate is not trusted an :class:`AccessRefused`; both say
+what to do.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, NamedTuple
+from typing import Any, Callable, Coroutine, Iterable, NamedTuple, ParamSpec, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from schemas.dead_letter import DeadLetter
 from schemas.records import Record
 from schemas.routes import admit, reason_class, topic_and_key
 
+from topologies import kafka_admin
 from topologies.codec import encode_dead_letter, origin_headers
 from topologies.kafka_access import DEFAULT_BROKER, KafkaAccess, started  # DEFAULT_BROKER: the benchmarks read it here
-from topologies.settings import STAGES, StreamSettings
+from topologies.kafka_admin import TopicLayoutError, TopicSpec  # noqa: F401 (TopicLayoutError: callers import it here)
+from topologies.settings import StreamSettings
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 Kafka = KafkaAccess | str  # where Kafka is: an access, or a bare HOST:PORT (PLAINTEXT)
 
 # Producer settings, measured with `python -m benchmarks.produce_throughput` (see produce_records).
@@ -51,22 +56,11 @@ CHUNK = 10_000  # delivery futures awaited together; at most four chunks are unc
 PROGRESS_EVERY = 2_000  # records between two calls of the progress callback
 
 
-class TopicLayoutError(Exception):
-    """An existing topic has another partition count (or cleanup policy) than tuike expects."""
-
-
 class ProduceError(Exception):
     """The broker refused or lost a message (not the input's fault)."""
 
 
-class TopicSpec(NamedTuple):
-    name: str
-    partitions: int
-    compacted: bool = False
-    configs: dict[str, str] | None = None  # more topic configs, for a topic created here
-
-
-# --- clients ---------------------------------------------------------------------------------
+# --- clients (aiokafka, for the control topic and replay: topologies/generation.py) ------------
 
 
 async def _admin(kafka: Kafka) -> AIOKafkaAdminClient:
@@ -79,7 +73,11 @@ async def _consumer(kafka: Kafka, **kw) -> AIOKafkaConsumer:
     return await started(AIOKafkaConsumer(**kafka.client(enable_auto_commit=False, **kw)), kafka)
 
 
-# --- topics ----------------------------------------------------------------------------------
+async def _describe_partitions(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, list[int]]:
+    if not names:
+        return {}
+    return {t["topic"]: sorted(p["partition"] for p in t["partitions"])
+            for t in await admin.describe_topics(names) if t["error_code"] == 0}
 
 
 def input_topic_specs(settings: StreamSettings) -> list[TopicSpec]:
@@ -88,102 +86,6 @@ def input_topic_specs(settings: StreamSettings) -> list[TopicSpec]:
     n = settings.partitions
     return ([TopicSpec(t, n) for t in settings.inputs] + [TopicSpec(settings.deadletter, n)]
             + [TopicSpec(settings.control, 1, compacted=True)])
-
-
-async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int | None]:
-    """Partition count per topic; None for a topic that does not exist (yet)."""
-    out: dict[str, int | None] = {}
-    for t in await admin.describe_topics(names):
-        out[t["topic"]] = len(t["partitions"]) if t["error_code"] == 0 else None
-    return out
-
-
-async def _not_compacted(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, str]:
-    """cleanup.policy of the given topics that are not compacted."""
-    if not names:
-        return {}
-    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
-    bad = {}
-    for response in responses:
-        for _err, _msg, _type, name, entries in response.resources:
-            for entry in entries:
-                if entry[0] == "cleanup.policy" and "compact" not in str(entry[1]):
-                    bad[name] = entry[1]
-    return bad
-
-
-def _layout_message(name: str, found: int, expected: int) -> str:
-    return (f"topic {name} has {found} partition{'s' if found != 1 else ''}, tuike expects {expected}: every tuike "
-            f"topic must have kafka.partitions partitions so that a key lives in the same partition of each. "
-            f"Set kafka.partitions: {found} in the configuration, or use another kafka.topic_prefix, or delete "
-            f"{name} (its messages are lost) and run the command again to create it with {expected}")
-
-
-async def ensure_topics(kafka: Kafka, specs: Iterable[TopicSpec | tuple], replication_factor: int | None = None,
-                        *, timeout: float = 30.0) -> list[str]:
-    """Create the missing topics of ``specs`` ((name, partitions, compacted) each) and check the
-    existing ones; return the names created here.
-
-    Safe when several processes race: a topic another one created first is fine (its partition
-    count is still checked). ``replication_factor`` defaults to min(3, number of brokers).
-    Raises :class:`TopicLayoutError` naming the topic, the counts found and expected, and what
-    to do; :class:`BrokerUnreachable`."""
-    specs = [TopicSpec(*s) for s in specs]
-    admin = await _admin(kafka)
-    try:
-        if replication_factor is None:
-            replication_factor = min(3, len((await admin.describe_cluster())["brokers"]) or 1)
-        found = await _describe(admin, [s.name for s in specs])
-        missing = [s for s in specs if found.get(s.name) is None]
-        created: list[str] = []
-        if missing:
-            new = [NewTopic(s.name, s.partitions, replication_factor,
-                            topic_configs={**({"cleanup.policy": "compact"} if s.compacted else {}), **(s.configs or {})}
-                            or None) for s in missing]
-            response = await admin.create_topics(new)
-            for name, code, *rest in response.topic_errors:
-                if code == 0:
-                    created.append(name)
-                elif code != 36:  # 36 TOPIC_ALREADY_EXISTS: another process was first
-                    msg = rest[0] if rest and rest[0] else f"error code {code}"
-                    raise TopicLayoutError(f"cannot create topic {name}: {msg}")
-        # Check every topic, created ones included (a racing process may have used another count);
-        # a new topic's metadata takes a moment to reach every listener.
-        deadline = time.monotonic() + timeout
-        while True:
-            found = await _describe(admin, [s.name for s in specs])
-            if all(found.get(s.name) for s in specs) or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
-        for s in specs:
-            n = found.get(s.name)
-            if n is None:
-                raise ProduceError(f"topic {s.name} was created but its partitions did not show up within {timeout:.0f} s")
-            if n != s.partitions:
-                raise TopicLayoutError(_layout_message(s.name, n, s.partitions))
-        bad = await _not_compacted(admin, [s.name for s in specs if s.compacted and s.name not in created])
-        if bad:
-            name, policy = next(iter(bad.items()))
-            raise TopicLayoutError(f"topic {name} has cleanup.policy={policy}, tuike expects compact (it keeps "
-                                   f"only the latest value per key, forever): run kafka-configs.sh --alter "
-                                   f"--entity-type topics --entity-name {name} --add-config cleanup.policy=compact")
-        return created
-    finally:
-        await admin.close()
-
-
-async def delete_topics(kafka: Kafka, names: Iterable[str] = (), *, prefix: str | None = None) -> list[str]:
-    """Delete the named topics and, with ``prefix``, every topic whose name starts with it (for
-    tests and measurements; their messages are lost). Returns the names deleted."""
-    admin = await _admin(kafka)
-    try:
-        existing = set(await admin.list_topics())
-        doomed = sorted((existing & set(names)) | {t for t in existing if prefix and t.startswith(prefix)})
-        if doomed:
-            await admin.delete_topics(doomed)
-        return doomed
-    finally:
-        await admin.close()
 
 
 # --- produce ---------------------------------------------------------------------------------
@@ -308,117 +210,33 @@ async def produce_records(kafka: Kafka, settings: StreamSettings, records: Itera
     return stats
 
 
-# --- groups ----------------------------------------------------------------------------------
+# --- the admin commands on an event loop -----------------------------------------------------
 
 
-class LagRow(NamedTuple):
-    topic: str
-    partition: int
-    committed: int | None  # None: the group has committed nothing there
-    end: int
-    lag: int  # end - committed, or end - beginning when nothing is committed
+def _off_the_loop(command: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """A command of :mod:`topologies.kafka_admin` for a caller on an event loop (a worker's timer,
+    replay, tests): run in a thread, so the loop goes on meanwhile."""
+    @functools.wraps(command)
+    async def run(*args: P.args, **kw: P.kwargs) -> T:
+        return await asyncio.to_thread(command, *args, **kw)
+    return run
 
 
-async def consumer_lag(kafka: Kafka, group: str, topics: Iterable[str] | None = None,
-                       settings: StreamSettings | None = None) -> list[LagRow]:
-    """Lag of ``group`` per topic and partition, sorted. ``topics`` None means every topic the
-    group has offsets for plus the four input topics (of ``settings``, default prefix ``tuike``);
-    topics that do not exist are left out."""
-    settings = settings or StreamSettings()
-    admin = await _admin(kafka)
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-        wanted = list(topics) if topics is not None else sorted({tp.topic for tp in offsets} | set(settings.inputs))
-        parts = await _describe_partitions(admin, wanted)
-    finally:
-        await admin.close()
-    tps = [TopicPartition(t, p) for t in wanted for p in parts.get(t, ())]
-    if not tps:
-        return []
-    consumer = await _consumer(kafka)
-    try:
-        ends = await consumer.end_offsets(tps)
-        begins = await consumer.beginning_offsets(tps)
-    finally:
-        await consumer.stop()
-    rows = []
-    for tp in tps:
-        meta = offsets.get(tp)
-        committed = meta.offset if meta is not None and meta.offset >= 0 else None
-        end = ends[tp]
-        lag = end - committed if committed is not None else end - begins[tp]
-        rows.append(LagRow(tp.topic, tp.partition, committed, end, max(lag, 0)))
-    return sorted(rows)
+ensure_topics = _off_the_loop(kafka_admin.ensure_topics)
+delete_topics = _off_the_loop(kafka_admin.delete_topics)
+consumer_lag = _off_the_loop(kafka_admin.consumer_lag)
+group_members = _off_the_loop(kafka_admin.group_members)
 
 
-async def pipeline_lag(kafka: Kafka, settings: StreamSettings, generation: int) -> list[LagRow]:
-    """Lag of one generation's workers: their group on the input and routed topics, and their
-    sink group on the ledger topic and the dead letters (topologies/sink.py), sorted."""
-    routed = [settings.routed_topic(generation, s) for s in STAGES]
-    rows = await consumer_lag(kafka, settings.app_id(generation), [*settings.inputs, *routed], settings)
-    rows += await consumer_lag(kafka, settings.sink_group(generation),
-                               [settings.ledger_topic(generation), settings.deadletter], settings)
-    return sorted(rows)
+# --- for the command line: the admin commands are plain functions; the producer runs a loop ----
 
-
-async def _describe_partitions(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, list[int]]:
-    if not names:
-        return {}
-    return {t["topic"]: sorted(p["partition"] for p in t["partitions"])
-            for t in await admin.describe_topics(names) if t["error_code"] == 0}
-
-
-async def group_members(kafka: Kafka, group: str) -> int:
-    """How many consumers are members of ``group`` now (0 for an empty or unknown group)."""
-    admin = await _admin(kafka)
-    try:
-        responses = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    count = 0
-    for response in responses:
-        for g in response.to_object()["groups"]:
-            if g["group"] == group:
-                count += len(g["members"])
-    return count
-
-
-async def existing_topics(kafka: Kafka, names: list[str]) -> list[str]:
-    """Those of ``names`` that exist in the cluster. (From the list of every topic: a metadata
-    request naming a missing topic creates it on a broker with auto.create.topics.enable, Kafka's
-    default.)"""
-    admin = await _admin(kafka)
-    try:
-        found = set(await admin.list_topics())
-    finally:
-        await admin.close()
-    return [n for n in names if n in found]
-
-
-# --- sync wrappers for the command line -------------------------------------------------------
-
-
-def ensure_topics_sync(kafka: Kafka, specs: Iterable[TopicSpec | tuple], replication_factor: int | None = None) -> list[str]:
-    return asyncio.run(ensure_topics(kafka, specs, replication_factor))
+ensure_topics_sync = kafka_admin.ensure_topics
+existing_topics_sync = kafka_admin.existing_topics
+consumer_lag_sync = kafka_admin.consumer_lag
+pipeline_lag_sync = kafka_admin.pipeline_lag
+group_members_sync = kafka_admin.group_members
 
 
 def produce_records_sync(kafka: Kafka, settings: StreamSettings, records: Iterable[Record],
                          progress: Callable[..., None] | None = None, **kw) -> ProduceStats:
     return asyncio.run(produce_records(kafka, settings, records, progress, **kw))
-
-
-def pipeline_lag_sync(kafka: Kafka, settings: StreamSettings, generation: int) -> list[LagRow]:
-    return asyncio.run(pipeline_lag(kafka, settings, generation))
-
-
-def consumer_lag_sync(kafka: Kafka, group: str, topics: Iterable[str] | None = None,
-                      settings: StreamSettings | None = None) -> list[LagRow]:
-    return asyncio.run(consumer_lag(kafka, group, topics, settings))
-
-
-def group_members_sync(kafka: Kafka, group: str) -> int:
-    return asyncio.run(group_members(kafka, group))
-
-
-def existing_topics_sync(kafka: Kafka, names: list[str]) -> list[str]:
-    return asyncio.run(existing_topics(kafka, names))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,9 +42,10 @@ from mode import CrashingSupervisor
 from engine.config import Config, ConfigError, Problem
 from engine.dataflow import Context
 from sinks import Ledger
+from topologies import metrics
 from topologies.faust_internals import PromoterView, partition_db
 from topologies.journal import Journal
-from topologies.kafka_access import KafkaAccess
+from topologies.kafka_access import KafkaAccess, worker_client_id
 from topologies.kafka_checkpoint import KafkaCheckpoint
 from topologies.offsets import COMMIT_SECONDS, OffsetBook
 from topologies.protection import check_generation, protection_for
@@ -58,17 +60,20 @@ class Topology:
     """The Faust app of one generation, built from the configuration."""
 
     def __init__(self, config: Config, settings: StreamSettings, *, kafka: KafkaAccess, data_dir: Path,
-                 generation: int = 0, ledger: Ledger | None = None):
+                 generation: int = 0, ledger: Ledger | None = None, name: str = ""):
+        """``name``: the worker's, in its Kafka client ids, so that the consumer groups (and ``tuike lag``)
+        say which worker owns a partition."""
         self.settings = settings
         self.generation = generation
         n = settings.partitions
         self.app = faust.App(
             settings.app_id(generation),
             **kafka.faust(),  # broker and broker_credentials
+            **({"broker_client_id": worker_client_id(name)} if name else {}),
             datadir=str(data_dir),
             store="rocksdb://",
             topic_partitions=n,
-            topic_replication_factor=1,
+            topic_replication_factor=settings.replication_factor or 1,  # Faust's own topics (its assignor's leader topic)
             table_standby_replicas=0,  # a survivor restores a dead worker's tables from the changelog
             web_enabled=False,
             autodiscover=False,
@@ -117,7 +122,8 @@ class Topology:
             self.sink = LedgerSink(ledger, kafka=kafka, group=settings.sink_group(generation),
                                    topics=[self.sink_topic, settings.deadletter], sink_topic=self.sink_topic,
                                    generation=generation, records_per_insert=max(1, settings.sink_batch // 100),
-                                   wait_ms=settings.sink_ms, thread=self.ledger_thread, protection=self.protection)
+                                   wait_ms=settings.sink_ms, thread=self.ledger_thread, protection=self.protection,
+                                   client_id=worker_client_id(name) if name else None)
             self.app.task(self._run_sink)
         self.sink_stats = self.sink.stats if self.sink else SinkStats()
 
@@ -141,7 +147,11 @@ class Topology:
 
         async def process(stream):
             async for events in stream.take_events(settings.batch, within=settings.batch_ms / 1000):
-                totals.redone += await checkpoint.take_over(stage, {e.message.partition for e in events})
+                started = time.monotonic()
+                redone = await checkpoint.take_over(stage, {e.message.partition for e in events})
+                if redone:
+                    metrics.JOURNAL_REAPPLIES.labels(stage.name).inc(redone)
+                    totals.redone += redone
                 admitted, offsets = await self.offsets.admit(events)
                 entries, result = stage.run(admitted, ends)
                 if self.protection is not None:  # the data keys before anything they sealed is durable
@@ -150,6 +160,7 @@ class Topology:
                 totals.records += result.records
                 totals.entries += result.entries
                 totals.dead_letters += result.dead_letters
+                metrics.batch_done(stage.name, started, result)
 
         process.__name__ = stage.name
         return process

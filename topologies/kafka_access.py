@@ -29,6 +29,13 @@ DEFAULT_BROKER = "127.0.0.1:9092"  # contract §5; environment TUIKE_BROKER
 DIAGNOSE_SECONDS = 10.0
 
 
+WORKER_CLIENT_PREFIX = "tuike-worker-"  # a worker's Kafka client id: tuike lag shows the owner of a partition as NAME
+
+
+def worker_client_id(name: str) -> str:
+    return f"{WORKER_CLIENT_PREFIX}{name}"
+
+
 @dataclass(frozen=True)
 class KafkaAccess:
     """Bootstrap servers (``HOST:PORT[,HOST:PORT…]``) and how to connect to them."""

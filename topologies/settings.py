@@ -11,6 +11,8 @@ every topic and the consumer group, so environments can share a cluster). Pure: 
 | ``batch_ms`` | 20 | how long the agent waits to fill a batch (each hop to another partition adds up to this) |
 | ``sink_batch`` | 20000 | ledger rows per ClickHouse insert at most |
 | ``sink_ms`` | 100 | how long the sink waits to fill an insert (bounds ledger latency) |
+| ``replication_factor`` | min(3, brokers) | replicas of every topic tuike creates (Faust's own topics: 1 unless set) |
+| ``min_insync_replicas`` | the broker's | ``min.insync.replicas`` of every topic tuike creates: replicas an acks=all write waits for |
 | ``security_protocol`` | ``PLAINTEXT`` | ``PLAINTEXT``, ``SSL`` or ``SASL_SSL``: how every client connects to ``--broker`` |
 | ``ssl_cafile`` | the system's CAs | the CA certificate (PEM) that signed the broker's (SSL, SASL_SSL) |
 | ``sasl_mechanism`` | — | ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` (SASL_SSL) |
@@ -31,7 +33,8 @@ from schemas.routes import INPUTS
 
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 SECURITY_KEYS = ("security_protocol", "ssl_cafile", "sasl_mechanism", "sasl_username", "sasl_password")
-KEYS = ("topic_prefix", "partitions", "batch", "batch_ms", "sink_batch", "sink_ms", *SECURITY_KEYS)
+REPLICATION_KEYS = ("replication_factor", "min_insync_replicas")
+KEYS = ("topic_prefix", "partitions", "batch", "batch_ms", "sink_batch", "sink_ms", *REPLICATION_KEYS, *SECURITY_KEYS)
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 # The stateful agents of topologies/app.py: stage -> (its processors, the input topics it consumes).
@@ -67,7 +70,15 @@ class StreamSettings:
     batch_ms: int = 20
     sink_batch: int = 20_000
     sink_ms: int = 100
+    # None: min(3, brokers in the cluster) for the topics tuike creates (topologies/admin.py), so
+    # one broker and three both work unset; on a cluster set it (Faust's own topics need a number)
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None  # None: the broker's min.insync.replicas (1 by default)
     security: KafkaSecurity = KafkaSecurity()
+
+    def replication(self) -> dict[str, int | None]:
+        """How every topic tuike creates is replicated: ``ensure_topics(kafka, specs, **settings.replication())``."""
+        return {"replication_factor": self.replication_factor, "min_insync_replicas": self.min_insync_replicas}
 
     def topic(self, name: str) -> str:
         """``tuike.orders``, ``tuike.deadletter``, and internal ``tuike.g0.to-engine``…"""
@@ -134,6 +145,12 @@ def stream_settings(raw: dict | None) -> StreamSettings:
         else:
             kw[key] = value
     security = _security(section, problems)
+    rf, isr = kw.get("replication_factor"), kw.get("min_insync_replicas")
+    if rf is not None and isr is not None and isr > rf:
+        problems.append(Problem("kafka.min_insync_replicas", f"{isr} is more than kafka.replication_factor ({rf}): "
+                                                             "no acks=all write could ever succeed; set it to at "
+                                                             f"most {rf} (2 with 3 replicas keeps writing with one "
+                                                             "broker down)"))
     if problems:
         raise ConfigError(problems)
     return StreamSettings(**kw, security=security)

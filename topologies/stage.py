@@ -45,6 +45,10 @@ class BatchResult:
     entries: int = 0
     dead_letters: int = 0
     redone: int = 0  # journal entries applied again after taking a partition over
+    # this batch's alone, for the metrics (topologies/metrics.py): records in and messages out per topic, holds
+    received: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
+    holds: int = 0
 
 
 @dataclass
@@ -79,12 +83,14 @@ class Stage:
         batch's input ends in partition ``p`` (per topic)."""
         cache = StateCache(self.read)
         work: dict[int, PartitionWork] = defaultdict(PartitionWork)
+        result = BatchResult(records=len(events))
+        received = result.received
         for event in events:
             message = event.message
+            received[message.topic] = received.get(message.topic, 0) + 1
             part = cache.partition = message.partition
             w = work[part]
             self._drain(deque(self._messages(message, w)), part, cache, w)
-        result = BatchResult(records=len(events))
         entries: dict[int, Entry] = {}
         for part, w in work.items():
             input_ends = ends(part)
@@ -98,7 +104,9 @@ class Stage:
                             part, cache, w)
             for table, row in w.out.facts:  # rows the engine derived (fraud_scores)
                 w.facts[table].append(row)
-            entry = Entry(input_ends, self._states(cache, part), self._sends(part, w), epoch)
+                if table == "fraud_scores" and row.get("held") == 1:
+                    result.holds += 1
+            entry = Entry(input_ends, self._states(cache, part), self._sends(part, w, result.sent), epoch)
             if entry.states or entry.sends:
                 entries[part] = entry
             result.entries += len(w.out.entries)
@@ -130,20 +138,27 @@ class Stage:
                 out.append((MIRROR, change[1], change[2]))
         return out
 
-    def _sends(self, part: int, w: PartitionWork) -> list[Send]:
-        """Routed messages (packed per partition), ledger and fact rows, dead letters."""
+    def _sends(self, part: int, w: PartitionWork, sent: dict[str, int]) -> list[Send]:
+        """Routed messages (packed per partition), ledger and fact rows, dead letters; ``sent``
+        counts the messages per topic."""
         sends: list[Send] = []
         for (topic, dest), msgs in w.remote.items():
             sends.extend((topic, dest, None, encode_messages(msgs[i:i + CHUNK])) for i in range(0, len(msgs), CHUNK))
+            sent[topic] = sent.get(topic, 0) + len(msgs)
         entries = w.out.entries
         fact_rows = [(table, row) for table, rows in w.facts.items() for row in rows]
+        if entries or fact_rows:
+            sent[self.sink_topic] = sent.get(self.sink_topic, 0) + len(entries) + len(fact_rows)
+        dead = w.dead + w.out.dead_letters
+        if dead:
+            sent[self.settings.deadletter] = sent.get(self.settings.deadletter, 0) + len(dead)
         for i in range(0, max(len(entries), len(fact_rows)), CHUNK):
             chunk_facts: dict[str, list[dict]] = defaultdict(list)
             for table, row in fact_rows[i:i + CHUNK]:
                 chunk_facts[table].append(row)
             sends.append((self.sink_topic, part, None, encode_sink(entries[i:i + CHUNK], chunk_facts)))
         protection = self.protection
-        for d in w.dead + w.out.dead_letters:
+        for d in dead:
             if protection is not None:
                 d = protection.seal_dead_letter(d)
             sends.append((self.settings.deadletter, None, d.key.encode() if d.key else None, encode_dead_letter(d)))

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import logging
+import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from topologies.admin import TopicLayoutError, ensure_topics_sync, existing_topi
 from topologies.app import Topology
 from topologies.faust_internals import install_patches
 from topologies.generation import caught_up, read_control
+from topologies.health import WorkerHealth, serve
 from topologies.journal import TOPIC_CONFIGS as JOURNAL_CONFIGS
 from topologies.kafka_access import KafkaAccess
 from topologies.settings import OLD_STAGES, StreamSettings
@@ -34,19 +37,33 @@ PROGRESS_SECONDS = 5.0
 LIVE_CHECK_SECONDS = 2.0
 
 
+_said = logging.getLogger("tuike.worker.progress")  # with JSON logs, the progress lines are log records
+
+
 def say(text: str) -> None:
-    print(f"tuike worker: {text}", file=sys.stderr, flush=True)
+    if _said.level == logging.INFO:
+        _said.info(text)
+    else:
+        print(f"tuike worker: {text}", file=sys.stderr, flush=True)
 
 
 def run_worker(config: Config, settings: StreamSettings, *, kafka: KafkaAccess, ledger: Ledger,
-               data_dir: Path, loglevel: str = "warning") -> None:
+               data_dir: Path, loglevel: str = "warning", web: tuple[str, int] = ("127.0.0.1", 6066),
+               name: str = "", log_handler: logging.Handler | None = None, say_as_logs: bool = False) -> None:
+    """``web``: where /healthz, /readyz and /metrics are served (topologies/health.py); ``name``:
+    the worker's name in its metrics; ``log_handler``: where every log line goes (else Faust's);
+    ``say_as_logs``: the progress lines too (JSON logs), rather than as text on stderr."""
+    if say_as_logs:
+        _said.setLevel(logging.INFO)
     install_patches()  # offsets are tuike's (topologies/offsets.py)
     control = asyncio.run(read_control(kafka, settings))  # first: a broker that refuses us is said here, not retried
     generation = int(control["generation"]) if control else 0
     _refuse_an_older_layout(kafka, settings, generation)
     state_dir = data_dir / "stream" / settings.app_id(generation)
     state_dir.parent.mkdir(parents=True, exist_ok=True)
-    topology = Topology(config, settings, kafka=kafka, data_dir=state_dir, generation=generation, ledger=ledger)
+    name = name or worker_name(web[1])
+    topology = Topology(config, settings, kafka=kafka, data_dir=state_dir, generation=generation, ledger=ledger,
+                        name=name)
     n = settings.partitions
     # Faust creates its changelog topics itself, but a worker that starts while one is not yet in
     # the cluster's metadata was seen never to join its group: create them first, compacted.
@@ -56,7 +73,9 @@ def run_worker(config: Config, settings: StreamSettings, *, kafka: KafkaAccess, 
     internal = set(topology.topics()) - set(settings.inputs) - {settings.deadletter}
     ensure_topics_sync(kafka, [(t, n, False, large if t in internal else None) for t in topology.topics()]
                        + [(t, n, False, JOURNAL_CONFIGS) for t in topology.journals()]
-                       + [(t, n, True, large) for t in changelogs] + [(settings.control, 1, True)])
+                       + [(t, n, True, large) for t in changelogs] + [(settings.control, 1, True)]
+                       # Faust's own leader topic, replicated like the rest (Faust would make it with 1 replica)
+                       + [(f"{settings.app_id(generation)}-__assignor-__leader", 1, False)], **settings.replication())
     _report_progress(topology)
     if control:
         _go_live_when_caught_up(topology, kafka, ledger, control)
@@ -67,7 +86,36 @@ def run_worker(config: Config, settings: StreamSettings, *, kafka: KafkaAccess, 
     faulthandler.register(signal.SIGQUIT, all_threads=True, chain=False)
     for noisy in ("aiokafka", "faust.transport"):  # their debug calls cost ~5% even when filtered later
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    health = WorkerHealth(topology, ledger, name)
+    try:  # on the loop the Worker runs: a port in use is said now, before any partition is taken
+        runner = topology.app.loop.run_until_complete(serve(health, *web))
+    except OSError as exc:
+        raise WebPortInUse(f"cannot serve /metrics, /healthz and /readyz on {web[0]}:{web[1]}: {exc.strerror or exc}; "
+                           "give each worker on a host its own --web-port (0: any free port)") from None
+    host, port = runner.addresses[0][:2]
+    say(f"worker {health.worker}: /metrics, /healthz and /readyz on http://{host}:{port}")
+    # mode's Worker configures logging: instead of its own stdout handler, ``log_handler`` alone
+    # (existing loggers stay enabled)
+    logs = {}
+    if log_handler:
+        topology.app.conf.loghandlers = [log_handler]
+        logs = dict(logging_config={"version": 1, "disable_existing_loggers": False,
+                                    "root": {"level": loglevel.upper(), "handlers": []}})
+    try:
+        Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False, **logs).execute_from_commandline()
+    finally:  # mode's logging setup took the handler out of logging's own shutdown: its last counts are said here
+        if log_handler:
+            log_handler.close()
+
+
+def worker_name(web_port: int) -> str:
+    """The worker's name in its metrics and logs: host and web port, unique on a host and kept over
+    restarts (the process id with ``--web-port 0``)."""
+    return f"{socket.gethostname()}:{web_port or os.getpid()}"
+
+
+class WebPortInUse(Exception):
+    """The worker's web port cannot be bound."""
 
 
 def _refuse_an_older_layout(kafka: KafkaAccess, settings: StreamSettings, generation: int) -> None:

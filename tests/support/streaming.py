@@ -95,7 +95,7 @@ class Worker:
         self.name = name
         self.data_dir = data_dir
         self.args = ["worker", "--clickhouse", clickhouse, "--data-dir", str(data_dir), "--broker", broker,
-                     "--config", str(config), "--loglevel", os.environ.get("TUIKE_TEST_WORKER_LOGLEVEL", "warning")]
+                     "--config", str(config), "--web-port", "0", "--loglevel", os.environ.get("TUIKE_TEST_WORKER_LOGLEVEL", "warning")]
         self.log = data_dir / "worker.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0

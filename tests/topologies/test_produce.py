@@ -287,7 +287,7 @@ def test_a_worker_refuses_a_generation_of_the_older_six_agent_layout(tmp_path, k
     """Messages waiting in the old internal topics would never be read: the worker says to replay."""
     s = kafka_settings
     asyncio.run(ensure_topics(kafka_broker, [(s.routed_topic(0, "customers"), s.partitions, False)]))
-    p = ok(tuike("worker", "--config", str(config), "--broker", kafka_broker, "--clickhouse", clickhouse_url,
+    p = ok(tuike("worker", "--web-port", "0", "--config", str(config), "--broker", kafka_broker, "--clickhouse", clickhouse_url,
                  "--data-dir", str(tmp_path / "w"), cwd=tmp_path, timeout=120), 2)
     assert "generation 0 was written by an older tuike" in p.stderr and s.routed_topic(0, "customers") in p.stderr
     assert "run `tuike replay`" in p.stderr

@@ -33,7 +33,7 @@ from typing import Sequence
 
 from engine.config import ConfigError
 from topologies.protection import PseudonymsChanged
-from tuike.cli import backoffice, inputs, insights, lab, privacy, query, run, serve, stream
+from tuike.cli import backoffice, backup, inputs, insights, lab, privacy, query, run, serve, stream
 from tuike.cli.common import DEFAULT_BROKER, EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, OperationalError, UsageError, _stderr
 
 
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = [_common(True)]
 
-    for group in (run, stream, serve, backoffice, privacy, lab, insights, query, inputs):
+    for group in (run, stream, serve, backoffice, backup, privacy, lab, insights, query, inputs):
         group.register(subs, common)
     return parser
 

@@ -74,7 +74,7 @@ def _settlement_teller(args: argparse.Namespace, config: Any, data_dir: Path, le
             return
         try:
             with _kafka_errors(broker):
-                ensure_topics_sync(broker, input_topic_specs(settings))
+                ensure_topics_sync(broker, input_topic_specs(settings), **settings.replication())
                 produce_records_sync(broker, settings, records(events))
         except OperationalError as exc:
             raise OperationalError(f"{exc}\nthe settlement is recorded, but the workers were not told which lines it "

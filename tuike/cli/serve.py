@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 from tuike.cli.common import (EXIT_OK, OperationalError, UsageError, _broker, _load_config, _long_run_collector,
                               _open_ledger, _stream_settings)
+from tuike.logs import add_log_format, start_logging
 
 
 def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
@@ -22,6 +24,7 @@ def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentPar
                    help="hand events to the embedded pipeline (default) or to the Kafka input topics (--broker)")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="with --to kafka: N serving processes sharing the port, one core each (default 1)")
+    add_log_format(p)
     p.set_defaults(func=cmd_serve)
 
     p = subs.add_parser("link", parents=common, help="promotion links (推广链接)")
@@ -61,12 +64,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.processes > 1 and args.to != "kafka":
         raise UsageError(f"--processes {args.processes} needs --to kafka: the embedded pipeline has one writer "
                          "(its state and its ledger); run one embedded serve per data directory")
+    start_logging(args.log_format, worker=_serve_name(args.host, args.port))
     config = _load_config(args.config)
     settings = _gateway_settings(config)
     # loop/http "auto": uvloop and httptools (dependencies; a bare ASGI app: when importable — 1.5k → 3.6k
     # requests/s on the 2-core machine) — else asyncio and h11. proxy_headers off: uvicorn would believe
     # X-Forwarded-For from 127.0.0.1 by default; gateway.trusted_proxies alone decides (gateway/client_ip.py)
-    server = dict(host=args.host, port=args.port, log_level="warning", loop="auto", http="auto", proxy_headers=False)
+    # log_config None: uvicorn's lines go to the root logger's handler (--log-format, repeats collapsed)
+    server = dict(host=args.host, port=args.port, log_level="warning", loop="auto", http="auto", proxy_headers=False,
+                  log_config=None)
     if args.to == "kafka":
         stream = _stream_settings(config)  # a bad kafka: section is refused before any process starts
         broker = _broker(args, stream)  # so is a password that cannot be read
@@ -80,7 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if args.clickhouse:
                 _open_ledger(args.clickhouse, Path(args.data_dir)).close()
             os.environ[PROCESS_ENV] = json.dumps({"config": args.config, "broker": broker.bootstrap,
-                                                  "clickhouse": args.clickhouse, "data_dir": args.data_dir})
+                                                  "clickhouse": args.clickhouse, "data_dir": args.data_dir,
+                                                  "log_format": args.log_format, "host": args.host, "port": args.port})
             uvicorn.run("tuike.cli.serve:kafka_process_app", factory=True, workers=args.processes, **server)
             return EXIT_OK
         app = _kafka_app(config, settings, stream, broker, args.clickhouse, Path(args.data_dir))
@@ -111,13 +118,30 @@ def _kafka_app(config: Any, settings: Any, stream: Any, broker: Any, clickhouse:
     from tuike.dashboard import LedgerThread, serving_app
 
     reader = LedgerThread(_open_ledger(clickhouse, data_dir)) if clickhouse else None
-    return serving_app(settings, KafkaHandoff(broker, stream), ledger=reader, shop_timezone=config.timezone,
-                       raw_config=config.raw)
+    return _with_ledger_check(serving_app(settings, KafkaHandoff(broker, stream), ledger=reader,
+                                          shop_timezone=config.timezone, raw_config=config.raw), reader)
+
+
+def _with_ledger_check(app: Any, reader: Any) -> Any:
+    """/readyz also asks the ledger, when there is one."""
+    from gateway.health import ledger_check
+
+    if reader is not None:
+        app.state.readiness.add("clickhouse", ledger_check(reader))
+    return app
+
+
+def _serve_name(host: str, port: int) -> str:
+    """Who wrote a log line: the address served, and the process when several serve it."""
+    import socket
+
+    return f"{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}"
 
 
 def kafka_process_app() -> Any:
     """One of ``tuike serve --to kafka --processes N``'s processes (uvicorn calls it in each)."""
     spec = json.loads(os.environ[PROCESS_ENV])
+    start_logging(spec["log_format"], worker=f"{_serve_name(spec['host'], spec['port'])}/{os.getpid()}")
     config = _load_config(spec["config"])
     _long_run_collector()
     stream = _stream_settings(config)
@@ -143,15 +167,21 @@ def _embedded_app(args: argparse.Namespace, config: Any, settings: Any) -> Any:
     _say_serving(args, f"the embedded pipeline in {data_dir} (ledger {ledger.identity}; inbox {handoff.inbox.dir}" + (
         f", {handoff.replayed:,} acknowledged requests replayed from it)" if handoff.replayed else ")"), settings)
     reader = LedgerThread(ledger, handoff.thread)  # reads on the pipeline's thread
-    return serving_app(settings, handoff, ledger=reader, shop_timezone=config.timezone, raw_config=config.raw)
+    return _with_ledger_check(serving_app(settings, handoff, ledger=reader, shop_timezone=config.timezone,
+                                          raw_config=config.raw), reader)
 
 
 def _say_serving(args: argparse.Namespace, where: str, settings: Any) -> None:
     shops = ", ".join(sorted(settings.shops)) or "none (tuike.yaml: shops)"
-    print(f"tuike serve: http://{args.host}:{args.port} → {where}; shops: {shops}; "
-          f"links: {'on' if settings.link_secret else 'off (tuike.yaml: links.secret)'}; dashboard: "
-          f"{'/dashboard?token=…' if any(s.dashboard_token for s in settings.shops.values()) else 'off (tuike.yaml: shops.<id>.dashboard_token)'}",
-          file=sys.stderr, flush=True)
+    text = (f"http://{args.host}:{args.port} → {where}; shops: {shops}; "
+            f"links: {'on' if settings.link_secret else 'off (tuike.yaml: links.secret)'}; dashboard: "
+            f"{'/dashboard?token=…' if any(s.dashboard_token for s in settings.shops.values()) else 'off (tuike.yaml: shops.<id>.dashboard_token)'}")
+    if args.log_format == "json":  # a log record like every other line
+        said = logging.getLogger("tuike.serve")
+        said.setLevel(logging.INFO)
+        said.info(text)
+    else:
+        print(f"tuike serve: {text}", file=sys.stderr, flush=True)
 
 
 def cmd_link_create(args: argparse.Namespace) -> int:

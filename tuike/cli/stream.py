@@ -9,6 +9,7 @@ from typing import Sequence
 
 from tuike.cli.common import (EXIT_BAD_INPUT, EXIT_OK, UsageError, _broker, _kafka_errors, _load_config,
                               _long_run_collector, _open_ledger, _stderr, _stream_settings)
+from tuike.logs import add_log_format, start_logging
 
 
 def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
@@ -20,6 +21,11 @@ def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentPar
                         help="a streaming worker: consumes the input topics, keeps state, writes the ledger")
     p.add_argument("--loglevel", choices=("debug", "info", "warning", "error"), default="warning",
                    help="Faust's log level (default warning)")
+    add_log_format(p)
+    p.add_argument("--web-port", type=int, default=6066, metavar="PORT",
+                   help="port of /metrics, /healthz and /readyz (default 6066; one per worker on a host; 0: any free)")
+    p.add_argument("--web-host", default="127.0.0.1", metavar="ADDRESS",
+                   help="address of that web server (default 127.0.0.1; 0.0.0.0 for a scraper on another host)")
     p.set_defaults(func=cmd_worker)
 
     p = subs.add_parser("replay", parents=common,
@@ -32,6 +38,8 @@ def register(subs: argparse._SubParsersAction, common: list[argparse.ArgumentPar
     p = subs.add_parser("lag", parents=common, help="consumer lag per topic and partition")
     p.add_argument("--group", metavar="GROUP", default=None,
                    help="consumer group (default: the current workers' group)")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="table (default), or one JSON object: partitions with their owner, members, total")
     p.set_defaults(func=cmd_lag)
 
 
@@ -53,7 +61,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     progress = Progress("published", "events")
     try:
         with _kafka_errors(broker):
-            ensure_topics_sync(broker, input_topic_specs(settings))
+            ensure_topics_sync(broker, input_topic_specs(settings), **settings.replication())
             stats = produce_records_sync(broker, settings, records, progress)
     except EventFileError as exc:  # a damaged gzip or Parquet file, found on the way
         raise UsageError(f"{exc} (the records before it were published; producing the repaired file again is "
@@ -80,8 +88,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from topologies.worker import run_worker
+    if not 0 <= args.web_port <= 65535:
+        raise UsageError(f"--web-port {args.web_port}: expected a port number 0-65535")
+    from topologies.worker import WebPortInUse, run_worker, worker_name
 
+    name = worker_name(args.web_port)
+    handler = start_logging(args.log_format, args.loglevel, worker=name)
     config = _load_config(args.config)
     settings = _stream_settings(config)
     broker = _broker(args, settings)
@@ -93,7 +105,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _long_run_collector()
     try:
         with _kafka_errors(broker):
-            run_worker(config, settings, kafka=broker, ledger=ledger, data_dir=data_dir, loglevel=args.loglevel)
+            run_worker(config, settings, kafka=broker, ledger=ledger, data_dir=data_dir, loglevel=args.loglevel,
+                       web=(args.web_host, args.web_port), name=name, log_handler=handler,
+                       say_as_logs=args.log_format == "json")
+    except WebPortInUse as exc:
+        raise UsageError(str(exc)) from None
     finally:
         ledger.close()
     return EXIT_OK
@@ -127,39 +143,64 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_lag(args: argparse.Namespace) -> int:
-    from topologies.admin import consumer_lag_sync, group_members_sync, pipeline_lag_sync
-    from topologies.generation import current_generation
+    """Lag per partition with the group member that owns it, and per member (``--format json``
+    for programs). Members are named by ``Member.name`` (topologies/kafka_admin.py)."""
+    from topologies.kafka_admin import consumer_lag, lag_per_member, members, pipeline_lag
 
     config = _load_config(args.config)
     settings = _stream_settings(config)
     broker = _broker(args, settings)
     with _kafka_errors(broker):
         if args.group:
-            group, sink = args.group, ""
-            rows = consumer_lag_sync(broker, group, None, settings)
+            group, sink_group = args.group, None
+            rows = consumer_lag(broker, group, None, settings)
         else:  # the current workers: their group, and their sink's
+            from topologies.generation import current_generation  # aiokafka: only here
+
             generation = current_generation(broker, settings)
-            group, sink = settings.app_id(generation), f" and its sink group {settings.sink_group(generation)}"
-            rows = pipeline_lag_sync(broker, settings, generation)
-        members = group_members_sync(broker, group)
-    who = f"group {group} ({members} member{'s' if members != 1 else ''}){sink}"
+            group, sink_group = settings.app_id(generation), settings.sink_group(generation)
+            rows = pipeline_lag(broker, settings, generation)
+        in_group = members(broker, group)
+    per_member = lag_per_member(rows, in_group)
+    total = sum(r.lag for r in rows)
+    if args.format == "json":
+        import orjson
+
+        print(orjson.dumps({
+            "group": group, "sink_group": sink_group, "member_count": len(in_group), "total_lag": total,
+            "partitions": [{**r._asdict(), "owner": r.owner and r.owner.name} for r in rows],
+            "per_member": [{"name": s.member.name, "client_id": s.member.client_id, "host": s.member.host,
+                            "member_id": s.member.member_id, "partitions": s.partitions, "lag": s.lag}
+                           for s in per_member]}, option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    n = len(in_group)
+    who = f"group {group} ({n} member{'s' if n != 1 else ''})" + (f" and its sink group {sink_group}" if sink_group else "")
     if not rows:
         print(f"{who}: no offsets committed, and none of the input topics {', '.join(settings.inputs)} exists "
               "(tuike produce creates them)")
         return EXIT_OK
-    cols = ("topic", "partition", "committed", "end", "lag")
-    cells = [(r.topic, str(r.partition), "-" if r.committed is None else f"{r.committed:,}", f"{r.end:,}", f"{r.lag:,}")
-             for r in rows]
+    owned = any(r.owner for r in rows)  # the owner column only while some member holds a partition
+    _print_table(("topic", "partition", "committed", "end", "lag") + (("owner",) if owned else ()),
+                 [(r.topic, str(r.partition), "-" if r.committed is None else f"{r.committed:,}", f"{r.end:,}",
+                   f"{r.lag:,}") + ((r.owner.name if r.owner else "-",) if owned else ()) for r in rows])
+    if per_member:
+        print()
+        _print_table(("member", "host", "partitions", "lag"),
+                     [(s.member.name, s.member.host, str(s.partitions), f"{s.lag:,}") for s in per_member])
+    print(f"total lag {total:,} messages over {len(rows)} partitions; {who}"
+          + ("; '-': nothing committed, lag counted from the beginning" if any(r.committed is None for r in rows) else ""))
+    return EXIT_OK
+
+
+def _print_table(cols: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
+    """Aligned columns: the first, owner and host to the left, numbers to the right."""
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    left = {0} | {i for i, c in enumerate(cols) if c in ("owner", "host")}
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.ljust(widths[0]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(values))
+        return "  ".join(v.ljust(widths[i]) if i in left else v.rjust(widths[i]) for i, v in enumerate(values)).rstrip()
 
     print(line(cols))
     print("  ".join("-" * w for w in widths))
     for row in cells:
         print(line(row))
-    total = sum(r.lag for r in rows)
-    print(f"total lag {total:,} messages over {len(rows)} partitions; {who}"
-          + ("; '-': nothing committed, lag counted from the beginning" if any(r.committed is None for r in rows) else ""))
-    return EXIT_OK
