@@ -28,7 +28,6 @@ CLUSTER=tuike
 NODES=(1 2 3 4)
 ZOOKEEPER_PORT="${ZOOKEEPER_PORT:-2181}"
 WAIT_SECONDS="${CLICKHOUSE_WAIT_SECONDS:-60}"
-ETC=/etc/clickhouse-server
 # Read your writes: the first live replica of a shard takes the inserts and the reads, a replica
 # more than 2 s behind is read only if none is fresher; inserts return once on their shard; IN/JOIN
 # over Distributed tables run GLOBAL.
@@ -40,24 +39,13 @@ die() { echo "clickhouse-cluster: error: $*" >&2; exit 1; }
 ROOT_HINT="not used: this script installs nothing"
 # shellcheck source=deploy/lib.sh
 . "$HERE/lib.sh"
+# shellcheck source=deploy/clickhouse-lib.sh
+. "$HERE/clickhouse-lib.sh"
 
 tcp_port() { echo $((9100 + $1)); }
 http_port() { echo $((8200 + $1)); }
 interserver_port() { echo $((9200 + $1)); }
 shard_of() { printf '%02d' $((($1 + 1) / 2)); }
-
-server_bin() {
-    local b
-    for b in /usr/bin/clickhouse-server /usr/sbin/clickhouse-server; do
-        [ -x "$b" ] && { echo "$b"; return 0; }
-    done
-    command -v clickhouse-server 2>/dev/null || return 1
-}
-
-client_bin() {
-    [ -x /usr/bin/clickhouse-client ] && { echo /usr/bin/clickhouse-client; return 0; }
-    command -v clickhouse-client 2>/dev/null || return 1
-}
 
 require_install() {
     server_bin >/dev/null && client_bin >/dev/null && [ -f "$ETC/users.xml" ] && return 0
@@ -75,17 +63,6 @@ select_node() {
 
 client() {
     timeout 10 "$(client_bin)" --host 127.0.0.1 --port "$TCP_PORT" "$@"
-}
-
-# The pid from node's pid file, if that process is alive and is a clickhouse server.
-our_pid() {
-    [ -f "$PIDFILE" ] || return 1
-    local pid
-    pid="$(cat "$PIDFILE" 2>/dev/null)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q clickhouse || return 1
-    echo "$pid"
 }
 
 answers() {
@@ -127,26 +104,18 @@ start_node() {
         rm -f "$PIDFILE"
         port_open "$TCP_PORT" && die "127.0.0.1:$TCP_PORT (node $NODE) is taken by a program this script did not start: stop it (see 'ss -ltnp'), then run this again"
         write_config
-        : >"$NODE_DIR/log/stdout.log"
-        ERRLOG_MARK="$( { wc -c <"$NODE_DIR/log/clickhouse-server.err.log"; } 2>/dev/null || echo 0)"
-        (cd "$NODE_DIR" && exec setsid "$(server_bin)" --config-file="$NODE_DIR/config.xml" \
-            >>"$NODE_DIR/log/stdout.log" 2>&1 </dev/null 9>&-) &
-        pid=$!
-        echo "$pid" >"$PIDFILE"
+        ERRLOG_MARK="$(log_size "$NODE_DIR/log/clickhouse-server.err.log")"
+        start_detached "$NODE_DIR" "$NODE_DIR/log/stdout.log" "$(server_bin)" --config-file="$NODE_DIR/config.xml"
+        pid="$(cat "$PIDFILE")"
         say "node $NODE (shard $(shard_of "$NODE"), replica node$NODE) starting as pid $pid"
     fi
     wait_until_answers "$pid" "node $NODE" "$TCP_PORT" "$NODE_DIR/log/"
     say "node $NODE up: native 127.0.0.1:$TCP_PORT, http 127.0.0.1:$(http_port "$NODE"), interserver 127.0.0.1:$(interserver_port "$NODE")"
 }
 
-port_open() {
-    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
-}
-
 lock() {
     mkdir -p "$STATE"
-    exec 9>"$STATE/.lock"
-    flock -w 300 9 || die "another 'deploy/clickhouse-cluster.sh' is holding $STATE/.lock; wait for it or remove the lock"
+    take_lock "$STATE" 300
 }
 
 # The cluster as node 1 sees it: four hosts in system.clusters, and ZooKeeper reachable.

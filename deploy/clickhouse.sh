@@ -24,27 +24,15 @@ HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
 TLS_PORT="${CLICKHOUSE_TLS_PORT:-9440}"
 TLS_DIR="$STATE/tls"
 WAIT_SECONDS="${CLICKHOUSE_WAIT_SECONDS:-60}"
-ETC=/etc/clickhouse-server
 
 say() { echo "clickhouse: $*"; }
 die() { echo "clickhouse: error: $*" >&2; exit 1; }
 
-server_bin() {
-    local b
-    for b in /usr/bin/clickhouse-server /usr/sbin/clickhouse-server; do
-        [ -x "$b" ] && { echo "$b"; return 0; }
-    done
-    command -v clickhouse-server 2>/dev/null || return 1
-}
-
-client_bin() {
-    [ -x /usr/bin/clickhouse-client ] && { echo /usr/bin/clickhouse-client; return 0; }
-    command -v clickhouse-client 2>/dev/null || return 1
-}
-
 ROOT_HINT="installing ClickHouse needs root: run 'sudo apt-get install clickhouse-server clickhouse-client openssl', then this again"
 # shellcheck source=deploy/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=deploy/clickhouse-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/clickhouse-lib.sh"
 
 apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clickhouse-server clickhouse-client openssl
@@ -70,17 +58,6 @@ install_if_missing() {
     if [ -n "$made_policy" ]; then rm -f "$policy"; trap - EXIT; fi
     [ "$rc" = 0 ] || die "apt-get could not install clickhouse-server/clickhouse-client (exit $rc); check the network and the apt sources (Debian 12 'main' has them), then run this again"
     server_bin >/dev/null || die "apt-get finished but clickhouse-server is not found in /usr/bin or /usr/sbin"
-}
-
-# The pid from the pid file, if that process is alive and is a clickhouse server.
-our_pid() {
-    [ -f "$PIDFILE" ] || return 1
-    local pid
-    pid="$(cat "$PIDFILE" 2>/dev/null)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q clickhouse || return 1
-    echo "$pid"
 }
 
 # Whether the TLS port completes a handshake whose certificate verifies with our CA.
@@ -173,8 +150,7 @@ explain_exit() {
 cmd_up() {
     install_if_missing
     mkdir -p "$STATE"
-    exec 9>"$STATE/.lock"
-    flock -w 120 9 || die "another 'deploy/clickhouse.sh' is holding $STATE/.lock; wait for it or remove the lock"
+    take_lock "$STATE" 120
 
     local pid
     if pid="$(our_pid)"; then
@@ -190,12 +166,9 @@ cmd_up() {
         local bin
         bin="$(server_bin)"
         say "starting $bin (data in $STATE)"
-        : >"$STATE/log/stdout.log"
-        ERRLOG_MARK="$( { wc -c <"$STATE/log/clickhouse-server.err.log"; } 2>/dev/null || echo 0)"
-        (cd "$STATE" && exec setsid "$bin" --config-file="$STATE/config.xml" \
-            >>"$STATE/log/stdout.log" 2>&1 </dev/null 9>&-) &
-        pid=$!
-        echo "$pid" >"$PIDFILE"
+        ERRLOG_MARK="$(log_size "$STATE/log/clickhouse-server.err.log")"
+        start_detached "$STATE" "$STATE/log/stdout.log" "$bin" --config-file="$STATE/config.xml"
+        pid="$(cat "$PIDFILE")"
     fi
 
     wait_until_answers "$pid" server "$TCP_PORT" "$STATE/log/"
@@ -204,8 +177,7 @@ cmd_up() {
 
 cmd_down() {
     mkdir -p "$STATE"
-    exec 9>"$STATE/.lock"
-    flock -w 120 9 || die "another 'deploy/clickhouse.sh' is holding $STATE/.lock; wait for it"
+    take_lock "$STATE" 120 "wait for it"
     stop_service server "$TCP_PORT"
 }
 
@@ -220,9 +192,4 @@ cmd_status() {
     return 3
 }
 
-case "${1:-}" in
-    up) cmd_up ;;
-    down) cmd_down ;;
-    status) cmd_status ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
-esac
+up_down_status "$@"

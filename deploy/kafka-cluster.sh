@@ -82,17 +82,6 @@ bootstrap() {
 
 # ---------------------------------------------------------------- config and storage
 
-write_tools_log4j() {
-    cat >"$TOOLS_LOG4J" <<EOF
-# Written by deploy/kafka-cluster.sh: command-line tools warn on stderr only.
-log4j.rootLogger=WARN, stderr
-log4j.appender.stderr=org.apache.log4j.ConsoleAppender
-log4j.appender.stderr.Target=System.err
-log4j.appender.stderr.layout=org.apache.log4j.PatternLayout
-log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n
-EOF
-}
-
 write_node_config() {
     mkdir -p "$DATA" "$LOGDIR"
     cat >"$PROPS" <<EOF
@@ -121,18 +110,7 @@ num.io.threads=4
 num.replica.fetchers=1
 background.threads=4
 EOF
-    cat >"$LOG4J" <<EOF
-# Written by deploy/kafka-cluster.sh: node $N logs to $LOGDIR/server.log.
-log4j.rootLogger=INFO, file
-log4j.appender.file=org.apache.log4j.RollingFileAppender
-log4j.appender.file.File=$LOGDIR/server.log
-log4j.appender.file.MaxFileSize=50MB
-log4j.appender.file.MaxBackupIndex=3
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.kafka.request.logger=WARN
-log4j.logger.org.apache.kafka.clients=WARN
-EOF
+    write_broker_log4j "node $N"
 }
 
 # One cluster id for the three nodes, made once; each node's storage formatted with it once.
@@ -152,8 +130,7 @@ format_once() {
 # ---------------------------------------------------------------- nodes
 
 lock() {
-    exec 9>"$CLUSTER/.lock"
-    flock -w 300 9 || die "another 'deploy/kafka-cluster.sh' is holding $CLUSTER/.lock; wait for it or remove the lock"
+    take_lock "$CLUSTER" 300
 }
 
 # The jars, under deploy/kafka.sh's lock (both scripts may assemble them).
@@ -170,8 +147,7 @@ jars() {
 
 explain_exit() {
     echo "--- what node $N said (all of it in $LOGDIR/server.log and stdout.log):" >&2
-    { tail -c +$((${LOG_MARK:-0} + 1)) "$LOGDIR/server.log"; cat "$LOGDIR/stdout.log"; } 2>/dev/null \
-        | grep -E 'ERROR|FATAL|Exception|Caused by|Error' | tail -n 20 >&2
+    start_errors "$LOGDIR/server.log" "${LOG_MARK:-0}" "$LOGDIR/stdout.log" >&2
     die "node $N exited during start-up; see the log lines above"
 }
 
@@ -190,12 +166,8 @@ launch() {
     done
     write_node_config
     format_once
-    : >"$LOGDIR/stdout.log"
-    (cd "$NODE_DIR" && exec setsid java $HEAP -cp "$LIBS/*" \
-        -Djava.awt.headless=true "-Dlog4j.configuration=file:$LOG4J" "-Dkafka.logs.dir=$LOGDIR" \
-        kafka.Kafka "$PROPS" >>"$LOGDIR/stdout.log" 2>&1 </dev/null 9>&-) &
-    pid=$!
-    echo "$pid" >"$PIDFILE"
+    start_broker "$NODE_DIR"
+    pid="$(cat "$PIDFILE")"
     say "node $N starting (pid $pid) on 127.0.0.1:$PORT, controller 127.0.0.1:$CONTROLLER_PORT"
 }
 
@@ -204,7 +176,7 @@ await_node() {
     node "$1"
     local pid
     pid="$(our_pid)" || die "node $N is not running; see $LOGDIR/server.log"
-    LOG_MARK="$( { wc -c <"$LOGDIR/server.log"; } 2>/dev/null || echo 0)"
+    LOG_MARK="$(log_size "$LOGDIR/server.log")"
     wait_until_answers "$pid" "node $N" "$PORT" "$LOGDIR/server.log"
     say "node $N up (pid $pid) on 127.0.0.1:$PORT"
 }

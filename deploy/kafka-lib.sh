@@ -1,13 +1,14 @@
+# shellcheck shell=bash
 # Kafka from Maven Central, shared by deploy/kafka.sh (one broker) and deploy/kafka-cluster.sh
 # (three): the version, installing java and maven, assembling the jars, and the probes. Sourced,
 # not run. The script sets say, die, JARS (the folder of pom.xml and libs/), LIBS ($JARS/libs),
-# LOGDIR, TOOLS_LOG4J, and PIDFILE and PORT (the broker a probe looks at) before calling these.
+# LOGDIR, TOOLS_LOG4J, and PIDFILE and PORT (the broker a probe looks at), and for a start
+# LOG4J, PROPS and HEAP, before calling these.
 
 KAFKA_VERSION=3.9.1
 SCALA_VERSION=2.13
 SLF4J_VERSION=1.7.36
 RELOAD4J_VERSION=1.2.25
-DEPENDENCY_PLUGIN_VERSION=3.6.1
 # What libs/ was assembled from; a different line means assemble again.
 LIBS_STAMP="kafka_$SCALA_VERSION:$KAFKA_VERSION slf4j-reload4j:$SLF4J_VERSION reload4j:$RELOAD4J_VERSION"
 
@@ -44,79 +45,59 @@ check_java() {
 
 # ---------------------------------------------------------------- jars from Maven Central
 
+MAIN_JAR="kafka_$SCALA_VERSION-$KAFKA_VERSION.jar"
+
 libs_ready() {
-    [ -f "$LIBS/.assembled" ] && [ "$(cat "$LIBS/.assembled")" = "$LIBS_STAMP" ] \
-        && [ -f "$LIBS/kafka_$SCALA_VERSION-$KAFKA_VERSION.jar" ]
+    jars_ready "$LIBS" "$LIBS_STAMP" "$MAIN_JAR"
 }
 
-write_pom() {
-    cat >"$JARS/pom.xml" <<EOF
-<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by deploy/kafka-lib.sh: only there to let Maven copy Kafka's runtime jars into libs/. -->
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.tuike</groupId>
-  <artifactId>kafka-runtime</artifactId>
-  <version>0</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_$SCALA_VERSION</artifactId>
-      <version>$KAFKA_VERSION</version>
-    </dependency>
-    <dependency>
-      <groupId>org.slf4j</groupId>
-      <artifactId>slf4j-reload4j</artifactId>
-      <version>$SLF4J_VERSION</version>
-    </dependency>
-    <dependency>
-      <groupId>ch.qos.reload4j</groupId>
-      <artifactId>reload4j</artifactId>
-      <version>$RELOAD4J_VERSION</version>
-    </dependency>
-  </dependencies>
-  <build>
-    <plugins>
-      <plugin>
-        <groupId>org.apache.maven.plugins</groupId>
-        <artifactId>maven-dependency-plugin</artifactId>
-        <version>$DEPENDENCY_PLUGIN_VERSION</version>
-      </plugin>
-    </plugins>
-  </build>
-</project>
-EOF
+write_kafka_pom() {
+    write_pom "$JARS/pom.xml" deploy/kafka-lib.sh Kafka "org.apache.kafka:kafka_$SCALA_VERSION:$KAFKA_VERSION" \
+        "org.slf4j:slf4j-reload4j:$SLF4J_VERSION" "ch.qos.reload4j:reload4j:$RELOAD4J_VERSION"
 }
 
 assemble_libs() {
-    libs_ready && return 0
-    mkdir -p "$LOGDIR"
-    write_pom
-    local tmp="$JARS/libs.partial" mvnlog="$LOGDIR/mvn.log"
-    rm -rf "$tmp"
-    local goal=(-B -q -f "$JARS/pom.xml" dependency:copy-dependencies "-DoutputDirectory=$tmp" -DincludeScope=runtime)
-    # From the local Maven cache when it already holds everything; no network then.
-    if mvn -o "${goal[@]}" >"$mvnlog" 2>&1; then
-        say "copied Kafka $KAFKA_VERSION's jars from the local Maven cache"
-    else
-        rm -rf "$tmp"
-        say "fetching Kafka $KAFKA_VERSION and its dependencies from Maven Central with mvn (first time only; 5-60s depending on the network)"
-        local started=$SECONDS
-        if ! mvn "${goal[@]}" >"$mvnlog" 2>&1; then
-            rm -rf "$tmp"
-            echo "--- what mvn said (all of it in $mvnlog):" >&2
-            tail -n 20 "$mvnlog" >&2
-            die "mvn could not fetch the Kafka jars; check the network and any mirror or proxy in ~/.m2/settings.xml, then run this again"
-        fi
-        say "fetched in $((SECONDS - started))s"
-    fi
-    [ -f "$tmp/kafka_$SCALA_VERSION-$KAFKA_VERSION.jar" ] \
-        || die "mvn finished but $tmp has no kafka_$SCALA_VERSION-$KAFKA_VERSION.jar; see $mvnlog"
-    echo "$LIBS_STAMP" >"$tmp/.assembled"
-    rm -rf "$LIBS"
-    mv "$tmp" "$LIBS"
-    say "$(find "$LIBS" -name '*.jar' | wc -l) jars in $LIBS"
+    assemble_jars Kafka "$KAFKA_VERSION" "$JARS" "$MAIN_JAR" "$LIBS_STAMP" write_kafka_pom "; 5-60s depending on the network"
+}
+
+# The log4j config of the command-line tools (tool, answers).
+write_tools_log4j() {
+    cat >"$TOOLS_LOG4J" <<EOF
+# Written by deploy/${0##*/}: command-line tools warn on stderr only.
+log4j.rootLogger=WARN, stderr
+log4j.appender.stderr=org.apache.log4j.ConsoleAppender
+log4j.appender.stderr.Target=System.err
+log4j.appender.stderr.layout=org.apache.log4j.PatternLayout
+log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n
+EOF
+}
+
+# A broker's log4j config at $LOG4J: $1 (who) logs to $LOGDIR/server.log; the other arguments
+# are extra logger lines.
+write_broker_log4j() {
+    local who=$1
+    shift
+    {
+        cat <<EOF
+# Written by deploy/${0##*/}: $who logs to $LOGDIR/server.log.
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File=$LOGDIR/server.log
+log4j.appender.file.MaxFileSize=50MB
+log4j.appender.file.MaxBackupIndex=3
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+EOF
+        printf '%s\n' "$@" log4j.logger.kafka.request.logger=WARN log4j.logger.org.apache.kafka.clients=WARN
+    } >"$LOG4J"
+}
+
+# Start the broker configured in $PROPS from the folder $1; its pid goes to $PIDFILE.
+start_broker() {
+    # shellcheck disable=SC2086  # HEAP may hold several JVM options
+    start_detached "$1" "$LOGDIR/stdout.log" java $HEAP -cp "$LIBS/*" \
+        -Djava.awt.headless=true "-Dlog4j.configuration=file:$LOG4J" "-Dkafka.logs.dir=$LOGDIR" \
+        kafka.Kafka "$PROPS"
 }
 
 tool() {
@@ -125,24 +106,13 @@ tool() {
 
 # The pid from the pid file, if that process is alive and is a Kafka broker.
 our_pid() {
-    [ -f "$PIDFILE" ] || return 1
-    local pid
-    pid="$(cat "$PIDFILE" 2>/dev/null)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka' || return 1
-    echo "$pid"
-}
-
-# Something accepts TCP connections on 127.0.0.1:$1.
-port_open() {
-    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+    pid_from_file 'kafka\.Kafka'
 }
 
 # A Kafka broker answers an ApiVersions request on 127.0.0.1:$PORT (needs the jars).
 answers() {
     port_open "$PORT" || return 1
-    [ -f "$LIBS/kafka_$SCALA_VERSION-$KAFKA_VERSION.jar" ] || return 1
+    [ -f "$LIBS/$MAIN_JAR" ] || return 1
     # bounded: the tool retries, and something else on the port may accept and never answer
     timeout "${ANSWER_SECONDS:-20}" java -cp "$LIBS/*" "-Dlog4j.configuration=file:$TOOLS_LOG4J" \
         kafka.admin.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$PORT" 2>/dev/null \

@@ -89,28 +89,8 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
-    cat >"$LOG4J" <<EOF
-# Written by deploy/kafka.sh: the broker logs to $LOGDIR/server.log.
-log4j.rootLogger=INFO, file
-log4j.appender.file=org.apache.log4j.RollingFileAppender
-log4j.appender.file.File=$LOGDIR/server.log
-log4j.appender.file.MaxFileSize=50MB
-log4j.appender.file.MaxBackupIndex=3
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.org.apache.kafka=INFO
-log4j.logger.kafka=INFO
-log4j.logger.kafka.request.logger=WARN
-log4j.logger.org.apache.kafka.clients=WARN
-EOF
-    cat >"$TOOLS_LOG4J" <<EOF
-# Written by deploy/kafka.sh: command-line tools warn on stderr only.
-log4j.rootLogger=WARN, stderr
-log4j.appender.stderr=org.apache.log4j.ConsoleAppender
-log4j.appender.stderr.Target=System.err
-log4j.appender.stderr.layout=org.apache.log4j.PatternLayout
-log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n
-EOF
+    write_broker_log4j "the broker" log4j.logger.org.apache.kafka=INFO log4j.logger.kafka=INFO
+    write_tools_log4j
 }
 
 format_once() {
@@ -182,15 +162,13 @@ port_taken_error() {
 # ---------------------------------------------------------------- commands
 
 lock() {
-    exec 9>"$STATE/.lock"
-    flock -w 300 9 || die "another 'deploy/kafka.sh' is holding $STATE/.lock; wait for it or remove the lock"
+    take_lock "$STATE" 300
 }
 
 # The broker died during start-up: show what it said and stop.
 explain_exit() {
     local news
-    news="$( { tail -c +$((${LOG_MARK:-0} + 1)) "$LOGDIR/server.log"; cat "$LOGDIR/stdout.log"; } 2>/dev/null \
-        | grep -E 'ERROR|FATAL|Exception|Caused by|Error' | tail -n 20)"
+    news="$(start_errors "$LOGDIR/server.log" "${LOG_MARK:-0}" "$LOGDIR/stdout.log")"
     echo "--- what the broker said (all of it in $LOGDIR/server.log and stdout.log):" >&2
     echo "$news" >&2
     if grep -q 'Address already in use' <<<"$news"; then
@@ -225,13 +203,9 @@ cmd_up() {
         write_config
         format_once
         say "starting Kafka $KAFKA_VERSION (data in $DATA, log in $LOGDIR/server.log)"
-        : >"$LOGDIR/stdout.log"
-        LOG_MARK="$( { wc -c <"$LOGDIR/server.log"; } 2>/dev/null || echo 0)"
-        (cd "$STATE" && exec setsid java $HEAP -cp "$LIBS/*" \
-            -Djava.awt.headless=true "-Dlog4j.configuration=file:$LOG4J" "-Dkafka.logs.dir=$LOGDIR" \
-            kafka.Kafka "$PROPS" >>"$LOGDIR/stdout.log" 2>&1 </dev/null 9>&-) &
-        pid=$!
-        echo "$pid" >"$PIDFILE"
+        LOG_MARK="$(log_size "$LOGDIR/server.log")"
+        start_broker "$STATE"
+        pid="$(cat "$PIDFILE")"
     fi
 
     wait_until_answers "$pid" broker "$PORT" "$LOGDIR/server.log"
@@ -246,20 +220,7 @@ cmd_down() {
 }
 
 cmd_status() {
-    local pid
-    if pid="$(our_pid)"; then
-        if answers; then say "running (pid $pid) on 127.0.0.1:$PORT"; return 0; fi
-        say "pid $pid is alive but does not answer on 127.0.0.1:$PORT (see $LOGDIR/server.log)"; return 3
-    fi
-    if answers; then say "a broker not started by this script answers on 127.0.0.1:$PORT"; return 0; fi
-    if port_open "$PORT"; then say "127.0.0.1:$PORT is taken by something that does not answer as a Kafka broker"; return 3; fi
-    say "not running (start it with 'make kafka-up')"
-    return 3
+    service_status "$PORT" "a broker" "a Kafka broker" "$LOGDIR/server.log" "make kafka-up"
 }
 
-case "${1:-}" in
-    up) cmd_up ;;
-    down) cmd_down ;;
-    status) cmd_status ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
-esac
+up_down_status "$@"

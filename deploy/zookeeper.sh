@@ -29,7 +29,6 @@ ZOOKEEPER_VERSION=3.9.5
 METRICS_VERSION=4.1.12.1
 LOGBACK_VERSION=1.3.15
 SNAPPY_VERSION=1.1.10.5
-DEPENDENCY_PLUGIN_VERSION=3.6.1
 PORT="${ZOOKEEPER_PORT:-2181}"
 WAIT_SECONDS="${ZOOKEEPER_WAIT_SECONDS:-60}"
 HEAP="${ZOOKEEPER_HEAP:--Xmx256m}"
@@ -54,77 +53,14 @@ ROOT_HINT="installing java and maven needs root: run 'sudo apt-get install defau
 
 # ---------------------------------------------------------------- jars from Maven Central
 
-write_pom() {
-    cat >"$STATE/pom.xml" <<EOF
-<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by deploy/zookeeper.sh: only there to let Maven copy ZooKeeper's runtime jars into libs/. -->
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.tuike</groupId>
-  <artifactId>zookeeper-runtime</artifactId>
-  <version>0</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.zookeeper</groupId>
-      <artifactId>zookeeper</artifactId>
-      <version>$ZOOKEEPER_VERSION</version>
-    </dependency>
-    <dependency>
-      <groupId>io.dropwizard.metrics</groupId>
-      <artifactId>metrics-core</artifactId>
-      <version>$METRICS_VERSION</version>
-    </dependency>
-    <dependency>
-      <groupId>ch.qos.logback</groupId>
-      <artifactId>logback-classic</artifactId>
-      <version>$LOGBACK_VERSION</version>
-    </dependency>
-    <dependency>
-      <groupId>org.xerial.snappy</groupId>
-      <artifactId>snappy-java</artifactId>
-      <version>$SNAPPY_VERSION</version>
-    </dependency>
-  </dependencies>
-  <build>
-    <plugins>
-      <plugin>
-        <groupId>org.apache.maven.plugins</groupId>
-        <artifactId>maven-dependency-plugin</artifactId>
-        <version>$DEPENDENCY_PLUGIN_VERSION</version>
-      </plugin>
-    </plugins>
-  </build>
-</project>
-EOF
+write_zookeeper_pom() {
+    write_pom "$STATE/pom.xml" deploy/zookeeper.sh ZooKeeper "org.apache.zookeeper:zookeeper:$ZOOKEEPER_VERSION" \
+        "io.dropwizard.metrics:metrics-core:$METRICS_VERSION" "ch.qos.logback:logback-classic:$LOGBACK_VERSION" \
+        "org.xerial.snappy:snappy-java:$SNAPPY_VERSION"
 }
 
 assemble_libs() {
-    [ -f "$LIBS/.assembled" ] && [ "$(cat "$LIBS/.assembled")" = "$LIBS_STAMP" ] && [ -f "$LIBS/$MAIN_JAR" ] && return 0
-    mkdir -p "$LOGDIR"
-    write_pom
-    local tmp="$STATE/libs.partial" mvnlog="$LOGDIR/mvn.log"
-    rm -rf "$tmp"
-    local goal=(-B -q -f "$STATE/pom.xml" dependency:copy-dependencies "-DoutputDirectory=$tmp" -DincludeScope=runtime)
-    if mvn -o "${goal[@]}" >"$mvnlog" 2>&1; then
-        say "copied ZooKeeper $ZOOKEEPER_VERSION's jars from the local Maven cache"
-    else
-        rm -rf "$tmp"
-        say "fetching ZooKeeper $ZOOKEEPER_VERSION and its dependencies from Maven Central with mvn (first time only)"
-        local started=$SECONDS
-        if ! mvn "${goal[@]}" >"$mvnlog" 2>&1; then
-            rm -rf "$tmp"
-            echo "--- what mvn said (all of it in $mvnlog):" >&2
-            tail -n 20 "$mvnlog" >&2
-            die "mvn could not fetch the ZooKeeper jars; check the network and any mirror or proxy in ~/.m2/settings.xml, then run this again"
-        fi
-        say "fetched in $((SECONDS - started))s"
-    fi
-    [ -f "$tmp/$MAIN_JAR" ] || die "mvn finished but $tmp has no $MAIN_JAR; see $mvnlog"
-    echo "$LIBS_STAMP" >"$tmp/.assembled"
-    rm -rf "$LIBS"
-    mv "$tmp" "$LIBS"
-    say "$(find "$LIBS" -name '*.jar' | wc -l) jars in $LIBS"
+    assemble_jars ZooKeeper "$ZOOKEEPER_VERSION" "$STATE" "$MAIN_JAR" "$LIBS_STAMP" write_zookeeper_pom
 }
 
 # ---------------------------------------------------------------- config
@@ -169,17 +105,7 @@ EOF
 
 # The pid from the pid file, if that process is alive and is a ZooKeeper server.
 our_pid() {
-    [ -f "$PIDFILE" ] || return 1
-    local pid
-    pid="$(cat "$PIDFILE" 2>/dev/null)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'QuorumPeerMain' || return 1
-    echo "$pid"
-}
-
-port_open() {
-    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+    pid_from_file 'QuorumPeerMain'
 }
 
 # ZooKeeper serves requests on 127.0.0.1:$PORT: its 'srvr' reply names its mode.
@@ -192,8 +118,7 @@ answers() {
 
 explain_exit() {
     local news
-    news="$( { tail -c +$((${LOG_MARK:-0} + 1)) "$LOGDIR/zookeeper.log"; cat "$LOGDIR/stdout.log"; } 2>/dev/null \
-        | grep -E 'ERROR|FATAL|Exception|Caused by|Error' | tail -n 20)"
+    news="$(start_errors "$LOGDIR/zookeeper.log" "${LOG_MARK:-0}" "$LOGDIR/stdout.log")"
     echo "--- what ZooKeeper said (all of it in $LOGDIR/zookeeper.log and stdout.log):" >&2
     echo "$news" >&2
     if grep -q 'Address already in use' <<<"$news"; then
@@ -203,8 +128,7 @@ explain_exit() {
 }
 
 lock() {
-    exec 9>"$STATE/.lock"
-    flock -w 120 9 || die "another 'deploy/zookeeper.sh' is holding $STATE/.lock; wait for it or remove the lock"
+    take_lock "$STATE" 120
 }
 
 # ---------------------------------------------------------------- commands
@@ -234,13 +158,12 @@ cmd_up() {
         assemble_libs
         write_config
         say "starting ZooKeeper $ZOOKEEPER_VERSION (data in $DATA, log in $LOGDIR/zookeeper.log)"
-        : >"$LOGDIR/stdout.log"
-        LOG_MARK="$( { wc -c <"$LOGDIR/zookeeper.log"; } 2>/dev/null || echo 0)"
-        (cd "$STATE" && exec setsid java $HEAP -cp "$LIBS/*" -Djava.awt.headless=true \
+        LOG_MARK="$(log_size "$LOGDIR/zookeeper.log")"
+        # shellcheck disable=SC2086  # HEAP may hold several JVM options
+        start_detached "$STATE" "$LOGDIR/stdout.log" java $HEAP -cp "$LIBS/*" -Djava.awt.headless=true \
             "-Dlogback.configurationFile=$LOGBACK" -Dzookeeper.admin.enableServer=false \
-            org.apache.zookeeper.server.quorum.QuorumPeerMain "$CFG" >>"$LOGDIR/stdout.log" 2>&1 </dev/null 9>&-) &
-        pid=$!
-        echo "$pid" >"$PIDFILE"
+            org.apache.zookeeper.server.quorum.QuorumPeerMain "$CFG"
+        pid="$(cat "$PIDFILE")"
     fi
     wait_until_answers "$pid" ZooKeeper "$PORT" "$LOGDIR/zookeeper.log"
     say "up: pid $pid, ZooKeeper $ZOOKEEPER_VERSION on 127.0.0.1:$PORT (data in $DATA)"
@@ -252,20 +175,7 @@ cmd_down() {
 }
 
 cmd_status() {
-    local pid
-    if pid="$(our_pid)"; then
-        if answers; then say "running (pid $pid) on 127.0.0.1:$PORT"; return 0; fi
-        say "pid $pid is alive but does not answer on 127.0.0.1:$PORT (see $LOGDIR/zookeeper.log)"; return 3
-    fi
-    if answers; then say "a ZooKeeper not started by this script answers on 127.0.0.1:$PORT"; return 0; fi
-    if port_open "$PORT"; then say "127.0.0.1:$PORT is taken by something that does not answer as ZooKeeper"; return 3; fi
-    say "not running (start it with 'deploy/zookeeper.sh up')"
-    return 3
+    service_status "$PORT" "a ZooKeeper" ZooKeeper "$LOGDIR/zookeeper.log" "deploy/zookeeper.sh up"
 }
 
-case "${1:-}" in
-    up) cmd_up ;;
-    down) cmd_down ;;
-    status) cmd_status ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
-esac
+up_down_status "$@"

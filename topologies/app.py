@@ -63,13 +63,14 @@ class Topology:
                  generation: int = 0, ledger: Ledger | None = None, name: str = ""):
         """``name``: the worker's, in its Kafka client ids, so that the consumer groups (and ``tuike lag``)
         say which worker owns a partition."""
+        client_id = worker_client_id(name) if name else None
         self.settings = settings
         self.generation = generation
         n = settings.partitions
         self.app = faust.App(
             settings.app_id(generation),
             **kafka.faust(),  # broker and broker_credentials
-            **({"broker_client_id": worker_client_id(name)} if name else {}),
+            **({"broker_client_id": client_id} if client_id else {}),
             datadir=str(data_dir),
             store="rocksdb://",
             topic_partitions=n,
@@ -123,7 +124,7 @@ class Topology:
                                    topics=[self.sink_topic, settings.deadletter], sink_topic=self.sink_topic,
                                    generation=generation, records_per_insert=max(1, settings.sink_batch // 100),
                                    wait_ms=settings.sink_ms, thread=self.ledger_thread, protection=self.protection,
-                                   client_id=worker_client_id(name) if name else None)
+                                   client_id=client_id)
             self.app.task(self._run_sink)
         self.sink_stats = self.sink.stats if self.sink else SinkStats()
 

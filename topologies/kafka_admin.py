@@ -260,6 +260,10 @@ def delete_topics(kafka: Kafka, names: Iterable[str] = (), *, prefix: str | None
 
 
 def _members(admin: KafkaAdminClient, group: str) -> list[Member]:
+    return _described(admin, group)[1]
+
+
+def _described(admin: KafkaAdminClient, group: str) -> tuple[str, list[Member]]:
     described = admin.describe_groups([group])[group]
     out = []
     for m in described["members"]:
@@ -267,7 +271,14 @@ def _members(admin: KafkaAdminClient, group: str) -> list[Member]:
         owned = assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
         out.append(Member(m["member_id"], m["client_id"], m["client_host"].lstrip("/"),
                           frozenset((a["topic"], p) for a in owned for p in a["partitions"])))
-    return sorted(out)
+    return described["group_state"], sorted(out)
+
+
+def group_state(kafka: Kafka, group: str) -> tuple[str, list[Member]]:
+    """The group's state (Stable, PreparingRebalance, CompletingRebalance, Empty, Dead) and its
+    members with the partitions assigned to each at the last rebalance."""
+    with connected(kafka) as admin:
+        return _described(admin, group)
 
 
 def members(kafka: Kafka, group: str) -> list[Member]:

@@ -128,32 +128,15 @@ class Member:
 def owners(bootstrap: str, group: str) -> tuple[str, list[Member]]:
     """The group's state and its members with the partitions each is assigned (the consumer
     group's own record, DescribeGroups: what the coordinator handed out at the last rebalance)."""
-    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-    from aiokafka.errors import CoordinatorNotAvailableError
+    from topologies.kafka_admin import group_state
 
-    from topologies.admin import _admin
-
-    async def run():
-        admin = await _admin(bootstrap)
-        try:
-            return await admin.describe_consumer_groups([group])
-        except CoordinatorNotAvailableError:
-            return []
-        finally:
-            await admin.close()
-
-    state, members = "Dead", []
-    for response in asyncio.run(run()):
-        for g in response.to_object()["groups"]:
-            if g["group"] != group:
-                continue
-            state = g["state"]
-            for m in g["members"]:
-                owns = {}
-                if m["member_assignment"]:
-                    for topic, parts in ConsumerProtocolMemberAssignment.decode(m["member_assignment"]).assignment:
-                        owns[topic] = sorted(parts)
-                members.append(Member(m["member_id"], m["client_id"], owns))
+    state, found = group_state(bootstrap, group)
+    members = []
+    for m in found:
+        owns: dict[str, list[int]] = {}
+        for topic, p in sorted(m.partitions):
+            owns.setdefault(topic, []).append(p)
+        members.append(Member(m.member_id, m.client_id, owns))
     return state, sorted(members, key=lambda m: m.member_id)
 
 

@@ -416,6 +416,9 @@ def test_with_the_jsonschema_package_if_installed() -> None:
     jsonschema = pytest.importorskip("jsonschema")  # not a dependency; used only where present
     for obj in EXAMPLES:
         jsonschema.Draft202012Validator(_schema(obj["type"])).validate(obj)
+    # the package matches patterns with Python's re, whose $ also matches before a final newline
+    # (ECMA-262's, which JSON Schema names, does not; the checker above follows ECMA-262)
+    python_re_differs = {"money with newline"}
     for case, obj in MORE_CASES.items():
-        if case not in SCHEMA_WEAKER and not _model_ok(obj):
+        if case not in SCHEMA_WEAKER | python_re_differs and not _model_ok(obj):
             assert not jsonschema.Draft202012Validator(_schema(obj["type"])).is_valid(obj), case

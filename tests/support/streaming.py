@@ -276,39 +276,11 @@ def members(broker: str, group: str) -> int:
 
 
 def assignment(broker: str, group: str) -> tuple[str, dict[str, int]]:
-    """The group's state and, per member, how many input partitions it is assigned."""
-    import asyncio
+    """The group's state and, per member, how many partitions it is assigned."""
+    from topologies.kafka_admin import group_state
 
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-
-    from aiokafka.errors import CoordinatorNotAvailableError
-
-    from topologies.kafka_access import KafkaAccess
-
-    async def run():
-        admin = AIOKafkaAdminClient(**KafkaAccess.of(broker).client())  # HOST:PORT, or an SSL/SASL_SSL access
-        await admin.start()
-        try:
-            return await admin.describe_consumer_groups([group])
-        except CoordinatorNotAvailableError:  # a fresh broker: __consumer_offsets not created yet
-            return []
-        finally:
-            await admin.close()
-
-    state, out = "Dead", {}
-    for response in asyncio.run(run()):
-        for g in response.to_object()["groups"]:
-            if g["group"] != group:
-                continue
-            state = g["state"]
-            for m in g["members"]:
-                parts = 0
-                if m["member_assignment"]:
-                    decoded = ConsumerProtocolMemberAssignment.decode(m["member_assignment"])
-                    parts = sum(len(ps) for _t, ps in decoded.assignment)
-                out[m["member_id"]] = parts
-    return state, out
+    state, members = group_state(broker, group)  # HOST:PORT, or an SSL/SASL_SSL access
+    return state, {m.member_id: len(m.partitions) for m in members}
 
 
 def wait_for_members(broker: str, group: str, n: int, workers: Workers, timeout: float = 120) -> float:
