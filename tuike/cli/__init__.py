@@ -3,12 +3,13 @@
     tuike demo [--seed N]
     tuike run --events FILE
     tuike produce --events FILE [--broker HOST:PORT]
-    tuike lag [--group GROUP] [--broker HOST:PORT]
-    tuike worker --clickhouse URL [--broker HOST:PORT] [--data-dir DIR]
+    tuike lag [--group GROUP] [--broker HOST:PORT] [--format table|json]
+    tuike worker --clickhouse URL [--broker HOST:PORT] [--data-dir DIR] [--web-port N] [--log-format text|json]
     tuike replay [--from earliest|RFC3339]
     tuike query SQL [--format table|csv|json]
     tuike config check FILE
     tuike generate --seed N [--events N] --out FILE [--bad-lines N]
+    tuike backup --to DIR; tuike restore --from DIR [--into DIR] [--force]
 
 Every command takes ``--config FILE`` (default ``./tuike.yaml``, else built-in defaults),
 ``--data-dir DIR`` (default ``./tuike-data``) and ``--clickhouse URL`` (environment
@@ -21,7 +22,7 @@ missing or unreadable event file, rejected event lines, an SQL error); 1 anythin
 errors print one message and no traceback; a traceback means a bug.
 
 Each command group is a module of this package that registers its subcommands (run, stream,
-serve, backoffice, lab, insights, query, inputs); common.py holds what they share.
+serve, backoffice, privacy, backup, lab, insights, query, inputs); common.py holds what they share.
 """
 from __future__ import annotations
 

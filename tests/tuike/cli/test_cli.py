@@ -256,6 +256,7 @@ def test_the_demo_prints_how_to_open_its_dashboard_and_a_promoters_page_and_they
 # --- the ClickHouse server ledger (make test starts one; conftest gives each test a database) -------
 
 
+@pytest.mark.long  # 35-50 s
 def test_run_and_query_on_the_server(tmp_path, shop_file, clickhouse_url):
     from tuike import demo
 
